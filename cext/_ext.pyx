@@ -1,0 +1,80 @@
+# distutils: language = c++
+"""flow_orchestrator._ext: the one compiled seam of flow-orchestrator.
+
+Users never import this module; the public modules (``flow_orchestrator.dag``,
+``flow_orchestrator.graphlib``, ``flow_orchestrator.workflow``...) wrap it.
+
+Design
+======
+
+Graphs are stored once, compactly, and never change after they are built.
+
+Interning
+    A node is known to the core by a dense ``int32`` id: ids ``0..n-1`` in the order
+    the nodes were first seen.  :class:`Interner` maps names to ids and back, one at a
+    time or in bulk.  Every array below is indexed by these ids, so per-node state is a
+    slot in an array rather than a Python object.
+
+CSR adjacency
+    :class:`CSRGraph` keeps both directions in compressed sparse row form: the
+    successors of node ``v`` are ``succ_idx[succ_ptr[v]:succ_ptr[v+1]]`` and its
+    predecessors ``pred_idx[pred_ptr[v]:pred_ptr[v+1]]``.  Offsets are ``int64`` (any
+    edge count), indices ``int32``: 16 bytes a node and 8 bytes an edge.  The arrays are
+    built by a stable counting sort of the edge list, two linear passes and no per-edge
+    Python work, so each node's successors keep the order in which their edges were
+    given; that order is what makes our topological order equal to the standard
+    library's.
+
+Ordering
+    Validation is Kahn's algorithm with a FIFO queue that is the output array itself.
+    It yields, in one pass, the topological order and each node's level (the length
+    of the longest path from a root, so a node's level is the earliest "generation"
+    in which it can run).  If Kahn's pass leaves nodes behind the graph has a cycle:
+    every node left behind has a predecessor that is also left behind, so walking
+    predecessors from any of them must repeat a node, and the walk between the two
+    visits is a cycle.  The error names its nodes.
+
+Immutability
+    Every array is created, filled and then flagged read-only before the constructor
+    returns; nothing is written afterwards.  A built graph can therefore be shared by
+    any number of threads and runs without a lock, under the GIL or without one.
+
+Boundaries
+    Arrays from users are checked (dtype, shape, length, id range, self-loops) before a
+    single unchecked index is taken, so that a release build, which runs with bounds
+    checks off, cannot be made to read or write out of bounds by bad input.
+"""
+
+cimport cython
+cimport numpy as cnp
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
+from libc.string cimport memset
+
+import numpy as np
+
+from flow_orchestrator.errors import (
+    CycleError,
+    EdgeArrayError,
+    EmptyGraphError,
+    FrozenInternerError,
+    GraphTooLargeError,
+    NodeNameError,
+    SelfDependencyError,
+    UnknownNodeError,
+)
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifndef FO_DEBUG_BUILD
+    #define FO_DEBUG_BUILD 0
+    #endif
+    """
+    const int FO_DEBUG_BUILD
+
+#: True when this module was compiled with bounds/wraparound/initialization checks on.
+DEBUG_BUILD = bool(FO_DEBUG_BUILD)
+
+include "_intern.pxi"
+include "_csr.pxi"
