@@ -1,13 +1,52 @@
-"""flow-orchestrator: an embeddable workflow engine for Python with a Cython core."""
+"""flow-orchestrator: an embeddable workflow engine for Python with a Cython core.
+
+Define a DAG of Python callables with :class:`WorkflowBuilder` (fluently or with
+decorators) or in bulk with :meth:`Workflow.from_arrays`; the compiled core
+(:mod:`flow_orchestrator.dag`) validates and orders it.  :mod:`flow_orchestrator.graphlib`
+is a faster drop-in for the standard library's :mod:`graphlib`.
+
+The library logs through the standard :mod:`logging` module under the
+``flow_orchestrator`` logger and configures nothing at import.
+"""
 
 from __future__ import annotations
 
 import logging as _logging
 
 from . import errors
-from ._ext import CSRGraph, Interner
-from .errors import *  # noqa: F403
+from .dag import CSRGraph, Interner
+from .errors import (
+    CycleError,
+    DefinitionError,
+    DuplicateNodeError,
+    EdgeArrayError,
+    EmptyGraphError,
+    FlowError,
+    GraphError,
+    SelfDependencyError,
+    UnknownNodeError,
+)
+from .workflow import Node, NodeOptions, Workflow, WorkflowBuilder
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CSRGraph",
+    "CycleError",
+    "DefinitionError",
+    "DuplicateNodeError",
+    "EdgeArrayError",
+    "EmptyGraphError",
+    "FlowError",
+    "GraphError",
+    "Interner",
+    "Node",
+    "NodeOptions",
+    "SelfDependencyError",
+    "UnknownNodeError",
+    "Workflow",
+    "WorkflowBuilder",
+    "errors",
+]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
