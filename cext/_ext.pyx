@@ -47,7 +47,7 @@ Boundaries
 
 cimport cython
 cimport numpy as cnp
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 import numpy as np
@@ -78,3 +78,4 @@ DEBUG_BUILD = bool(FO_DEBUG_BUILD)
 
 include "_intern.pxi"
 include "_csr.pxi"
+include "_engine.pxi"

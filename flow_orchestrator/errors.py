@@ -27,6 +27,14 @@ __all__ = [
     "DefinitionError",
     "FrozenInternerError",
     "GraphTooLargeError",
+    "ExecutionError",
+    "NodeFailedError",
+    "NodeTimeoutError",
+    "NodeCancelledError",
+    "WorkflowFailedError",
+    "RunCancelledError",
+    "InvalidTransitionError",
+    "EngineClosedError",
 ]
 
 
@@ -92,3 +100,70 @@ class GraphTooLargeError(GraphError):
 
 class DefinitionError(FlowError, ValueError):
     """A node's options or a workflow definition are invalid (bad retries, timeout, ...)."""
+
+
+class ExecutionError(FlowError):
+    """Base class of the errors about running a workflow."""
+
+
+class NodeFailedError(ExecutionError):
+    """One node of a run ended in failure.
+
+    ``__cause__`` is the exception the action raised (or a :class:`NodeTimeoutError`).
+    """
+
+    def __init__(self, node: str, status: str, attempts: int, error: BaseException | None) -> None:
+        what = f"{type(error).__name__}: {error}" if error is not None else status
+        super().__init__(f"node {node!r} {status} after {attempts} attempt(s): {what}")
+        self.node = node
+        self.status = status
+        self.attempts = attempts
+        self.error = error
+        self.__cause__ = error
+
+
+class NodeTimeoutError(ExecutionError, TimeoutError):
+    """An attempt of a node ran past its timeout (the thread itself cannot be killed)."""
+
+
+class NodeCancelledError(ExecutionError):
+    """Raised inside an action (by ``ctx.raise_if_cancelled()``) when its run or attempt
+    was cancelled; a node whose action raises it ends ``cancelled``."""
+
+
+class WorkflowFailedError(FlowError, ExceptionGroup):  # type: ignore[misc]
+    """A run failed: holds one :class:`NodeFailedError` per failed or timed-out node.
+
+    ``result`` is the run's :class:`~flow_orchestrator.engine.RunResult`, with every
+    node's status, the outputs of the nodes that completed, and timings.
+    """
+
+    result: Any
+
+    def __new__(cls, message: str, failures: Sequence[NodeFailedError], result: Any = None):
+        self = super().__new__(cls, message, list(failures))
+        self.result = result
+        return self
+
+    def __init__(self, message: str, failures: Sequence[NodeFailedError], result: Any = None) -> None:
+        super().__init__(message, list(failures))
+
+    def derive(self, excs):  # keep the subclass and the result through split()/subgroup()
+        return WorkflowFailedError(self.message, excs, self.result)
+
+
+class RunCancelledError(ExecutionError):
+    """A run was cancelled before it finished; ``result`` holds its state at the end."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class InvalidTransitionError(FlowError, RuntimeError):
+    """A node status change not allowed by :data:`flow_orchestrator.status.TRANSITIONS`
+    (an internal error: please report it)."""
+
+
+class EngineClosedError(FlowError, RuntimeError):
+    """The engine was closed and cannot start runs."""

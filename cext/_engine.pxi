@@ -1,0 +1,845 @@
+# The scheduler: run state (the arena), worker loops, completion, timeouts, retries.
+# Included by _ext.pyx.
+#
+# Scheduling policy
+# =================
+#
+# A run owns one RunCore: struct-of-arrays state indexed by node id.
+#
+#   state[v]      uint32  status in the low byte, attempt number above it
+#   remaining[v]  int32   dependencies of v not yet completed
+#   start_ns[v]   int64   CLOCK_MONOTONIC when v's last attempt started (0: never)
+#   end_ns[v]     int64   ... and when it ended
+#
+# plus a list of outputs and a dict of errors.  Status and attempt share one word so
+# that every status change is one compare-and-swap on (status, attempt): a late return
+# from an attempt that already timed out and was retried cannot be mistaken for the
+# current attempt (the ABA problem), whatever the interleaving.
+#
+# Every change of status goes through _transition(), which checks it against the one
+# table of allowed transitions (flow_orchestrator.status.TRANSITIONS) and performs the
+# CAS.  Whoever wins the CAS owns the consequences: counting the node terminal,
+# releasing or skipping its dependents.  Losing a CAS means someone else already did.
+#
+# Workers.  A worker loop takes a ready node, runs its action, and on success
+# decrements the remaining-dependency counter of each successor atomically; a
+# successor whose counter reaches zero is ready.  Of the nodes that one completion
+# makes ready, the worker keeps one to run next itself (a chain runs with no hand-off
+# at all) and pushes the rest to the run's shared FIFO, waking idle workers.  There is
+# no Future per node and no coordinator thread on the path of a completion.  A worker
+# sleeps (with the GIL released) only when the FIFO is empty, in slices of 50 ms so
+# that the thread driving a run sees Ctrl-C promptly.
+#
+# The thread that calls Engine.run() is itself a worker (unless the workflow has
+# timeouts, when it must stay free to return at a deadline).  Helper workers are
+# submitted to the executor only when ready work is queued and no worker is idle, up to
+# max_workers.  So a small workflow run many times pays no thread hand-off at all, and
+# an action that starts a nested run on the same engine cannot deadlock: its own thread
+# drives the nested run even if every pool thread is busy.
+#
+# Failures.  When an attempt raises and retries remain, the node goes back to
+# PENDING and the engine's timer re-queues it after the back-off delay: no worker
+# waits.  When it fails for good, its descendants are SKIPPED at once (a walk of the
+# successor CSR, each node claimed by CAS), and unless the node or the run continues
+# on error the run is aborted: nothing new starts, running nodes finish, and once no
+# node is running the remaining PENDING nodes become CANCELLED.  The abort check is a
+# Dekker handshake on two sequentially consistent counters ("running += 1, then read
+# aborted" against "aborted = 1, then read running"), so a node can never start after
+# the sweep has decided it will not.
+#
+# Timeouts are cooperative: Python threads cannot be killed.  At the deadline the
+# engine's timer moves the node from RUNNING to TIMED_OUT (or back to PENDING for a
+# retry), which cancels the attempt's token; the run moves on, and whatever the
+# abandoned attempt returns later loses its CAS and is discarded.  A replacement
+# worker is started so that a stuck thread does not shrink the pool.
+#
+# Memory: 24 bytes a node in the arrays above, 8 for the outputs list, at most 4 in the
+# FIFO.  Finished arenas go back to a small pool on their CompiledWorkflow and are
+# reset with memcpy/memset, so running a small workflow many times allocates little.
+
+from cpython.exc cimport PyErr_CheckSignals
+from libcpp.vector cimport vector
+
+cdef extern from "_sync.h" nogil:
+    int fo_cas_i64(int64_t* p, int64_t expected, int64_t desired)
+    int32_t fo_sub_fetch_i32(int32_t* p, int32_t v)
+    int64_t fo_add_fetch_i64(int64_t* p, int64_t v)
+    int64_t fo_load_i64(const int64_t* p)
+    uint32_t fo_load_u32(const uint32_t* p)
+    void fo_store_u32(uint32_t* p, uint32_t v)
+    int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired)
+    void fo_store_i64(int64_t* p, int64_t v)
+    int64_t fo_now_ns()
+
+    cdef cppclass FoReadyQueue:
+        int push(const int32_t* ids, size_t n)
+        size_t pop(int32_t* out, size_t max)
+        size_t wait_pop(int32_t* out, size_t max, long timeout_ms)
+        size_t size()
+        void wake()
+        void reset()
+        int idle_workers()
+
+    cdef cppclass FoEvent:
+        void set()
+        void clear()
+        int is_set()
+        int wait(long timeout_ms)
+
+from flow_orchestrator.errors import InvalidTransitionError, NodeCancelledError, NodeTimeoutError
+from flow_orchestrator.status import TRANSITIONS as _TRANSITIONS
+
+cdef enum:
+    ST_PENDING = 0
+    ST_RUNNING = 1
+    ST_COMPLETED = 2
+    ST_FAILED = 3
+    ST_SKIPPED = 4
+    ST_CANCELLED = 5
+    ST_TIMED_OUT = 6
+    NUM_STATUSES = 7
+
+# Node flags, one byte a node in CompiledWorkflow.
+cdef enum:
+    FLAG_TAKES_CONTEXT = 1
+    FLAG_HAS_TIMEOUT = 2
+    FLAG_CONTINUE_ON_ERROR = 4
+
+# Counters of a run, atomically updated.
+cdef enum:
+    C_TERMINAL = 0      # nodes in a terminal status
+    C_RUNNING = 1       # nodes RUNNING, plus workers between "running += 1" and their CAS
+    C_ABORTED = 2       # 1 once the run stops starting nodes
+    C_FINISHED = 3      # 1 once the run is over (all terminal); set by one thread
+    C_ATTACHED = 4      # threads that may still touch this arena (driver + helpers)
+    C_HELPERS = 5       # helper workers submitted and not yet exited
+    C_STUCK = 6         # workers still inside an attempt that timed out
+    C_FAILURES = 7      # nodes FAILED or TIMED_OUT
+    NUM_COUNTERS = 8
+
+cdef uint8_t _ALLOWED[NUM_STATUSES][NUM_STATUSES]
+
+
+cdef void _load_transition_table():
+    for old in range(NUM_STATUSES):
+        for new in range(NUM_STATUSES):
+            _ALLOWED[old][new] = 0
+    for old, targets in _TRANSITIONS.items():
+        for new in targets:
+            _ALLOWED[int(old)][int(new)] = 1
+
+_load_transition_table()
+
+cdef inline uint32_t _word(uint32_t status, uint32_t attempt) noexcept nogil:
+    return (attempt << 8) | status
+
+cdef inline uint32_t _status_of(uint32_t word) noexcept nogil:
+    return word & 0xFF
+
+cdef inline uint32_t _attempt_of(uint32_t word) noexcept nogil:
+    return word >> 8
+
+
+@cython.final
+cdef class CompiledWorkflow:
+    """A workflow prepared for execution: actions, per-node flags and limits in C arrays.
+
+    Immutable and shared by every run of the workflow; it also keeps the pool of
+    finished run arenas for reuse.
+    """
+
+    cdef readonly object workflow
+    cdef readonly Py_ssize_t num_nodes
+    cdef readonly bint has_timeouts
+    cdef CSRGraph graph
+    cdef tuple actions
+    cdef list labels
+    cdef cnp.ndarray _flags, _indegree, _roots, _max_attempts, _timeouts, _option_index
+    cdef const uint8_t* flags
+    cdef const int32_t* indegree
+    cdef const int32_t* max_attempts   # per option-table entry
+    cdef const double* timeouts        # per option-table entry, 0.0: none
+    cdef const uint32_t* option_index  # per node
+    cdef object retry_delay            # callable(option slot, retry number) -> seconds
+    cdef list _pool
+    cdef cython.pymutex _pool_lock
+    #: ``(action, takes_context)`` per node without middleware, for process executors.
+    cdef public list external_actions
+
+    def __cinit__(self, workflow, CSRGraph graph, tuple actions, flags, option_index,
+                  max_attempts, timeouts, retry_delay):
+        self.workflow = workflow
+        self.graph = graph
+        self.num_nodes = graph.num_nodes
+        if len(actions) != self.num_nodes:
+            raise ValueError("one action per node is required")
+        self.actions = actions
+        self.labels = list(graph.labels) if graph.labels is not None else [str(i) for i in range(self.num_nodes)]
+        self._flags = np.ascontiguousarray(flags, dtype=np.uint8)
+        self._option_index = np.ascontiguousarray(option_index, dtype=np.uint32)
+        self._max_attempts = np.ascontiguousarray(max_attempts, dtype=np.int32)
+        self._timeouts = np.ascontiguousarray(timeouts, dtype=np.float64)
+        if self._flags.shape[0] != self.num_nodes or self._option_index.shape[0] != self.num_nodes:
+            raise ValueError("flags and option_index need one entry per node")
+        if self.num_nodes and int(self._option_index.max()) >= self._max_attempts.shape[0]:
+            raise ValueError("option_index out of range of the option tables")
+        self._indegree = np.ascontiguousarray(graph.in_degree(), dtype=np.int32)
+        self._roots = np.ascontiguousarray(graph.roots(), dtype=np.int32)
+        graph.pred_indptr  # build the predecessor CSR now, not during a run
+        self.flags = <const uint8_t*>cnp.PyArray_DATA(self._flags)
+        self.indegree = <const int32_t*>cnp.PyArray_DATA(self._indegree)
+        self.option_index = <const uint32_t*>cnp.PyArray_DATA(self._option_index)
+        self.max_attempts = <const int32_t*>cnp.PyArray_DATA(self._max_attempts)
+        self.timeouts = <const double*>cnp.PyArray_DATA(self._timeouts)
+        self.has_timeouts = bool((self._flags & FLAG_HAS_TIMEOUT).any())
+        self.retry_delay = retry_delay
+        self._pool = []
+
+    cdef RunCore acquire(self):
+        cdef RunCore core = None
+        with self._pool_lock:
+            if self._pool:
+                core = self._pool.pop()
+        if core is None:
+            core = RunCore.__new__(RunCore, self)
+        return core
+
+    cdef void recycle(self, RunCore core):
+        # Arenas of huge workflows are not kept: they would pin a lot of memory.
+        if self.num_nodes > 200_000:
+            return
+        with self._pool_lock:
+            if len(self._pool) < 4:
+                self._pool.append(core)
+
+    def pool_size(self):
+        """Number of finished run arenas kept for reuse."""
+        with self._pool_lock:
+            return len(self._pool)
+
+
+@cython.final
+@cython.freelist(32)
+cdef class NodeContext:
+    """What an action receives: its node, the run's data, its dependencies' outputs,
+    a cancellation token, its deadline and its attempt number.
+
+    A context is only valid during the call it was made for: the engine reuses them.
+    """
+
+    cdef RunCore _core
+    cdef int32_t _node
+    cdef uint32_t _word
+    cdef double _deadline
+
+    @property
+    def node(self):
+        """The node's name."""
+        return self._core.wf.labels[self._node]
+
+    @property
+    def node_id(self):
+        """The node's id in its workflow."""
+        return self._node
+
+    @property
+    def attempt(self):
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return _attempt_of(self._word)
+
+    @property
+    def deadline(self):
+        """``time.monotonic()`` value at which this attempt times out, or ``None``."""
+        return self._deadline if self._deadline > 0 else None
+
+    def remaining(self):
+        """Seconds left before the deadline (``None`` without a timeout)."""
+        if self._deadline <= 0:
+            return None
+        return max(0.0, self._deadline - fo_now_ns() / 1e9)
+
+    @property
+    def data(self):
+        """The run's shared :class:`~flow_orchestrator.data.WorkflowData`."""
+        return self._core.data
+
+    @property
+    def run_id(self):
+        """The id of the run."""
+        return self._core.run_id
+
+    @property
+    def workflow(self):
+        """The :class:`~flow_orchestrator.workflow.Workflow` being run."""
+        return self._core.wf.workflow
+
+    @property
+    def inputs(self):
+        """``{dependency name: its output}`` for every dependency of this node."""
+        cdef CSRGraph g = self._core.wf.graph
+        cdef list labels = self._core.wf.labels
+        cdef list outputs = self._core.outputs
+        cdef int64_t k
+        return {labels[g.pred_idx[k]]: outputs[g.pred_idx[k]]
+                for k in range(g.pred_ptr[self._node], g.pred_ptr[self._node + 1])}
+
+    def input(self, name):
+        """The output of the dependency called ``name``."""
+        inputs = self.inputs
+        if name not in inputs:
+            raise UnknownNodeError(f"node {self.node!r} has no dependency {name!r}")
+        return inputs[name]
+
+    @property
+    def cancelled(self):
+        """True once the run is cancelled or aborted, or this attempt timed out."""
+        return self._core._attempt_cancelled(self._node, self._word)
+
+    def raise_if_cancelled(self):
+        """Raise :class:`NodeCancelledError` if :attr:`cancelled`."""
+        if self._core._attempt_cancelled(self._node, self._word):
+            raise NodeCancelledError(f"node {self.node!r} (attempt {self.attempt}) was cancelled")
+
+    def wait(self, seconds):
+        """Sleep up to ``seconds``, waking early on cancellation; True if cancelled."""
+        cdef double until = fo_now_ns() / 1e9 + seconds
+        cdef double left
+        cdef FoEvent* over = self._core.over
+        cdef long slice_ms
+        while not self._core._attempt_cancelled(self._node, self._word):
+            left = until - fo_now_ns() / 1e9
+            if left <= 0:
+                return False
+            slice_ms = <long>(min(left, 0.02) * 1000) + 1
+            with nogil:
+                over.wait(slice_ms)
+        return True
+
+    def __repr__(self):
+        return f"<NodeContext node={self.node!r} attempt={self.attempt}>"
+
+
+@cython.final
+cdef class RunCore:
+    """The state of one run (see the design notes above).  Driven by the engine."""
+
+    cdef CompiledWorkflow wf
+    cdef Py_ssize_t n
+    cdef cnp.ndarray _state, _remaining, _start, _end
+    cdef uint32_t* state
+    cdef int32_t* remaining
+    cdef int64_t* start_ns
+    cdef int64_t* end_ns
+    cdef int64_t counters[NUM_COUNTERS]
+    cdef FoReadyQueue* queue
+    cdef FoEvent* over
+    cdef readonly list outputs
+    cdef readonly dict errors
+    cdef readonly object data
+    cdef readonly object run_id
+    cdef readonly int64_t t0_ns
+    cdef readonly int64_t t1_ns
+    cdef readonly uint64_t generation
+    cdef object timer              # schedule(due_monotonic, fn, *args) or None
+    cdef object spawn              # spawn(core) submits core.work(False) to a pool, or None
+    cdef int max_helpers
+    cdef bint run_continues_on_error
+    cdef readonly object interrupt  # KeyboardInterrupt/SystemExit raised by an action
+    cdef readonly object cancel_reason
+
+    def __cinit__(self, CompiledWorkflow wf):
+        self.wf = wf
+        self.n = wf.num_nodes
+        self._state = np.zeros(self.n, dtype=np.uint32)
+        self._remaining = np.empty(self.n, dtype=np.int32)
+        self._start = np.zeros(self.n, dtype=np.int64)
+        self._end = np.zeros(self.n, dtype=np.int64)
+        self.state = <uint32_t*>cnp.PyArray_DATA(self._state)
+        self.remaining = <int32_t*>cnp.PyArray_DATA(self._remaining)
+        self.start_ns = <int64_t*>cnp.PyArray_DATA(self._start)
+        self.end_ns = <int64_t*>cnp.PyArray_DATA(self._end)
+        self.queue = new FoReadyQueue()
+        self.over = new FoEvent()
+        self.generation = 0
+
+    def __dealloc__(self):
+        del self.queue
+        del self.over
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    cdef void _reset(self) noexcept:
+        cdef Py_ssize_t i
+        memset(self.state, 0, self.n * sizeof(uint32_t))
+        memset(self.start_ns, 0, self.n * sizeof(int64_t))
+        memset(self.end_ns, 0, self.n * sizeof(int64_t))
+        for i in range(self.n):
+            self.remaining[i] = self.wf.indegree[i]
+        for i in range(NUM_COUNTERS):
+            self.counters[i] = 0
+        self.queue.reset()
+        self.over.clear()
+        self.generation += 1
+
+    cdef int _prepare(self, data, run_id, timer, spawn, int max_helpers,
+                      bint continue_on_error) except -1:
+        self._reset()
+        self.outputs = [None] * self.n
+        self.errors = {}
+        self.data = data
+        self.run_id = run_id
+        self.timer = timer
+        self.spawn = spawn
+        self.max_helpers = max_helpers
+        self.run_continues_on_error = continue_on_error
+        self.interrupt = None
+        self.cancel_reason = None
+        self.counters[C_ATTACHED] = 1  # the driver
+        self.t0_ns = fo_now_ns()
+        self.t1_ns = 0
+        return 0
+
+    def start(self):
+        """Queue the roots.  Called once by the driver, after :func:`begin_run`."""
+        cdef cnp.ndarray roots = self.wf._roots
+        self.queue.push(<const int32_t*>cnp.PyArray_DATA(roots), roots.shape[0])
+        self._maybe_spawn()
+
+    def detach(self):
+        """The driver is done with this arena; the last thread to leave recycles it."""
+        self._detach()
+
+    cdef void _detach(self) noexcept:
+        if fo_add_fetch_i64(&self.counters[C_ATTACHED], -1) == 0:
+            self.wf.recycle(self)
+
+    # -- status changes: the one place -------------------------------------------------
+
+    cdef int _transition(self, int32_t node, uint32_t expected, uint32_t new_status,
+                         uint32_t new_attempt) except -1:
+        """CAS node from word ``expected`` to (new_status, new_attempt): 1 if we won, 0 if
+        the word had already changed; InvalidTransitionError if the table forbids it."""
+        cdef uint32_t old_status = _status_of(expected)
+        if not _ALLOWED[old_status][new_status]:
+            raise InvalidTransitionError(
+                f"node {self.wf.labels[node]!r}: {old_status} -> {new_status} is not allowed")
+        return fo_cas_u32(&self.state[node], expected, _word(new_status, new_attempt))
+
+    # -- the worker loop ---------------------------------------------------------------
+
+    def work(self, bint driver=False):
+        """Run ready nodes until the run is over or aborted.
+
+        The driver (the thread of ``Engine.run``) also checks for Ctrl-C between waits
+        and returns when the run is over; helpers leave as soon as nothing can start.
+        """
+        cdef int32_t node = -1
+        cdef int32_t got[1]
+        cdef vector[int32_t] ready
+        try:
+            while True:
+                if node < 0:
+                    if fo_load_i64(&self.counters[C_ABORTED]) or fo_load_i64(&self.counters[C_FINISHED]):
+                        break
+                    if self.queue.pop(got, 1) == 0:
+                        with nogil:
+                            if self.queue.wait_pop(got, 1, 50) == 0:
+                                got[0] = -1
+                        if driver:
+                            PyErr_CheckSignals()
+                        if got[0] < 0:
+                            continue
+                    node = got[0]
+                node = self._run_node(node, ready)
+        except BaseException as exc:
+            # Ctrl-C, SystemExit from an action, or an internal error: stop the run.
+            # The driver re-raises; a helper leaves it recorded for the driver.
+            self._interrupted(exc)
+            if driver:
+                raise
+        finally:
+            if not driver:
+                fo_add_fetch_i64(&self.counters[C_HELPERS], -1)
+                self._detach()
+
+    cdef int32_t _run_node(self, int32_t node, vector[int32_t]& ready) except -2:
+        """Run one attempt of ``node``; return a node to run next, or -1."""
+        cdef uint32_t word = fo_load_u32(&self.state[node])
+        cdef uint32_t attempt = _attempt_of(word) + 1
+        cdef uint32_t running
+        cdef uint8_t flags = self.wf.flags[node]
+        cdef NodeContext ctx
+        fo_add_fetch_i64(&self.counters[C_RUNNING], 1)
+        if fo_load_i64(&self.counters[C_ABORTED]) or _status_of(word) != ST_PENDING \
+                or not self._transition(node, word, ST_RUNNING, attempt):
+            self._running_done()
+            return -1
+        running = _word(ST_RUNNING, attempt)
+        fo_store_i64(&self.start_ns[node], fo_now_ns())
+        ctx = None
+        if flags & (FLAG_TAKES_CONTEXT | FLAG_HAS_TIMEOUT):
+            ctx = self._context(node, running)
+        action = self.wf.actions[node]
+        try:
+            if flags & FLAG_TAKES_CONTEXT:
+                result = action(ctx)
+            else:
+                result = action()
+        except BaseException as exc:
+            fo_store_i64(&self.end_ns[node], fo_now_ns())
+            self._attempt_failed(node, running, exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            return -1
+        fo_store_i64(&self.end_ns[node], fo_now_ns())
+        return self._attempt_succeeded(node, running, result, ready)
+
+    cdef NodeContext _context(self, int32_t node, uint32_t word):
+        cdef NodeContext ctx = NodeContext.__new__(NodeContext)
+        cdef double timeout = self.wf.timeouts[self.wf.option_index[node]]
+        ctx._core = self
+        ctx._node = node
+        ctx._word = word
+        ctx._deadline = 0.0
+        if timeout > 0:
+            ctx._deadline = self.start_ns[node] / 1e9 + timeout
+            if self.timer is not None:
+                self.timer.schedule(ctx._deadline, self.on_deadline, node, word, self.generation)
+        return ctx
+
+    cdef int32_t _attempt_succeeded(self, int32_t node, uint32_t running, object result,
+                                    vector[int32_t]& ready) except -2:
+        # The output is stored before the CAS publishes completion, and dependents only
+        # read it after their counter (an acq_rel RMW after the CAS) reached zero.
+        self.outputs[node] = result
+        if not self._transition(node, running, ST_COMPLETED, _attempt_of(running)):
+            self.outputs[node] = None  # the attempt timed out meanwhile: discard
+            fo_add_fetch_i64(&self.counters[C_STUCK], -1)
+            return -1
+        ready.clear()
+        self._release_successors(node, ready)
+        cdef int32_t next_node = self._dispatch(ready)
+        self._running_done()
+        self._count_terminal(1)
+        return next_node
+
+    cdef int _release_successors(self, int32_t node, vector[int32_t]& ready) except -1:
+        cdef const int64_t* sp = self.wf.graph.succ_ptr
+        cdef const int32_t* si = self.wf.graph.succ_idx
+        cdef int64_t k
+        cdef int32_t w
+        for k in range(sp[node], sp[node + 1]):
+            w = si[k]
+            if fo_sub_fetch_i32(&self.remaining[w], 1) == 0:
+                ready.push_back(w)
+        return 0
+
+    cdef int32_t _dispatch(self, vector[int32_t]& ready) except -2:
+        """Keep one newly ready node for this worker; share the rest."""
+        if ready.size() == 0:
+            return -1
+        if ready.size() > 1:
+            self.queue.push(&ready[1], ready.size() - 1)
+            self._maybe_spawn()
+        return ready[0]
+
+    cdef int _maybe_spawn(self) except -1:
+        cdef int64_t helpers
+        if self.spawn is None:
+            return 0
+        while True:
+            # Cheap atomic checks first: once the pool is full this costs no lock.
+            helpers = fo_load_i64(&self.counters[C_HELPERS])
+            if helpers >= self.max_helpers + fo_load_i64(&self.counters[C_STUCK]):
+                return 0
+            if self.queue.size() == 0 or self.queue.idle_workers() > 0:
+                return 0
+            if fo_cas_i64(&self.counters[C_HELPERS], helpers, helpers + 1):
+                fo_add_fetch_i64(&self.counters[C_ATTACHED], 1)
+                try:
+                    self.spawn(self)
+                except BaseException:
+                    fo_add_fetch_i64(&self.counters[C_HELPERS], -1)
+                    self._detach()
+                    raise
+                return 0
+
+    cdef void _running_done(self) noexcept:
+        if fo_add_fetch_i64(&self.counters[C_RUNNING], -1) == 0 and fo_load_i64(&self.counters[C_ABORTED]):
+            self._sweep()
+
+    cdef void _count_terminal(self, int64_t k) noexcept:
+        if fo_add_fetch_i64(&self.counters[C_TERMINAL], k) == self.n:
+            self._finish()
+
+    cdef void _finish(self) noexcept:
+        if fo_cas_i64(&self.counters[C_FINISHED], 0, 1):
+            self.t1_ns = fo_now_ns()
+            self.over.set()
+            self.queue.wake()
+
+    # -- failures ------------------------------------------------------------------------
+
+    cdef int _attempt_failed(self, int32_t node, uint32_t running, object exc) except -1:
+        cdef uint32_t attempt = _attempt_of(running)
+        cdef uint32_t slot = self.wf.option_index[node]
+        cdef int final_status = ST_FAILED
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            final_status = ST_CANCELLED
+            self._interrupted(exc)
+        elif isinstance(exc, NodeCancelledError):
+            final_status = ST_CANCELLED
+        elif <int32_t>attempt < self.wf.max_attempts[slot] and not fo_load_i64(&self.counters[C_ABORTED]):
+            if self._transition(node, running, ST_PENDING, attempt):
+                self._schedule_retry(node, attempt, slot)
+                self._running_done()
+            else:
+                fo_add_fetch_i64(&self.counters[C_STUCK], -1)
+            return 0
+        if not self._transition(node, running, final_status, attempt):
+            fo_add_fetch_i64(&self.counters[C_STUCK], -1)
+            return 0
+        self.errors[node] = exc
+        self._ended_badly(node, final_status)
+        self._running_done()
+        return 0
+
+    cdef int _ended_badly(self, int32_t node, int status) except -1:
+        """Bookkeeping after ``node`` became FAILED, TIMED_OUT or CANCELLED (we won its CAS)."""
+        if status != ST_CANCELLED:
+            fo_add_fetch_i64(&self.counters[C_FAILURES], 1)
+        cdef int64_t skipped = self._skip_descendants(node)
+        if status == ST_CANCELLED or not (self.run_continues_on_error
+                                          or self.wf.flags[node] & FLAG_CONTINUE_ON_ERROR):
+            self._abort()
+        self._count_terminal(1 + skipped)
+        return 0
+
+    cdef int64_t _skip_descendants(self, int32_t node) except -1:
+        cdef const int64_t* sp = self.wf.graph.succ_ptr
+        cdef const int32_t* si = self.wf.graph.succ_idx
+        cdef vector[int32_t] todo
+        cdef int64_t k, skipped = 0
+        cdef int32_t u, w
+        cdef uint32_t word
+        todo.push_back(node)
+        while todo.size():
+            u = todo.back()
+            todo.pop_back()
+            for k in range(sp[u], sp[u + 1]):
+                w = si[k]
+                word = fo_load_u32(&self.state[w])
+                if _status_of(word) == ST_PENDING and self._transition(w, word, ST_SKIPPED, _attempt_of(word)):
+                    skipped += 1
+                    todo.push_back(w)
+        return skipped
+
+    cdef void _abort(self) noexcept:
+        if fo_cas_i64(&self.counters[C_ABORTED], 0, 1):
+            self.queue.wake()
+            if fo_load_i64(&self.counters[C_RUNNING]) == 0:
+                self._sweep()
+
+    cdef void _sweep(self) noexcept:
+        """After an abort, once nothing runs: every PENDING node becomes CANCELLED."""
+        cdef Py_ssize_t v
+        cdef int64_t cancelled = 0
+        cdef uint32_t word
+        if fo_load_i64(&self.counters[C_FINISHED]):
+            return
+        # PENDING -> CANCELLED is in the table; this loop is noexcept, so it does the
+        # CAS directly rather than through _transition().
+        for v in range(self.n):
+            word = fo_load_u32(&self.state[v])
+            if _status_of(word) == ST_PENDING and fo_cas_u32(&self.state[v], word, _word(ST_CANCELLED, _attempt_of(word))):
+                cancelled += 1
+        self._count_terminal(cancelled)
+        if fo_load_i64(&self.counters[C_TERMINAL]) >= self.n:
+            self._finish()
+
+    cdef int _schedule_retry(self, int32_t node, uint32_t attempt, uint32_t slot) except -1:
+        delay = self.wf.retry_delay(slot, attempt)
+        if delay <= 0 or self.timer is None:
+            self.retry_due(node, _word(ST_PENDING, attempt), self.generation)
+        else:
+            self.timer.schedule(fo_now_ns() / 1e9 + delay, self.retry_due, node,
+                                _word(ST_PENDING, attempt), self.generation)
+        return 0
+
+    def retry_due(self, int32_t node, uint32_t word, uint64_t generation):
+        """Timer callback: put a node whose retry delay has passed back in the queue."""
+        if generation != self.generation or fo_load_i64(&self.counters[C_FINISHED]):
+            return
+        if fo_load_u32(&self.state[node]) != word:
+            return
+        self.queue.push(&node, 1)
+        self._maybe_spawn()
+
+    def on_deadline(self, int32_t node, uint32_t running, uint64_t generation):
+        """Timer callback: the attempt ``running`` of ``node`` reached its deadline."""
+        cdef uint32_t attempt = _attempt_of(running)
+        cdef uint32_t slot = self.wf.option_index[node]
+        if generation != self.generation or fo_load_u32(&self.state[node]) != running:
+            return
+        timeout = self.wf.timeouts[slot]
+        exc = NodeTimeoutError(
+            f"node {self.wf.labels[node]!r} attempt {attempt} timed out after {timeout:g} s")
+        fo_store_i64(&self.end_ns[node], fo_now_ns())
+        if <int32_t>attempt < self.wf.max_attempts[slot] and not fo_load_i64(&self.counters[C_ABORTED]):
+            if not self._transition(node, running, ST_PENDING, attempt):
+                return
+            fo_add_fetch_i64(&self.counters[C_STUCK], 1)
+            self._schedule_retry(node, attempt, slot)
+        else:
+            if not self._transition(node, running, ST_TIMED_OUT, attempt):
+                return
+            fo_add_fetch_i64(&self.counters[C_STUCK], 1)
+            self.errors[node] = exc
+            self._ended_badly(node, ST_TIMED_OUT)
+        self._running_done()
+        self._maybe_spawn()
+
+    cdef bint _attempt_cancelled(self, int32_t node, uint32_t word) noexcept:
+        return (fo_load_i64(&self.counters[C_ABORTED]) != 0
+                or fo_load_u32(&self.state[node]) != word)
+
+    # -- control from the engine ---------------------------------------------------------
+
+    def cancel(self, reason="cancelled"):
+        """Stop starting nodes; running ones finish; pending ones end CANCELLED."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self._abort()
+
+    cdef void _interrupted(self, exc) noexcept:
+        if self.interrupt is None:
+            self.interrupt = exc
+        if self.cancel_reason is None:
+            self.cancel_reason = f"interrupted by {type(exc).__name__}"
+        self._abort()
+
+    def wait(self, double timeout=-1.0, bint check_signals=True):
+        """Block until the run is over (True) or ``timeout`` seconds passed (False).
+
+        Waits in slices with the GIL released, checking for Ctrl-C between them.
+        """
+        cdef double until = fo_now_ns() / 1e9 + timeout
+        cdef int done = 0
+        while True:
+            with nogil:
+                done = self.over.wait(50)
+            if done:
+                return True
+            if check_signals:
+                PyErr_CheckSignals()
+            if timeout >= 0 and fo_now_ns() / 1e9 >= until:
+                return False
+
+    @property
+    def is_over(self):
+        """Whether every node reached a terminal status."""
+        return fo_load_i64(&self.counters[C_FINISHED]) != 0
+
+    @property
+    def aborted(self):
+        """Whether the run stopped starting nodes (fail-fast, cancel, interrupt)."""
+        return fo_load_i64(&self.counters[C_ABORTED]) != 0
+
+    @property
+    def failures(self):
+        """Number of nodes FAILED or TIMED_OUT so far."""
+        return fo_load_i64(&self.counters[C_FAILURES])
+
+    def counts(self):
+        """Live ``uint64[7]`` count of nodes in each status."""
+        return np.bincount(self.statuses(), minlength=NUM_STATUSES)
+
+    def statuses(self):
+        """A snapshot of every node's status (``uint8``), safe while the run goes on."""
+        out = np.empty(self.n, dtype=np.uint8)
+        cdef uint8_t[::1] view = out
+        cdef Py_ssize_t v
+        for v in range(self.n):
+            view[v] = _status_of(fo_load_u32(&self.state[v]))
+        return out
+
+    def attempts(self):
+        """A snapshot of every node's attempt count (``int32``)."""
+        out = np.empty(self.n, dtype=np.int32)
+        cdef int32_t[::1] view = out
+        cdef Py_ssize_t v
+        for v in range(self.n):
+            view[v] = _attempt_of(fo_load_u32(&self.state[v]))
+        return out
+
+    def times(self):
+        """``(started, ended)`` float64 seconds since the run started; NaN where unset."""
+        start = self._start.astype(np.float64)
+        end = self._end.astype(np.float64)
+        for arr in (start, end):
+            unset = arr == 0
+            arr -= self.t0_ns
+            arr /= 1e9
+            arr[unset] = np.nan
+        return start, end
+
+    # -- for executors that are not thread pools: one attempt at a time, from Python -------
+
+    def pop_ready(self, double timeout):
+        """A ready node id, waiting up to ``timeout`` seconds; -1 if none."""
+        cdef int32_t got[1]
+        cdef long ms = <long>(timeout * 1000)
+        if self.queue.pop(got, 1):
+            return got[0]
+        with nogil:
+            if self.queue.wait_pop(got, 1, ms) == 0:
+                got[0] = -1
+        return got[0]
+
+    def begin_attempt(self, int32_t node):
+        """Claim ``node`` for an attempt run elsewhere: its running word, or 0."""
+        cdef uint32_t word = fo_load_u32(&self.state[node])
+        fo_add_fetch_i64(&self.counters[C_RUNNING], 1)
+        if fo_load_i64(&self.counters[C_ABORTED]) or _status_of(word) != ST_PENDING \
+                or not self._transition(node, word, ST_RUNNING, _attempt_of(word) + 1):
+            self._running_done()
+            return 0
+        fo_store_i64(&self.start_ns[node], fo_now_ns())
+        word = _word(ST_RUNNING, _attempt_of(word) + 1)
+        if self.wf.flags[node] & FLAG_HAS_TIMEOUT:
+            self._context(node, word)  # schedules the deadline
+        return word
+
+    def finish_attempt(self, int32_t node, uint32_t running, bint ok, object value):
+        """Record the outcome of an attempt claimed with :meth:`begin_attempt`."""
+        cdef vector[int32_t] ready
+        cdef int32_t next_node
+        fo_store_i64(&self.end_ns[node], fo_now_ns())
+        if not ok:
+            self._attempt_failed(node, running, value)
+            return
+        next_node = self._attempt_succeeded(node, running, value, ready)
+        if next_node >= 0:
+            self.queue.push(&next_node, 1)
+
+    def external_context(self, int32_t node, uint32_t running):
+        """A picklable snapshot context for an attempt run in another process."""
+        cdef double timeout = self.wf.timeouts[self.wf.option_index[node]]
+        deadline = self.start_ns[node] / 1e9 + timeout if timeout > 0 else None
+        ctx = NodeContext.__new__(NodeContext)
+        ctx._core = self
+        ctx._node = node
+        ctx._word = running
+        ctx._deadline = deadline or 0.0
+        return ctx.inputs, self.wf.labels[node], _attempt_of(running), deadline
+
+
+def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
+              bint continue_on_error):
+    """A reset arena from ``wf``'s pool (or a new one), ready for :meth:`RunCore.start`."""
+    cdef RunCore core = wf.acquire()
+    core._prepare(data, run_id, timer, spawn, max_helpers, continue_on_error)
+    return core
+
+
+STATUS_NAMES = ("pending", "running", "completed", "failed", "skipped", "cancelled", "timed_out")

@@ -1,0 +1,668 @@
+"""The execution engine: runs a :class:`~flow_orchestrator.workflow.Workflow` on threads.
+
+The scheduling itself lives in the compiled core (see the design notes of
+``cext/_engine.pxi``): per-node atomic dependency counters, a shared ready FIFO, and
+worker loops that take ready nodes themselves.  This module chooses the executor,
+prepares workflows once (:meth:`Engine.compile`), drives runs, and turns the core's
+arrays into a :class:`RunResult`.
+
+Executors
+    * ``None`` (default): the engine's own ``ThreadPoolExecutor`` of ``max_workers``
+      threads, created on first use.  The calling thread works too.
+    * a ``concurrent.futures.ThreadPoolExecutor`` of yours: helpers run on it.
+    * ``"serial"``: every node runs in the calling thread, in a topological order; for
+      debugging.
+    * any other ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor`` for
+      pure-Python CPU-bound actions): the scheduler stays in this process and submits
+      one attempt at a time; actions, their inputs and outputs must be picklable, and
+      the context they receive is a snapshot (:class:`ExternalContext`).
+
+Actions
+    An action takes no argument, or one: the :class:`~flow_orchestrator._ext.NodeContext`
+    (its node, the run's data, its dependencies' outputs as ``ctx.inputs``, a
+    cancellation token, its deadline and attempt number).  Its return value is the
+    node's output.
+
+Failures
+    Fail-fast by default: after a node fails for good nothing new starts, running nodes
+    finish, dependents are SKIPPED and the rest CANCELLED, and :meth:`Engine.run`
+    raises :class:`~flow_orchestrator.errors.WorkflowFailedError`, an ``ExceptionGroup``
+    of one :class:`~flow_orchestrator.errors.NodeFailedError` per failure (the original
+    exception as its ``__cause__``), carrying the :class:`RunResult`.  With
+    ``continue_on_error`` (per node or per run) only the failed node's descendants are
+    skipped.  Timeouts are cooperative: Python threads cannot be killed, so at the
+    deadline the node is marked TIMED_OUT, its token is cancelled and the run moves on
+    while the thread finishes in the background; its late result is discarded.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import inspect
+import itertools
+import logging
+import os
+import threading
+import time
+import types
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _ext
+from ._ext import CompiledWorkflow, NodeContext
+from ._timer import Timer
+from .data import WorkflowData
+from .errors import (
+    DefinitionError,
+    EngineClosedError,
+    NodeFailedError,
+    RunCancelledError,
+    UnknownNodeError,
+    WorkflowFailedError,
+)
+from .status import NodeStatus, RunStatus
+from .workflow import NodeOptions, Workflow
+
+__all__ = ["Engine", "RunResult", "RunHandle", "CancellationToken", "ExternalContext", "NodeContext"]
+
+_log = logging.getLogger("flow_orchestrator.engine")
+_run_ids = itertools.count(1)
+
+
+class CancellationToken:
+    """Cancel runs from another thread: ``token.cancel()``; pass it as ``cancel=token``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._reason = "cancelled"
+        self._callbacks: list[Callable[[str], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancelled
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Cancel every run this token was given to (idempotent)."""
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled, self._reason = True, reason
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(reason)
+
+    def _subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        with self._lock:
+            if not self._cancelled:
+                self._callbacks.append(callback)
+                return lambda: self._unsubscribe(callback)
+        callback(self._reason)
+        return lambda: None
+
+    def _unsubscribe(self, callback: Callable[[str], None]) -> None:
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+
+@dataclass(frozen=True)
+class ExternalContext:
+    """The context an action receives when it runs in another process: a snapshot.
+
+    ``data`` is a copy of the run's data taken when the attempt started; changes made
+    to it stay in the child process.  There is no live cancellation across processes.
+    """
+
+    node: str
+    node_id: int
+    attempt: int
+    deadline: float | None
+    inputs: dict[str, Any]
+    data: dict[str, Any]
+    run_id: str
+
+    @property
+    def cancelled(self) -> bool:
+        """Always False: cancellation does not cross process boundaries."""
+        return False
+
+    def raise_if_cancelled(self) -> None:
+        """Does nothing (see :attr:`cancelled`)."""
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline, or ``None``."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def input(self, name: str) -> Any:
+        """The output of the dependency called ``name``."""
+        try:
+            return self.inputs[name]
+        except KeyError:
+            raise UnknownNodeError(f"node {self.node!r} has no dependency {name!r}") from None
+
+
+def _call_external(action: Callable[..., Any], takes_context: bool, ctx: ExternalContext) -> Any:
+    return action(ctx) if takes_context else action()
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+class RunResult:
+    """The outcome of a run: overall and per-node status, outputs, errors, timings.
+
+    Per-node arrays are indexed by node id (the workflow's definition order):
+    ``statuses`` (``uint8`` :class:`~flow_orchestrator.status.NodeStatus` values),
+    ``attempts`` (``int32``), ``started`` and ``ended`` (``float64`` seconds since the
+    run started, NaN for nodes that never ran).
+    """
+
+    __slots__ = ("workflow", "run_id", "status", "statuses", "attempts", "started", "ended",
+                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason")
+
+    def __init__(self, workflow: Workflow, run_id: str, status: RunStatus, statuses: np.ndarray,
+                 attempts: np.ndarray, started: np.ndarray, ended: np.ndarray,
+                 outputs: list[Any], errors: dict[int, BaseException], wall_seconds: float,
+                 cancel_reason: str | None = None) -> None:
+        self.workflow = workflow
+        self.run_id = run_id
+        self.status = status
+        for arr in (statuses, attempts, started, ended):
+            arr.flags.writeable = False
+        self.statuses = statuses
+        self.attempts = attempts
+        self.started = started
+        self.ended = ended
+        self._outputs = outputs
+        self._errors = errors
+        self.wall_seconds = wall_seconds
+        self.cancel_reason = cancel_reason
+        self._names = workflow.interner
+
+    @property
+    def ok(self) -> bool:
+        """True when every node completed."""
+        return self.status is RunStatus.COMPLETED
+
+    def _id(self, name: str | int) -> int:
+        if isinstance(name, str):
+            return self._names.id(name)
+        if isinstance(name, (int, np.integer)) and not isinstance(name, bool) and 0 <= name < len(self.statuses):
+            return int(name)
+        raise UnknownNodeError(f"workflow {self.workflow.name!r} has no node {name!r}")
+
+    def status_of(self, name: str | int) -> NodeStatus:
+        """The final status of one node."""
+        return NodeStatus(int(self.statuses[self._id(name)]))
+
+    def output(self, name: str | int, default: Any = None) -> Any:
+        """The output of one node (``default`` unless it completed)."""
+        node = self._id(name)
+        return self._outputs[node] if self.statuses[node] == NodeStatus.COMPLETED else default
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """``{name: output}`` of every completed node."""
+        names = self._names.names()
+        done = np.flatnonzero(self.statuses == NodeStatus.COMPLETED)
+        return {names[i]: self._outputs[i] for i in done.tolist()}
+
+    def error(self, name: str | int) -> BaseException | None:
+        """The exception that ended a node (failed, timed out or cancelled), if any."""
+        return self._errors.get(self._id(name))
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        """``{name: exception}`` of every node that ended with one."""
+        return {self._names.name(i): exc for i, exc in sorted(self._errors.items())}
+
+    def nodes(self, status: NodeStatus | int) -> list[str]:
+        """Names of the nodes that ended in ``status``."""
+        return self._names.names(np.flatnonzero(self.statuses == int(status)).astype(np.int32))
+
+    def counts(self) -> dict[NodeStatus, int]:
+        """How many nodes ended in each status."""
+        counts = np.bincount(self.statuses, minlength=len(NodeStatus))
+        return {status: int(counts[status]) for status in NodeStatus}
+
+    def durations(self) -> np.ndarray:
+        """Seconds each node's last attempt took (NaN for nodes that never ran)."""
+        return self.ended - self.started
+
+    def failures(self) -> list[NodeFailedError]:
+        """One :class:`NodeFailedError` per failed or timed-out node, in id order."""
+        bad = np.flatnonzero((self.statuses == NodeStatus.FAILED) | (self.statuses == NodeStatus.TIMED_OUT))
+        return [NodeFailedError(self._names.name(i), str(NodeStatus(int(self.statuses[i]))),
+                                int(self.attempts[i]), self._errors.get(i)) for i in bad.tolist()]
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`WorkflowFailedError` or :class:`RunCancelledError` unless ok."""
+        if self.status is RunStatus.FAILED:
+            failures = self.failures()
+            raise WorkflowFailedError(
+                f"workflow {self.workflow.name!r} run {self.run_id}: {len(failures)} node(s) failed",
+                failures, self)
+        if self.status is RunStatus.CANCELLED:
+            raise RunCancelledError(
+                f"workflow {self.workflow.name!r} run {self.run_id} was cancelled: {self.cancel_reason}", self)
+
+    def summary(self) -> str:
+        """A readable multi-line summary: totals, timings, and each failure."""
+        counts = {s: c for s, c in self.counts().items() if c}
+        ran = np.isfinite(self.started)
+        busy = float(np.nansum(self.durations())) if ran.any() else 0.0
+        lines = [
+            f"workflow {self.workflow.name!r} run {self.run_id}: {self.status} in {self.wall_seconds:.3f} s",
+            "  " + ", ".join(f"{c} {s}" for s, c in counts.items()),
+            f"  {int(ran.sum())} node(s) ran, {int(self.attempts.sum())} attempt(s), "
+            f"{busy:.3f} s of node time",
+        ]
+        for failure in self.failures()[:20]:
+            lines.append(f"  ✗ {failure}")
+        if self.cancel_reason:
+            lines.append(f"  cancelled: {self.cancel_reason}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<RunResult {self.workflow.name!r} {self.run_id} {self.status}>"
+
+
+# -- handles ----------------------------------------------------------------------------------
+
+
+class RunHandle:
+    """A run started by :meth:`Engine.submit`: poll, cancel, or wait for its result."""
+
+    def __init__(self, run: _Run, future: cf.Future[RunResult]) -> None:
+        self.run_id = run.run_id
+        self._run = run
+        self._future = future
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop the run: nothing new starts; running nodes finish."""
+        self._run.core.cancel(reason)
+
+    def done(self) -> bool:
+        """Whether the run is over and its result available."""
+        return self._future.done()
+
+    def result(self, timeout: float | None = None) -> RunResult:
+        """Wait for the run's :class:`RunResult` (raises as :meth:`Engine.run` would)."""
+        return self._future.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the run; the exception it raised, if any."""
+        return self._future.exception(timeout)
+
+    def statuses(self) -> np.ndarray:
+        """Every node's status now (``uint8``), while the run goes on or after."""
+        if not self._future.done():
+            snapshot = self._run.core.statuses()
+            if self._run.core.generation == self._run.generation:
+                return snapshot
+        # Finished: the arena may already serve another run; read the result instead.
+        exc = self._future.exception()
+        result = self._future.result() if exc is None else getattr(exc, "result", None)
+        if result is None:
+            raise exc  # type: ignore[misc]
+        return result.statuses
+
+    def progress(self) -> dict[NodeStatus, int]:
+        """How many nodes are in each status now."""
+        counts = np.bincount(self.statuses(), minlength=len(NodeStatus))
+        return {status: int(counts[status]) for status in NodeStatus}
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+ExecutorSpec = cf.Executor | Literal["serial"] | None
+
+
+class Engine:
+    """Runs workflows.  Thread-safe: many runs, of the same or different workflows, at once.
+
+    Args:
+        max_workers: threads that execute nodes of one run at most (the calling thread
+            included); default ``os.cpu_count()``.
+        executor: ``None`` for the engine's own thread pool, ``"serial"``, or any
+            ``concurrent.futures.Executor`` (see the module documentation).
+        continue_on_error: the default for runs: keep running independent branches
+            after a failure instead of failing fast.
+
+    Use it as a context manager, or call :meth:`close`, to stop its threads.
+    """
+
+    def __init__(self, max_workers: int | None = None, executor: ExecutorSpec = None, *,
+                 continue_on_error: bool = False) -> None:
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise DefinitionError(f"max_workers must be an int >= 1, got {max_workers!r}")
+        if not (executor is None or executor == "serial" or isinstance(executor, cf.Executor)):
+            raise DefinitionError(f"executor must be None, 'serial' or a concurrent.futures.Executor, got {executor!r}")
+        self.max_workers = max_workers
+        self.continue_on_error = bool(continue_on_error)
+        self._executor_spec = executor
+        self._own_pool: cf.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._compiled: weakref.WeakKeyDictionary[Workflow, CompiledWorkflow] = weakref.WeakKeyDictionary()
+        self._timer = Timer()
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the engine's own threads; runs already going on finish first."""
+        with self._lock:
+            self._closed = True
+            pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._timer.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def mode(self) -> str:
+        """``"threads"``, ``"serial"`` or ``"external"``: how nodes are executed."""
+        spec = self._executor_spec
+        if spec == "serial":
+            return "serial"
+        if spec is None or isinstance(spec, cf.ThreadPoolExecutor):
+            return "threads"
+        return "external"
+
+    def _pool(self) -> cf.Executor:
+        spec = self._executor_spec
+        if isinstance(spec, cf.Executor):
+            return spec
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("the engine is closed")
+            if self._own_pool is None:
+                self._own_pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flow-orchestrator")
+            return self._own_pool
+
+    # -- compiling ------------------------------------------------------------------------
+
+    def compile(self, workflow: Workflow) -> CompiledWorkflow:
+        """Prepare ``workflow`` for running (done once per workflow, then cached)."""
+        if not isinstance(workflow, Workflow):
+            raise DefinitionError(f"expected a Workflow, got {type(workflow).__name__}")
+        compiled = self._compiled.get(workflow)
+        if compiled is None:
+            compiled = compile_workflow(workflow)
+            with self._lock:
+                compiled = self._compiled.setdefault(workflow, compiled)
+        return compiled
+
+    # -- running --------------------------------------------------------------------------
+
+    def run(self, workflow: Workflow, *, data: WorkflowData | Mapping[str, Any] | None = None,
+            run_id: str | None = None, continue_on_error: bool | None = None,
+            max_concurrency: int | None = None, cancel: CancellationToken | None = None,
+            raise_on_failure: bool = True) -> RunResult:
+        """Run ``workflow`` to the end in the calling thread (with helpers); return its result.
+
+        Args:
+            data: the run's initial :class:`WorkflowData` (or a mapping to copy).
+            run_id: an id for the run (generated when omitted).
+            continue_on_error: override the engine's default for this run.
+            max_concurrency: at most this many nodes of the run at once.
+            cancel: a :class:`CancellationToken` to cancel the run from elsewhere.
+            raise_on_failure: raise instead of returning a failed or cancelled result.
+
+        Raises :class:`WorkflowFailedError` when a node failed or timed out and
+        :class:`RunCancelledError` when the run was cancelled, unless
+        ``raise_on_failure`` is false; ``KeyboardInterrupt`` and ``SystemExit`` (from
+        Ctrl-C or an action) cancel the run, then propagate.
+        """
+        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel)
+        result = run.drive()
+        if raise_on_failure:
+            result.raise_for_status()
+        return result
+
+    def submit(self, workflow: Workflow, *, data: WorkflowData | Mapping[str, Any] | None = None,
+               run_id: str | None = None, continue_on_error: bool | None = None,
+               max_concurrency: int | None = None, cancel: CancellationToken | None = None,
+               raise_on_failure: bool = True) -> RunHandle:
+        """Start ``workflow`` in the background and return a :class:`RunHandle` at once.
+
+        Takes the options of :meth:`run`.  The run is driven by a thread of its own, so
+        a busy pool never delays its start.
+        """
+        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel)
+        future: cf.Future[RunResult] = cf.Future()
+        future.set_running_or_notify_cancel()
+
+        def drive() -> None:
+            try:
+                result = run.drive()
+                if raise_on_failure:
+                    result.raise_for_status()
+            except BaseException as exc:  # delivered through the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        threading.Thread(target=drive, name=f"flow-orchestrator-{run.run_id}", daemon=True).start()
+        return RunHandle(run, future)
+
+    def _workers(self, max_concurrency: int | None) -> int:
+        if max_concurrency is None:
+            return self.max_workers
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise DefinitionError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        return min(max_concurrency, self.max_workers)
+
+
+def _new_run_id() -> str:
+    return f"{uuid.uuid4().hex[:12]}-{next(_run_ids)}"
+
+
+class _Run:
+    """One run: its arena, executor mode and options; :meth:`drive` runs it to the end."""
+
+    def __init__(self, engine: Engine, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
+                 run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
+                 cancel: CancellationToken | None) -> None:
+        if engine._closed:
+            raise EngineClosedError("the engine is closed")
+        self.engine = engine
+        self.compiled = engine.compile(workflow)
+        self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
+        self.run_id = run_id if run_id is not None else _new_run_id()
+        coe = engine.continue_on_error if continue_on_error is None else bool(continue_on_error)
+        self.workers = engine._workers(max_concurrency)
+        self.mode = engine.mode
+        # The calling thread works too, unless it must stay free to return at a deadline.
+        self.participate = self.mode == "serial" or (self.mode == "threads" and not self.compiled.has_timeouts)
+        spawn = None
+        max_helpers = 0
+        if self.mode == "threads":
+            pool = engine._pool()
+            max_helpers = self.workers - 1 if self.participate else self.workers
+            spawn = lambda core: pool.submit(core.work, False)  # noqa: E731
+        self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
+                                   max_helpers, coe)
+        self.generation = self.core.generation
+        self.cancel = cancel
+
+    def drive(self) -> RunResult:
+        core = self.core
+        unsubscribe = self.cancel._subscribe(core.cancel) if self.cancel is not None else (lambda: None)
+        start = time.perf_counter()
+        try:
+            core.start()
+            if self.mode == "external":
+                _dispatch_external(self, core)
+            elif self.participate:
+                core.work(True)
+            core.wait()
+            if core.interrupt is not None:
+                raise core.interrupt
+            return self._result(time.perf_counter() - start)
+        except BaseException:
+            core.cancel("interrupted")
+            raise
+        finally:
+            unsubscribe()
+            core.detach()
+
+    def _result(self, wall: float) -> RunResult:
+        core = self.core
+        statuses = core.statuses()
+        started, ended = core.times()
+        if core.failures:
+            status = RunStatus.FAILED
+        elif core.aborted or (statuses != NodeStatus.COMPLETED).any():
+            status = RunStatus.CANCELLED
+        else:
+            status = RunStatus.COMPLETED
+        return RunResult(self.compiled.workflow, self.run_id, status, statuses, core.attempts(),
+                         started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason)
+
+
+def _dispatch_external(run: _Run, core: Any) -> None:
+    """One attempt at a time to a non-thread executor, up to ``run.workers`` in flight."""
+    executor = run.engine._executor_spec
+    assert isinstance(executor, cf.Executor)
+    slots = threading.BoundedSemaphore(run.workers)
+    actions = run.compiled.external_actions
+    while not core.is_over and not core.aborted:
+        if not slots.acquire(timeout=0.05):
+            continue
+        node = core.pop_ready(0.05)
+        if node < 0:
+            slots.release()
+            continue
+        word = core.begin_attempt(node)
+        if not word:
+            slots.release()
+            continue
+        inputs, name, attempt, deadline = core.external_context(node, word)
+        action, accepts = actions[node]
+        ctx = ExternalContext(name, node, attempt, deadline, inputs, run.data.snapshot(), run.run_id)
+        try:
+            future = executor.submit(_call_external, action, accepts, ctx)
+        except Exception as exc:  # e.g. the executor is shut down
+            slots.release()
+            core.finish_attempt(node, word, False, exc)
+            continue
+        future.add_done_callback(_external_done(core, node, word, slots))
+
+
+def _external_done(core: Any, node: int, word: int, slots: threading.BoundedSemaphore) -> Callable[[cf.Future[Any]], None]:
+    def done(future: cf.Future[Any]) -> None:
+        slots.release()
+        try:
+            exc = future.exception()
+        except cf.CancelledError as cancelled:
+            exc = cancelled
+        if exc is None:
+            core.finish_attempt(node, word, True, future.result())
+        else:
+            core.finish_attempt(node, word, False, exc)
+    return done
+
+
+# -- compiling a workflow -------------------------------------------------------------------------
+
+
+def takes_context(action: Callable[..., Any]) -> bool:
+    """Whether ``action`` is called with the context (it accepts a positional argument).
+
+    Actions take no argument or one; a signature Python cannot inspect (some builtins)
+    is called with none.
+    """
+    if type(action) is types.FunctionType:
+        # Fast path for plain functions (bulk workflows have millions): read the code object.
+        code = action.__code__
+        positional = code.co_argcount
+        n_defaults = len(action.__defaults__ or ())
+        kw_required = code.co_kwonlyargcount - len(action.__kwdefaults__ or {})
+        if positional - n_defaults <= 1 and kw_required == 0:
+            return positional > 0 or bool(code.co_flags & inspect.CO_VARARGS)
+    try:
+        sig = inspect.signature(action)
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in sig.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    required = [p for p in sig.parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
+        raise DefinitionError(f"action {action!r} must take no argument or one (the context), takes {sig}")
+    return bool(positional)
+
+
+def _with_middleware(action: Callable[..., Any], accepts_ctx: bool,
+                     middleware: tuple[Callable[..., Any], ...]) -> Callable[..., Any]:
+    wrapped = action if accepts_ctx else (lambda ctx, _a=action: _a())
+    for mw in reversed(middleware):
+        wrapped = mw(wrapped)
+        if not callable(wrapped):
+            raise DefinitionError(f"middleware {mw!r} returned {wrapped!r}, not a callable")
+    return wrapped
+
+
+class _Compiler:
+    """Turns a Workflow into the arrays of a CompiledWorkflow (see compile_workflow)."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+        self.table: tuple[NodeOptions, ...] = workflow.option_table
+        self._takes: dict[int, bool] = {}
+
+    def takes(self, action: Callable[..., Any]) -> bool:
+        key = id(action)
+        found = self._takes.get(key)
+        if found is None:
+            found = self._takes[key] = takes_context(action)
+        return found
+
+    def compile(self) -> CompiledWorkflow:
+        wf = self.workflow
+        option_flags = np.array([(2 if o.timeout else 0) | (4 if o.continue_on_error else 0)
+                                 for o in self.table], dtype=np.uint8)
+        flags = option_flags[wf.option_index]
+        actions: list[Callable[..., Any]] = []
+        raw: list[tuple[Callable[..., Any], bool]] = []
+        for node, action in enumerate(wf.actions):
+            try:
+                accepts = self.takes(action)
+            except DefinitionError as exc:
+                raise DefinitionError(f"node {wf.interner.name(node)!r}: {exc}") from None
+            middleware = self.table[int(wf.option_index[node])].middleware
+            raw.append((action, accepts))
+            if middleware:
+                actions.append(_with_middleware(action, accepts, middleware))
+                flags[node] |= 1
+            else:
+                actions.append(action)
+                flags[node] |= 1 if accepts else 0
+        max_attempts = np.array([1 + o.retries for o in self.table], dtype=np.int32)
+        timeouts = np.array([o.timeout or 0.0 for o in self.table], dtype=np.float64)
+        table = self.table
+        compiled = CompiledWorkflow(wf, wf.graph, tuple(actions), flags, wf.option_index,
+                                    max_attempts, timeouts,
+                                    lambda slot, retry: table[slot].retry_delay_for(retry))
+        compiled.external_actions = raw
+        return compiled
+
+
+def compile_workflow(workflow: Workflow) -> CompiledWorkflow:
+    """Prepare a workflow for the scheduler: per-node flags, limits and final actions."""
+    return _Compiler(workflow).compile()
