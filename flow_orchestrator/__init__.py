@@ -2,7 +2,8 @@
 
 Define a DAG of Python callables with :class:`WorkflowBuilder` (fluently or with
 decorators) or in bulk with :meth:`Workflow.from_arrays`; the compiled core
-(:mod:`flow_orchestrator.dag`) validates and orders it.  :mod:`flow_orchestrator.graphlib`
+(:mod:`flow_orchestrator.dag`) validates and orders it, and :class:`Engine` runs it on
+a thread pool with an atomic-counter scheduler (:mod:`flow_orchestrator.engine`).  :mod:`flow_orchestrator.graphlib`
 is a faster drop-in for the standard library's :mod:`graphlib`.
 
 The library logs through the standard :mod:`logging` module under the
@@ -26,11 +27,27 @@ from .errors import (
     SelfDependencyError,
     UnknownNodeError,
 )
+from .data import WorkflowData
+from .engine import CancellationToken, Engine, ExternalContext, NodeContext, RunHandle, RunResult
+from .errors import NodeFailedError, RunCancelledError, WorkflowFailedError
+from .status import NodeStatus, RunStatus
 from .workflow import Node, NodeOptions, Workflow, WorkflowBuilder
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CancellationToken",
+    "Engine",
+    "ExternalContext",
+    "NodeContext",
+    "NodeFailedError",
+    "NodeStatus",
+    "RunCancelledError",
+    "RunHandle",
+    "RunResult",
+    "RunStatus",
+    "WorkflowData",
+    "WorkflowFailedError",
     "CSRGraph",
     "CycleError",
     "DefinitionError",

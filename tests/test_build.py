@@ -42,11 +42,15 @@ def test_import_configures_no_logging_handlers():
 
 def test_every_public_name_has_a_docstring():
     import flow_orchestrator.dag
+    import flow_orchestrator.data
+    import flow_orchestrator.engine
     import flow_orchestrator.errors
+    import flow_orchestrator.status
     import flow_orchestrator.workflow
 
     for module in (flow_orchestrator, flow_orchestrator.dag, flow_orchestrator.errors,
-                   flow_orchestrator.workflow):
+                   flow_orchestrator.workflow, flow_orchestrator.engine, flow_orchestrator.data,
+                   flow_orchestrator.status):
         assert module.__doc__, module.__name__
         for name in module.__all__:
             obj = getattr(module, name)
