@@ -2,7 +2,7 @@
 
 Set ``FLOW_ORCHESTRATOR_DEBUG=1`` to build with bounds, wraparound and initialization
 checks on (the debug build CI also tests).  Release and debug builds generate their C++
-into separate folders, so switching between them never reuses a stale translation.
+and objects into separate folders, so switching between them never reuses a stale build.
 """
 
 import os
@@ -43,6 +43,9 @@ extensions = [
 ]
 
 setup(
+    # Separate build trees per mode: build_ext decides "up to date" by timestamps, and
+    # would otherwise keep a debug .so when switching back to a release build.
+    options={"build": {"build_base": f"build/{MODE}"}},
     ext_modules=cythonize(
         extensions,
         compiler_directives=DIRECTIVES,

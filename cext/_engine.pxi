@@ -79,6 +79,7 @@ cdef extern from "_sync.h" nogil:
         void wake()
         void reset()
         int idle_workers()
+        size_t capacity_bytes()
 
     cdef cppclass FoEvent:
         void set()
@@ -558,10 +559,12 @@ cdef class RunCore:
                 fo_add_fetch_i64(&self.counters[C_ATTACHED], 1)
                 try:
                     self.spawn(self)
-                except BaseException:
+                except BaseException as exc:
+                    # No pool to run on (e.g. the engine was closed): stop the run with
+                    # that error rather than leave work that nobody may ever take.
                     fo_add_fetch_i64(&self.counters[C_HELPERS], -1)
                     self._detach()
-                    raise
+                    self._interrupted(exc)
                 return 0
 
     cdef void _running_done(self) noexcept:
@@ -736,6 +739,15 @@ cdef class RunCore:
                 return False
 
     @property
+    def nbytes(self):
+        """Bytes of run state: the per-node arrays, the outputs list and the ready FIFO
+        (outputs themselves excluded)."""
+        import sys
+        return (self._state.nbytes + self._remaining.nbytes + self._start.nbytes + self._end.nbytes
+                + (sys.getsizeof(self.outputs) if self.outputs is not None else 0)
+                + self.queue.capacity_bytes())
+
+    @property
     def is_over(self):
         """Whether every node reached a terminal status."""
         return fo_load_i64(&self.counters[C_FINISHED]) != 0
@@ -826,7 +838,7 @@ cdef class RunCore:
         """A picklable snapshot context for an attempt run in another process."""
         cdef double timeout = self.wf.timeouts[self.wf.option_index[node]]
         deadline = self.start_ns[node] / 1e9 + timeout if timeout > 0 else None
-        ctx = NodeContext.__new__(NodeContext)
+        cdef NodeContext ctx = NodeContext.__new__(NodeContext)
         ctx._core = self
         ctx._node = node
         ctx._word = running

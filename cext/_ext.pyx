@@ -26,18 +26,33 @@ CSR adjacency
     library's.
 
 Ordering
-    Validation is Kahn's algorithm with a FIFO queue that is the output array itself.
-    It yields, in one pass, the topological order and each node's level (the length
-    of the longest path from a root, so a node's level is the earliest "generation"
-    in which it can run).  If Kahn's pass leaves nodes behind the graph has a cycle:
-    every node left behind has a predecessor that is also left behind, so walking
-    predecessors from any of them must repeat a node, and the walk between the two
-    visits is a cycle.  The error names its nodes.
+    Validation is Kahn's algorithm with a FIFO queue that is the output array itself,
+    consuming the in-degree counts of the counting pass.  If Kahn's pass leaves nodes
+    behind the graph has a cycle: every node left behind has a predecessor that is also
+    left behind, so walking predecessors from any of them must repeat a node, and the
+    walk between the two visits is a cycle.  The error names its nodes.  What only some
+    callers need is built on first use, under a lock, and then frozen like the rest: the
+    predecessor CSR (one more counting sort) and the levels (the longest path from a
+    root to each node, one sweep in topological order).
+
+Incremental sorting
+    :class:`TopologicalSorterCore`, behind :mod:`flow_orchestrator.graphlib`, is the
+    one mutable structure: the standard library's ``TopologicalSorter`` protocol
+    (``add``, ``prepare``, ``get_ready``, ``done``) over interned ids.  Edges are
+    appended to growable arrays, turned into a successor CSR by the same stable
+    counting sort once ``prepare()`` freezes the graph, and then consumed by per-node
+    counters and a FIFO of ready ids.
+
+Execution
+    :class:`RunCore` and :class:`CompiledWorkflow` (``_engine.pxi``, which opens with its
+    scheduling policy) run a workflow: atomic per-node dependency counters, a shared
+    ready FIFO and worker loops on a thread pool.
 
 Immutability
-    Every array is created, filled and then flagged read-only before the constructor
-    returns; nothing is written afterwards.  A built graph can therefore be shared by
-    any number of threads and runs without a lock, under the GIL or without one.
+    Every array of a :class:`CSRGraph` is created, filled and then flagged read-only
+    before the constructor returns; nothing is written afterwards.  A built graph can
+    therefore be shared by any number of threads and runs without a lock, under the
+    GIL or without one.
 
 Boundaries
     Arrays from users are checked (dtype, shape, length, id range, self-loops) before a
@@ -47,7 +62,7 @@ Boundaries
 
 cimport cython
 cimport numpy as cnp
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 import numpy as np
@@ -60,6 +75,8 @@ from flow_orchestrator.errors import (
     GraphTooLargeError,
     NodeNameError,
     SelfDependencyError,
+    SorterCycleError,
+    SorterStateError,
     UnknownNodeError,
 )
 
@@ -79,3 +96,4 @@ DEBUG_BUILD = bool(FO_DEBUG_BUILD)
 include "_intern.pxi"
 include "_csr.pxi"
 include "_engine.pxi"
+include "_topo_sorter.pxi"

@@ -141,6 +141,11 @@ struct FoReadyQueue {
         wake_all = 0;
     }
 
+    size_t capacity_bytes() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return items.capacity() * sizeof(int32_t);
+    }
+
     int idle_workers() {
         std::lock_guard<std::mutex> lock(mutex);
         return idle;

@@ -35,6 +35,8 @@ __all__ = [
     "RunCancelledError",
     "InvalidTransitionError",
     "EngineClosedError",
+    "SorterStateError",
+    "SorterCycleError",
 ]
 
 
@@ -70,6 +72,16 @@ class CycleError(GraphError, _std_graphlib.CycleError):
         return str(self.args[0])
 
 
+class SorterCycleError(CycleError):
+    """The cycle error of :mod:`flow_orchestrator.graphlib`, a drop-in for :mod:`graphlib`.
+
+    ``args`` are the standard library's, ``("nodes are in a cycle", cycle)``, and so is
+    ``str()``: the default rendering of those args, not :class:`CycleError`'s message.
+    """
+
+    __str__ = BaseException.__str__
+
+
 class DuplicateNodeError(GraphError):
     """Two nodes were given the same name."""
 
@@ -88,6 +100,15 @@ class EdgeArrayError(GraphError, TypeError):
 
 class NodeNameError(GraphError, TypeError):
     """A node name is not a non-empty ``str``."""
+
+
+class SorterStateError(FlowError, ValueError):
+    """A :mod:`flow_orchestrator.graphlib` sorter was used out of order, or given a node
+    it cannot take at that point (not added, not ready, already done).
+
+    A ``ValueError`` with the standard library's message, so code written against
+    :mod:`graphlib` catches it unchanged.
+    """
 
 
 class FrozenInternerError(GraphError):

@@ -1,0 +1,1 @@
+"""Benchmarks of the graph core against its peers; see bench/README.md."""
