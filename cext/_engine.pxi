@@ -710,15 +710,19 @@ cdef class RunCore:
 
     def cancel(self, reason="cancelled"):
         """Stop starting nodes; running ones finish; pending ones end CANCELLED."""
-        if self.cancel_reason is None:
-            self.cancel_reason = reason
+        with cython.critical_section(self):
+            if self.cancel_reason is None:
+                self.cancel_reason = reason
         self._abort()
 
     cdef void _interrupted(self, exc) noexcept:
-        if self.interrupt is None:
-            self.interrupt = exc
-        if self.cancel_reason is None:
-            self.cancel_reason = f"interrupted by {type(exc).__name__}"
+        # A critical section: several threads may record at once on free-threaded builds.
+        reason = f"interrupted by {type(exc).__name__}"
+        with cython.critical_section(self):
+            if self.interrupt is None:
+                self.interrupt = exc
+            if self.cancel_reason is None:
+                self.cancel_reason = reason
         self._abort()
 
     def wait(self, double timeout=-1.0, bint check_signals=True):
