@@ -70,6 +70,7 @@ cdef extern from "_sync.h" nogil:
     int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired)
     void fo_store_i64(int64_t* p, int64_t v)
     int64_t fo_now_ns()
+    void fo_relaxed_add_i64(int64_t* p, int64_t v)
 
     cdef cppclass FoReadyQueue:
         int push(const int32_t* ids, size_t n)
@@ -87,7 +88,12 @@ cdef extern from "_sync.h" nogil:
         int is_set()
         int wait(long timeout_ms)
 
-from flow_orchestrator.errors import InvalidTransitionError, NodeCancelledError, NodeTimeoutError
+from flow_orchestrator.errors import (
+    InvalidTransitionError,
+    NodeCancelledError,
+    NodeTimeoutError,
+    RetryRequested,
+)
 from flow_orchestrator.status import TRANSITIONS as _TRANSITIONS
 
 cdef enum:
@@ -141,6 +147,98 @@ cdef inline uint32_t _attempt_of(uint32_t word) noexcept nogil:
     return word >> 8
 
 
+# Per-node metric counters (columns of NodeMetrics.counts).
+cdef enum:
+    M_STARTED = 0
+    M_COMPLETED = 1
+    M_FAILED = 2
+    M_RETRIED = 3
+    M_TIMED_OUT = 4
+    M_SKIPPED = 5
+    M_CANCELLED = 6
+    NUM_METRIC_COUNTS = 7
+    NUM_BUCKETS = 16
+
+METRIC_COUNTS = ("started", "completed", "failed", "retried", "timed_out", "skipped", "cancelled")
+#: Upper bounds (seconds) of the latency histogram buckets; the last bucket is +inf.
+BUCKET_BOUNDS = tuple(4.0 ** b * 1e-6 for b in range(NUM_BUCKETS - 1))
+
+
+cdef inline int _bucket(int64_t ns) noexcept nogil:
+    """Histogram bucket of a latency: powers of 4 from 1 us, the last one unbounded."""
+    cdef int64_t bound = 1000
+    cdef int b = 0
+    while b < NUM_BUCKETS - 1 and ns > bound:
+        bound *= 4
+        b += 1
+    return b
+
+
+@cython.final
+cdef class NodeMetrics:
+    """Per-node counters and latency histograms of one workflow, across its runs.
+
+    Kept in C arrays and updated with relaxed atomic adds by the thread that makes each
+    transition: no Python object and no lock per node event.  Read with
+    :meth:`snapshot` (a copy; counts of runs still going on may be mid-update).
+    """
+
+    cdef readonly Py_ssize_t num_nodes
+    cdef readonly bint histograms
+    cdef cnp.ndarray _counts, _duration_sum, _wait_sum, _duration_hist, _wait_hist
+    cdef int64_t* counts
+    cdef int64_t* duration_sum
+    cdef int64_t* wait_sum
+    cdef int64_t* duration_hist
+    cdef int64_t* wait_hist
+
+    def __cinit__(self, Py_ssize_t num_nodes, bint histograms=True):
+        self.num_nodes = num_nodes
+        self.histograms = histograms
+        self._counts = np.zeros((num_nodes, NUM_METRIC_COUNTS), dtype=np.int64)
+        self._duration_sum = np.zeros(num_nodes, dtype=np.int64)
+        self._wait_sum = np.zeros(num_nodes, dtype=np.int64)
+        rows = num_nodes if histograms else 1
+        self._duration_hist = np.zeros((rows, NUM_BUCKETS), dtype=np.int64)
+        self._wait_hist = np.zeros((rows, NUM_BUCKETS), dtype=np.int64)
+        self.counts = <int64_t*>cnp.PyArray_DATA(self._counts)
+        self.duration_sum = <int64_t*>cnp.PyArray_DATA(self._duration_sum)
+        self.wait_sum = <int64_t*>cnp.PyArray_DATA(self._wait_sum)
+        self.duration_hist = <int64_t*>cnp.PyArray_DATA(self._duration_hist)
+        self.wait_hist = <int64_t*>cnp.PyArray_DATA(self._wait_hist)
+
+    cdef inline void count(self, int32_t node, int what) noexcept nogil:
+        fo_relaxed_add_i64(&self.counts[node * NUM_METRIC_COUNTS + what], 1)
+
+    cdef inline void duration(self, int32_t node, int64_t ns) noexcept nogil:
+        cdef Py_ssize_t row = node if self.histograms else 0
+        fo_relaxed_add_i64(&self.duration_sum[node], ns)
+        fo_relaxed_add_i64(&self.duration_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
+
+    cdef inline void wait(self, int32_t node, int64_t ns) noexcept nogil:
+        cdef Py_ssize_t row = node if self.histograms else 0
+        fo_relaxed_add_i64(&self.wait_sum[node], ns)
+        fo_relaxed_add_i64(&self.wait_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
+
+    def snapshot(self):
+        """Copies: ``counts`` (int64 [nodes, 7], columns :data:`METRIC_COUNTS`),
+        ``duration_sum``/``wait_sum`` (seconds per node), ``duration_hist``/``wait_hist``
+        (int64 [nodes or 1, 16] over :data:`BUCKET_BOUNDS`)."""
+        return {
+            "counts": self._counts.copy(),
+            "duration_sum": self._duration_sum / 1e9,
+            "wait_sum": self._wait_sum / 1e9,
+            "duration_hist": self._duration_hist.copy(),
+            "wait_hist": self._wait_hist.copy(),
+        }
+
+    @property
+    def nbytes(self):
+        """Bytes held by the metric arrays."""
+        return sum(a.nbytes for a in (self._counts, self._duration_sum, self._wait_sum,
+                                      self._duration_hist, self._wait_hist))
+
+
 @cython.final
 cdef class CompiledWorkflow:
     """A workflow prepared for execution: actions, per-node flags and limits in C arrays.
@@ -164,7 +262,7 @@ cdef class CompiledWorkflow:
     cdef object retry_delay            # callable(option slot, retry number) -> seconds
     cdef list _pool
     cdef cython.pymutex _pool_lock
-    #: ``(action, takes_context)`` per node without middleware, for process executors.
+    #: ``(action, takes_context, middleware)`` per node, for process executors.
     cdef public list external_actions
 
     def __cinit__(self, workflow, CSRGraph graph, tuple actions, flags, option_index,
@@ -326,11 +424,14 @@ cdef class RunCore:
 
     cdef CompiledWorkflow wf
     cdef Py_ssize_t n
-    cdef cnp.ndarray _state, _remaining, _start, _end
+    cdef cnp.ndarray _state, _remaining, _start, _end, _ready
     cdef uint32_t* state
     cdef int32_t* remaining
     cdef int64_t* start_ns
     cdef int64_t* end_ns
+    cdef int64_t* ready_ns          # when each node last became ready (metrics only)
+    cdef NodeMetrics metrics        # None: no metrics (the hot path tests one pointer)
+    cdef object events              # None, or the observers' dispatcher
     cdef int64_t counters[NUM_COUNTERS]
     cdef FoReadyQueue* queue
     cdef FoEvent* over
@@ -347,6 +448,7 @@ cdef class RunCore:
     cdef bint run_continues_on_error
     cdef readonly object interrupt  # KeyboardInterrupt/SystemExit raised by an action
     cdef readonly object cancel_reason
+    cdef object __weakref__
 
     def __cinit__(self, CompiledWorkflow wf):
         self.wf = wf
@@ -355,6 +457,8 @@ cdef class RunCore:
         self._remaining = np.empty(self.n, dtype=np.int32)
         self._start = np.zeros(self.n, dtype=np.int64)
         self._end = np.zeros(self.n, dtype=np.int64)
+        self._ready = np.zeros(self.n, dtype=np.int64)
+        self.ready_ns = <int64_t*>cnp.PyArray_DATA(self._ready)
         self.state = <uint32_t*>cnp.PyArray_DATA(self._state)
         self.remaining = <int32_t*>cnp.PyArray_DATA(self._remaining)
         self.start_ns = <int64_t*>cnp.PyArray_DATA(self._start)
@@ -383,8 +487,12 @@ cdef class RunCore:
         self.generation += 1
 
     cdef int _prepare(self, data, run_id, timer, spawn, int max_helpers,
-                      bint continue_on_error) except -1:
+                      bint continue_on_error, NodeMetrics metrics, events) except -1:
         self._reset()
+        if metrics is not None and metrics.num_nodes != self.n:
+            raise ValueError("metrics were made for another workflow")
+        self.metrics = metrics
+        self.events = events
         self.outputs = [None] * self.n
         self.errors = {}
         self.data = data
@@ -403,6 +511,12 @@ cdef class RunCore:
     def start(self):
         """Queue the roots.  Called once by the driver, after :func:`begin_run`."""
         cdef cnp.ndarray roots = self.wf._roots
+        cdef Py_ssize_t i
+        cdef int64_t now
+        if self.metrics is not None:
+            now = fo_now_ns()
+            for i in range(roots.shape[0]):
+                self.ready_ns[(<const int32_t*>cnp.PyArray_DATA(roots))[i]] = now
         self.queue.push(<const int32_t*>cnp.PyArray_DATA(roots), roots.shape[0])
         self._maybe_spawn()
 
@@ -477,6 +591,8 @@ cdef class RunCore:
             return -1
         running = _word(ST_RUNNING, attempt)
         fo_store_i64(&self.start_ns[node], fo_now_ns())
+        if self.metrics is not None or self.events is not None:
+            self._started(node, attempt)
         ctx = None
         if flags & (FLAG_TAKES_CONTEXT | FLAG_HAS_TIMEOUT):
             ctx = self._context(node, running)
@@ -487,13 +603,11 @@ cdef class RunCore:
             else:
                 result = action()
         except BaseException as exc:
-            fo_store_i64(&self.end_ns[node], fo_now_ns())
-            self._attempt_failed(node, running, exc)
+            self._attempt_failed(node, running, exc, fo_now_ns())
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return -1
-        fo_store_i64(&self.end_ns[node], fo_now_ns())
-        return self._attempt_succeeded(node, running, result, ready)
+        return self._attempt_succeeded(node, running, result, ready, fo_now_ns())
 
     cdef NodeContext _context(self, int32_t node, uint32_t word):
         cdef NodeContext ctx = NodeContext.__new__(NodeContext)
@@ -509,14 +623,18 @@ cdef class RunCore:
         return ctx
 
     cdef int32_t _attempt_succeeded(self, int32_t node, uint32_t running, object result,
-                                    vector[int32_t]& ready) except -2:
-        # The output is stored before the CAS publishes completion, and dependents only
-        # read it after their counter (an acq_rel RMW after the CAS) reached zero.
-        self.outputs[node] = result
+                                    vector[int32_t]& ready, int64_t end) except -2:
         if not self._transition(node, running, ST_COMPLETED, _attempt_of(running)):
-            self.outputs[node] = None  # the attempt timed out meanwhile: discard
+            # The attempt timed out meanwhile: its late result and end time are dropped,
+            # without touching what the current attempt or run recorded.
             fo_add_fetch_i64(&self.counters[C_STUCK], -1)
             return -1
+        # Stored after the CAS, before the dependents are released: they only read it
+        # once their counter (a sequentially consistent RMW after this) reaches zero.
+        fo_store_i64(&self.end_ns[node], end)
+        self.outputs[node] = result
+        if self.metrics is not None or self.events is not None:
+            self._succeeded(node, _attempt_of(running))
         ready.clear()
         self._release_successors(node, ready)
         cdef int32_t next_node = self._dispatch(ready)
@@ -529,10 +647,56 @@ cdef class RunCore:
         cdef const int32_t* si = self.wf.graph.succ_idx
         cdef int64_t k
         cdef int32_t w
+        cdef int64_t now = fo_now_ns() if self.metrics is not None else 0
         for k in range(sp[node], sp[node + 1]):
             w = si[k]
             if fo_sub_fetch_i32(&self.remaining[w], 1) == 0:
+                if now:
+                    self.ready_ns[w] = now
                 ready.push_back(w)
+        return 0
+
+    # -- observer and metric events (only when enabled) ------------------------------------
+
+    cdef int _started(self, int32_t node, uint32_t attempt) except -1:
+        if self.metrics is not None:
+            self.metrics.count(node, M_STARTED)
+            if self.ready_ns[node]:
+                self.metrics.wait(node, self.start_ns[node] - self.ready_ns[node])
+        if self.events is not None:
+            self.events.node_start(node, attempt)
+        return 0
+
+    cdef int _succeeded(self, int32_t node, uint32_t attempt) except -1:
+        cdef int64_t ns = self.end_ns[node] - self.start_ns[node]
+        if self.metrics is not None:
+            self.metrics.count(node, M_COMPLETED)
+            self.metrics.duration(node, ns)
+        if self.events is not None:
+            self.events.node_success(node, attempt, ns / 1e9)
+        return 0
+
+    cdef int _retrying(self, int32_t node, uint32_t attempt, object exc, double delay) except -1:
+        if self.metrics is not None:
+            self.metrics.count(node, M_RETRIED)
+            self.metrics.duration(node, self.end_ns[node] - self.start_ns[node])
+        if self.events is not None:
+            self.events.node_retry(node, attempt, exc, delay)
+        return 0
+
+    cdef int _ended_event(self, int32_t node, uint32_t attempt, int status, object exc) except -1:
+        if self.metrics is not None:
+            self.metrics.count(node, M_FAILED if status == ST_FAILED else
+                               M_TIMED_OUT if status == ST_TIMED_OUT else M_CANCELLED)
+            if self.start_ns[node]:
+                self.metrics.duration(node, self.end_ns[node] - self.start_ns[node])
+        if self.events is not None:
+            if status == ST_FAILED:
+                self.events.node_failure(node, attempt, exc)
+            elif status == ST_TIMED_OUT:
+                self.events.node_timeout(node, attempt)
+            else:
+                self.events.node_cancel(node)
         return 0
 
     cdef int32_t _dispatch(self, vector[int32_t]& ready) except -2:
@@ -545,27 +709,32 @@ cdef class RunCore:
         return ready[0]
 
     cdef int _maybe_spawn(self) except -1:
-        cdef int64_t helpers
+        cdef int64_t helpers, stuck
         if self.spawn is None:
             return 0
         while True:
-            # Cheap atomic checks first: once the pool is full this costs no lock.
+            # Cheap atomic checks first: once every helper runs this costs no lock.
             helpers = fo_load_i64(&self.counters[C_HELPERS])
-            if helpers >= self.max_helpers + fo_load_i64(&self.counters[C_STUCK]):
+            stuck = fo_load_i64(&self.counters[C_STUCK])
+            if helpers >= self.max_helpers + stuck:
                 return 0
+            # Queued work and nobody idle to take it.  Helpers still starting up are not
+            # idle yet, so this may start one too many: it finds nothing and leaves.
             if self.queue.size() == 0 or self.queue.idle_workers() > 0:
                 return 0
             if fo_cas_i64(&self.counters[C_HELPERS], helpers, helpers + 1):
                 fo_add_fetch_i64(&self.counters[C_ATTACHED], 1)
                 try:
-                    self.spawn(self)
+                    # Beyond max_helpers we replace threads stuck in abandoned attempts:
+                    # those need a thread of their own, the pool's are all taken.
+                    self.spawn(self, helpers >= self.max_helpers)
                 except BaseException as exc:
                     # No pool to run on (e.g. the engine was closed): stop the run with
                     # that error rather than leave work that nobody may ever take.
                     fo_add_fetch_i64(&self.counters[C_HELPERS], -1)
                     self._detach()
                     self._interrupted(exc)
-                return 0
+                    return 0
 
     cdef void _running_done(self) noexcept:
         if fo_add_fetch_i64(&self.counters[C_RUNNING], -1) == 0 and fo_load_i64(&self.counters[C_ABORTED]):
@@ -583,7 +752,7 @@ cdef class RunCore:
 
     # -- failures ------------------------------------------------------------------------
 
-    cdef int _attempt_failed(self, int32_t node, uint32_t running, object exc) except -1:
+    cdef int _attempt_failed(self, int32_t node, uint32_t running, object exc, int64_t end) except -1:
         cdef uint32_t attempt = _attempt_of(running)
         cdef uint32_t slot = self.wf.option_index[node]
         cdef int final_status = ST_FAILED
@@ -592,17 +761,28 @@ cdef class RunCore:
             self._interrupted(exc)
         elif isinstance(exc, NodeCancelledError):
             final_status = ST_CANCELLED
-        elif <int32_t>attempt < self.wf.max_attempts[slot] and not fo_load_i64(&self.counters[C_ABORTED]):
+        elif not fo_load_i64(&self.counters[C_ABORTED]) and (
+                isinstance(exc, RetryRequested) or <int32_t>attempt < self.wf.max_attempts[slot]):
             if self._transition(node, running, ST_PENDING, attempt):
-                self._schedule_retry(node, attempt, slot)
+                fo_store_i64(&self.end_ns[node], end)
+                delay = exc.delay if isinstance(exc, RetryRequested) else self.wf.retry_delay(slot, attempt)
+                if self.metrics is not None or self.events is not None:
+                    self._retrying(node, attempt, exc, delay)
+                self._schedule_retry(node, attempt, delay)
                 self._running_done()
             else:
                 fo_add_fetch_i64(&self.counters[C_STUCK], -1)
             return 0
+        if isinstance(exc, RetryRequested):
+            # The run was aborted while a retry was asked for: report the real error.
+            exc = exc.__cause__ if exc.__cause__ is not None else exc
         if not self._transition(node, running, final_status, attempt):
             fo_add_fetch_i64(&self.counters[C_STUCK], -1)
             return 0
+        fo_store_i64(&self.end_ns[node], end)
         self.errors[node] = exc
+        if self.metrics is not None or self.events is not None:
+            self._ended_event(node, attempt, final_status, exc)
         self._ended_badly(node, final_status)
         self._running_done()
         return 0
@@ -611,6 +791,11 @@ cdef class RunCore:
         """Bookkeeping after ``node`` became FAILED, TIMED_OUT or CANCELLED (we won its CAS)."""
         if status != ST_CANCELLED:
             fo_add_fetch_i64(&self.counters[C_FAILURES], 1)
+        elif self.cancel_reason is None:
+            reason = f"node {self.wf.labels[node]!r} was cancelled"
+            with cython.critical_section(self):
+                if self.cancel_reason is None:
+                    self.cancel_reason = reason
         cdef int64_t skipped = self._skip_descendants(node)
         if status == ST_CANCELLED or not (self.run_continues_on_error
                                           or self.wf.flags[node] & FLAG_CONTINUE_ON_ERROR):
@@ -635,6 +820,10 @@ cdef class RunCore:
                 if _status_of(word) == ST_PENDING and self._transition(w, word, ST_SKIPPED, _attempt_of(word)):
                     skipped += 1
                     todo.push_back(w)
+                    if self.metrics is not None:
+                        self.metrics.count(w, M_SKIPPED)
+                    if self.events is not None:
+                        self.events.node_skip(w)
         return skipped
 
     cdef void _abort(self) noexcept:
@@ -656,12 +845,15 @@ cdef class RunCore:
             word = fo_load_u32(&self.state[v])
             if _status_of(word) == ST_PENDING and fo_cas_u32(&self.state[v], word, _word(ST_CANCELLED, _attempt_of(word))):
                 cancelled += 1
+                if self.metrics is not None:
+                    self.metrics.count(v, M_CANCELLED)
+                if self.events is not None:
+                    self.events.node_cancel(v)
         self._count_terminal(cancelled)
         if fo_load_i64(&self.counters[C_TERMINAL]) >= self.n:
             self._finish()
 
-    cdef int _schedule_retry(self, int32_t node, uint32_t attempt, uint32_t slot) except -1:
-        delay = self.wf.retry_delay(slot, attempt)
+    cdef int _schedule_retry(self, int32_t node, uint32_t attempt, double delay) except -1:
         if delay <= 0 or self.timer is None:
             self.retry_due(node, _word(ST_PENDING, attempt), self.generation)
         else:
@@ -675,6 +867,8 @@ cdef class RunCore:
             return
         if fo_load_u32(&self.state[node]) != word:
             return
+        if self.metrics is not None:
+            self.ready_ns[node] = fo_now_ns()
         self.queue.push(&node, 1)
         self._maybe_spawn()
 
@@ -687,17 +881,24 @@ cdef class RunCore:
         timeout = self.wf.timeouts[slot]
         exc = NodeTimeoutError(
             f"node {self.wf.labels[node]!r} attempt {attempt} timed out after {timeout:g} s")
-        fo_store_i64(&self.end_ns[node], fo_now_ns())
+        cdef int64_t end = fo_now_ns()
         if <int32_t>attempt < self.wf.max_attempts[slot] and not fo_load_i64(&self.counters[C_ABORTED]):
             if not self._transition(node, running, ST_PENDING, attempt):
                 return
+            fo_store_i64(&self.end_ns[node], end)
             fo_add_fetch_i64(&self.counters[C_STUCK], 1)
-            self._schedule_retry(node, attempt, slot)
+            delay = self.wf.retry_delay(slot, attempt)
+            if self.metrics is not None or self.events is not None:
+                self._retrying(node, attempt, exc, delay)
+            self._schedule_retry(node, attempt, delay)
         else:
             if not self._transition(node, running, ST_TIMED_OUT, attempt):
                 return
+            fo_store_i64(&self.end_ns[node], end)
             fo_add_fetch_i64(&self.counters[C_STUCK], 1)
             self.errors[node] = exc
+            if self.metrics is not None or self.events is not None:
+                self._ended_event(node, attempt, ST_TIMED_OUT, exc)
             self._ended_badly(node, ST_TIMED_OUT)
         self._running_done()
         self._maybe_spawn()
@@ -708,8 +909,14 @@ cdef class RunCore:
 
     # -- control from the engine ---------------------------------------------------------
 
-    def cancel(self, reason="cancelled"):
-        """Stop starting nodes; running ones finish; pending ones end CANCELLED."""
+    def cancel(self, reason="cancelled", generation=None):
+        """Stop starting nodes; running ones finish; pending ones end CANCELLED.
+
+        With ``generation``, only if this arena still serves that run (it is reused).
+        """
+        if generation is not None and (generation != self.generation
+                                       or fo_load_i64(&self.counters[C_FINISHED])):
+            return
         with cython.critical_section(self):
             if self.cancel_reason is None:
                 self.cancel_reason = reason
@@ -813,15 +1020,22 @@ cdef class RunCore:
         return got[0]
 
     def begin_attempt(self, int32_t node):
-        """Claim ``node`` for an attempt run elsewhere: its running word, or 0."""
+        """Claim ``node`` for an attempt run elsewhere: its running word, or 0.
+
+        A claimed attempt keeps the arena attached (not recycled for another run) until
+        :meth:`finish_attempt`, so a late result can never land in a later run.
+        """
         cdef uint32_t word = fo_load_u32(&self.state[node])
         fo_add_fetch_i64(&self.counters[C_RUNNING], 1)
         if fo_load_i64(&self.counters[C_ABORTED]) or _status_of(word) != ST_PENDING \
                 or not self._transition(node, word, ST_RUNNING, _attempt_of(word) + 1):
             self._running_done()
             return 0
+        fo_add_fetch_i64(&self.counters[C_ATTACHED], 1)
         fo_store_i64(&self.start_ns[node], fo_now_ns())
         word = _word(ST_RUNNING, _attempt_of(word) + 1)
+        if self.metrics is not None or self.events is not None:
+            self._started(node, _attempt_of(word))
         if self.wf.flags[node] & FLAG_HAS_TIMEOUT:
             self._context(node, word)  # schedules the deadline
         return word
@@ -830,13 +1044,15 @@ cdef class RunCore:
         """Record the outcome of an attempt claimed with :meth:`begin_attempt`."""
         cdef vector[int32_t] ready
         cdef int32_t next_node
-        fo_store_i64(&self.end_ns[node], fo_now_ns())
-        if not ok:
-            self._attempt_failed(node, running, value)
-            return
-        next_node = self._attempt_succeeded(node, running, value, ready)
-        if next_node >= 0:
-            self.queue.push(&next_node, 1)
+        try:
+            if not ok:
+                self._attempt_failed(node, running, value, fo_now_ns())
+                return
+            next_node = self._attempt_succeeded(node, running, value, ready, fo_now_ns())
+            if next_node >= 0:
+                self.queue.push(&next_node, 1)
+        finally:
+            self._detach()
 
     def external_context(self, int32_t node, uint32_t running):
         """A picklable snapshot context for an attempt run in another process."""
@@ -851,10 +1067,17 @@ cdef class RunCore:
 
 
 def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
-              bint continue_on_error):
-    """A reset arena from ``wf``'s pool (or a new one), ready for :meth:`RunCore.start`."""
+              bint continue_on_error, NodeMetrics metrics=None, events=None):
+    """A reset arena from ``wf``'s pool (or a new one), ready for :meth:`RunCore.start`.
+
+    ``metrics`` (a :class:`NodeMetrics` of this workflow) and ``events`` (an object with
+    ``node_start(id, attempt)``, ``node_success(id, attempt, seconds)``,
+    ``node_failure(id, attempt, exc)``, ``node_retry(id, attempt, exc, delay)``,
+    ``node_skip(id)``, ``node_cancel(id)``, ``node_timeout(id, attempt)``) are optional;
+    without them the scheduler pays one pointer test per event.
+    """
     cdef RunCore core = wf.acquire()
-    core._prepare(data, run_id, timer, spawn, max_helpers, continue_on_error)
+    core._prepare(data, run_id, timer, spawn, max_helpers, continue_on_error, metrics, events)
     return core
 
 

@@ -51,6 +51,10 @@ static inline int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired) {
 static inline void fo_store_i64(int64_t* p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
+// Metrics counters only need atomicity, not ordering.
+static inline void fo_relaxed_add_i64(int64_t* p, int64_t v) {
+    __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+}
 static inline int64_t fo_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

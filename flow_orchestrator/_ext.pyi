@@ -72,7 +72,7 @@ class CompiledWorkflow:
     workflow: Any
     num_nodes: int
     has_timeouts: bool
-    external_actions: list[tuple[Callable[..., Any], bool]]
+    external_actions: list[tuple[Callable[..., Any], bool, tuple[Callable[..., Any], ...]]]
     def __init__(
         self,
         workflow: Any,
@@ -127,7 +127,7 @@ class RunCore:
     def work(self, driver: bool = ...) -> None: ...
     def retry_due(self, node: int, word: int, generation: int) -> None: ...
     def on_deadline(self, node: int, running: int, generation: int) -> None: ...
-    def cancel(self, reason: str = ...) -> None: ...
+    def cancel(self, reason: str = ..., generation: int | None = ...) -> None: ...
     @property
     def nbytes(self) -> int: ...
     def wait(self, timeout: float = ..., check_signals: bool = ...) -> bool: ...
@@ -151,10 +151,24 @@ def begin_run(
     data: Any,
     run_id: str,
     timer: Any,
-    spawn: Callable[[RunCore], Any] | None,
+    spawn: Callable[[RunCore, bool], Any] | None,
     max_helpers: int,
     continue_on_error: bool,
+    metrics: NodeMetrics | None = ...,
+    events: Any = ...,
 ) -> RunCore: ...
+
+METRIC_COUNTS: tuple[str, ...]
+BUCKET_BOUNDS: tuple[float, ...]
+
+@final
+class NodeMetrics:
+    num_nodes: int
+    histograms: bool
+    def __init__(self, num_nodes: int, histograms: bool = ...) -> None: ...
+    def snapshot(self) -> dict[str, npt.NDArray[Any]]: ...
+    @property
+    def nbytes(self) -> int: ...
 
 class TopologicalSorterCore:
     def __init__(self, graph: Mapping[Any, Iterable[Any]] | None = ...) -> None: ...

@@ -13,6 +13,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,13 @@ class Timer:
         self._closed = False
 
     def schedule(self, due: float, fn: Callable[..., Any], *args: Any) -> None:
-        """Call ``fn(*args)`` on the timer thread at monotonic time ``due``."""
+        """Call ``fn(*args)`` on the timer thread at monotonic time ``due``.
+
+        A bound method is held weakly: a deadline must not keep a finished run's state
+        alive until it is due; if its object is gone by then, nothing is called.
+        """
+        if hasattr(fn, "__self__") and hasattr(fn, "__func__"):
+            fn = weakref.WeakMethod(fn)  # type: ignore[assignment]
         with self._cond:
             if self._closed:
                 return
@@ -66,6 +73,10 @@ class Timer:
                 if self._closed:
                     return
                 _, _, fn, args = heapq.heappop(self._heap)
+            if isinstance(fn, weakref.WeakMethod):
+                fn = fn()
+                if fn is None:
+                    continue
             try:
                 fn(*args)
             except Exception:  # a callback must never kill the timer

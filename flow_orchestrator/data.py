@@ -77,6 +77,11 @@ class WorkflowData(MutableMapping[str, Any]):
         with self._lock:
             return f"WorkflowData({self._items!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickles a consistent copy (for process executors and stores); the lock is new.
+        with self._lock:
+            return (WorkflowData, (dict(self._items),))
+
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default``."""
         return self._items.get(key, default)
@@ -125,10 +130,12 @@ class WorkflowData(MutableMapping[str, Any]):
 
     def get_float(self, key: str, default: Any = _MISSING) -> float:
         """The number under ``key`` as a ``float`` (ints accepted, ``bool`` refused)."""
-        value = self.get_typed(key, (int, float), default)
+        if key not in self._items and default is not _MISSING:
+            return default
+        value = self.get_typed(key, (int, float))
         if isinstance(value, bool):
             raise DataTypeError(f"workflow data {key!r} is bool, not float")
-        return float(value) if value is not default else value
+        return float(value)
 
     def get_str(self, key: str, default: Any = _MISSING) -> str:
         """The ``str`` under ``key``."""

@@ -125,8 +125,9 @@ class ExternalContext:
     attempt: int
     deadline: float | None
     inputs: dict[str, Any]
-    data: dict[str, Any]
+    data: WorkflowData
     run_id: str
+    workflow: str = ""
 
     @property
     def cancelled(self) -> bool:
@@ -140,6 +141,11 @@ class ExternalContext:
         """Seconds left before the deadline, or ``None``."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds``; returns False (never cancelled, see :attr:`cancelled`)."""
+        time.sleep(max(0.0, seconds))
+        return False
+
     def input(self, name: str) -> Any:
         """The output of the dependency called ``name``."""
         try:
@@ -148,7 +154,11 @@ class ExternalContext:
             raise UnknownNodeError(f"node {self.node!r} has no dependency {name!r}") from None
 
 
-def _call_external(action: Callable[..., Any], takes_context: bool, ctx: ExternalContext) -> Any:
+def _call_external(action: Callable[..., Any], takes_context: bool,
+                   middleware: tuple[Callable[..., Any], ...], ctx: ExternalContext) -> Any:
+    # Runs in the worker process: middleware is applied there, around the action.
+    if middleware:
+        return _with_middleware(action, takes_context, middleware)(ctx)
     return action(ctx) if takes_context else action()
 
 
@@ -286,8 +296,8 @@ class RunHandle:
         self._future = future
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Stop the run: nothing new starts; running nodes finish."""
-        self._run.core.cancel(reason)
+        """Stop the run: nothing new starts; running nodes finish.  No effect once it ended."""
+        self._run.core.cancel(reason, self._run.generation)
 
     def done(self) -> bool:
         """Whether the run is over and its result available."""
@@ -355,17 +365,46 @@ class Engine:
         self._compiled: weakref.WeakKeyDictionary[Workflow, CompiledWorkflow] = weakref.WeakKeyDictionary()
         self._timer = Timer()
         self._closed = False
+        self._active = 0
+        self._idle = threading.Condition(self._lock)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the engine's own threads; runs already going on finish first."""
+        """Refuse new runs, let the runs going on finish, then stop the engine's threads.
+
+        Called from inside one of this engine's actions, it does not wait for that run
+        (it could not finish): the threads stop when the last run ends.
+        """
         with self._lock:
             self._closed = True
+            if _worker_state.engine is not self:
+                while self._active:
+                    self._idle.wait()
+            if self._active:
+                return
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
             pool, self._own_pool = self._own_pool, None
         if pool is not None:
-            pool.shutdown(wait=True)
+            pool.shutdown(wait=False)
         self._timer.close()
+
+    def _run_started(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("the engine is closed")
+            self._active += 1
+
+    def _run_ended(self) -> None:
+        with self._lock:
+            self._active -= 1
+            last = self._closed and self._active == 0
+            self._idle.notify_all()
+        if last:
+            self._shutdown()
 
     def __enter__(self) -> Engine:
         return self
@@ -388,8 +427,6 @@ class Engine:
         if isinstance(spec, cf.Executor):
             return spec
         with self._lock:
-            if self._closed:
-                raise EngineClosedError("the engine is closed")
             if self._own_pool is None:
                 self._own_pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flow-orchestrator")
             return self._own_pool
@@ -478,8 +515,6 @@ class _Run:
     def __init__(self, engine: Engine, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
                  run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
                  cancel: CancellationToken | None) -> None:
-        if engine._closed:
-            raise EngineClosedError("the engine is closed")
         self.engine = engine
         self.compiled = engine.compile(workflow)
         self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
@@ -488,22 +523,34 @@ class _Run:
         self.workers = engine._workers(max_concurrency)
         self.mode = engine.mode
         # The calling thread works too, unless it must stay free to return at a deadline.
-        self.participate = self.mode == "serial" or (self.mode == "threads" and not self.compiled.has_timeouts)
+        # A run started from inside an action of this engine always works itself: its
+        # thread is one of the pool's, and waiting for another could deadlock.
+        nested = _worker_state.engine is engine
+        self.participate = self.mode == "serial" or (
+            self.mode == "threads" and (nested or not self.compiled.has_timeouts))
         spawn = None
         max_helpers = 0
         if self.mode == "threads":
-            pool = engine._pool()
             max_helpers = self.workers - 1 if self.participate else self.workers
-            spawn = lambda core: pool.submit(core.work, False)  # noqa: E731
-        self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
-                                   max_helpers, coe)
+            spawn = _spawner(engine)
+        engine._run_started()
+        try:
+            self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
+                                       max_helpers, coe)
+        except BaseException:
+            engine._run_ended()
+            raise
         self.generation = self.core.generation
         self.cancel = cancel
 
     def drive(self) -> RunResult:
         core = self.core
-        unsubscribe = self.cancel._subscribe(core.cancel) if self.cancel is not None else (lambda: None)
+        generation = self.generation
+        unsubscribe = (self.cancel._subscribe(lambda reason: core.cancel(reason, generation))
+                       if self.cancel is not None else (lambda: None))
         start = time.perf_counter()
+        previous = _worker_state.engine
+        _worker_state.engine = self.engine
         try:
             core.start()
             if self.mode == "external":
@@ -514,12 +561,15 @@ class _Run:
             if core.interrupt is not None:
                 raise core.interrupt
             return self._result(time.perf_counter() - start)
-        except BaseException:
-            core.cancel("interrupted")
+        except BaseException as exc:
+            core.cancel("interrupted", generation)
+            _attach_result(exc, self, time.perf_counter() - start)
             raise
         finally:
+            _worker_state.engine = previous
             unsubscribe()
             core.detach()
+            self.engine._run_ended()
 
     def _result(self, wall: float) -> RunResult:
         core = self.core
@@ -533,6 +583,42 @@ class _Run:
             status = RunStatus.COMPLETED
         return RunResult(self.compiled.workflow, self.run_id, status, statuses, core.attempts(),
                          started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason)
+
+
+class _WorkerState(threading.local):
+    engine: Engine | None = None
+
+
+#: Which engine the current thread is working for (as a driver or a helper), if any.
+_worker_state = _WorkerState()
+
+
+def _spawner(engine: Engine) -> Callable[[Any, bool], None]:
+    """How a run starts a helper: on the engine's pool, or on a thread of its own when it
+    replaces a thread stuck in an abandoned (timed-out) attempt."""
+    def helper(core: Any) -> None:
+        _worker_state.engine = engine
+        try:
+            core.work(False)
+        finally:
+            _worker_state.engine = None
+
+    def spawn(core: Any, dedicated: bool) -> None:
+        if dedicated:
+            threading.Thread(target=helper, args=(core,), name="flow-orchestrator-replacement",
+                             daemon=True).start()
+        else:
+            engine._pool().submit(helper, core)
+    return spawn
+
+
+def _attach_result(exc: BaseException, run: _Run, wall: float) -> None:
+    """Give an interrupt (Ctrl-C, SystemExit) the run's state as ``exc.result``."""
+    if getattr(exc, "result", None) is None:
+        try:
+            exc.result = run._result(wall)  # type: ignore[attr-defined]
+        except Exception:  # the state is best effort here; the interrupt must propagate
+            pass
 
 
 def _dispatch_external(run: _Run, core: Any) -> None:
@@ -553,10 +639,11 @@ def _dispatch_external(run: _Run, core: Any) -> None:
             slots.release()
             continue
         inputs, name, attempt, deadline = core.external_context(node, word)
-        action, accepts = actions[node]
-        ctx = ExternalContext(name, node, attempt, deadline, inputs, run.data.snapshot(), run.run_id)
+        action, accepts, middleware = actions[node]
+        ctx = ExternalContext(name, node, attempt, deadline, inputs, WorkflowData(run.data.snapshot()),
+                              run.run_id, run.compiled.workflow.name)
         try:
-            future = executor.submit(_call_external, action, accepts, ctx)
+            future = executor.submit(_call_external, action, accepts, middleware, ctx)
         except Exception as exc:  # e.g. the executor is shut down
             slots.release()
             core.finish_attempt(node, word, False, exc)
@@ -639,14 +726,14 @@ class _Compiler:
                                  for o in self.table], dtype=np.uint8)
         flags = option_flags[wf.option_index]
         actions: list[Callable[..., Any]] = []
-        raw: list[tuple[Callable[..., Any], bool]] = []
+        raw: list[tuple[Callable[..., Any], bool, tuple[Callable[..., Any], ...]]] = []
         for node, action in enumerate(wf.actions):
             try:
                 accepts = self.takes(action)
             except DefinitionError as exc:
                 raise DefinitionError(f"node {wf.interner.name(node)!r}: {exc}") from None
             middleware = self.table[int(wf.option_index[node])].middleware
-            raw.append((action, accepts))
+            raw.append((action, accepts, middleware))
             if middleware:
                 actions.append(_with_middleware(action, accepts, middleware))
                 flags[node] |= 1

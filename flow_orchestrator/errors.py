@@ -31,6 +31,7 @@ __all__ = [
     "NodeFailedError",
     "NodeTimeoutError",
     "NodeCancelledError",
+    "RetryRequested",
     "WorkflowFailedError",
     "RunCancelledError",
     "InvalidTransitionError",
@@ -123,6 +124,14 @@ class DefinitionError(FlowError, ValueError):
     """A node's options or a workflow definition are invalid (bad retries, timeout, ...)."""
 
 
+def _safe_str(error: BaseException) -> str:
+    """``str(error)``, even for an exception whose ``__str__`` itself raises."""
+    try:
+        return str(error)
+    except Exception:  # a broken __str__ must not hide the failure being reported
+        return f"<unprintable {type(error).__name__}>"
+
+
 class ExecutionError(FlowError):
     """Base class of the errors about running a workflow."""
 
@@ -134,7 +143,7 @@ class NodeFailedError(ExecutionError):
     """
 
     def __init__(self, node: str, status: str, attempts: int, error: BaseException | None) -> None:
-        what = f"{type(error).__name__}: {error}" if error is not None else status
+        what = f"{type(error).__name__}: {_safe_str(error)}" if error is not None else status
         super().__init__(f"node {node!r} {status} after {attempts} attempt(s): {what}")
         self.node = node
         self.status = status
@@ -150,6 +159,21 @@ class NodeTimeoutError(ExecutionError, TimeoutError):
 class NodeCancelledError(ExecutionError):
     """Raised inside an action (by ``ctx.raise_if_cancelled()``) when its run or attempt
     was cancelled; a node whose action raises it ends ``cancelled``."""
+
+
+class RetryRequested(ExecutionError):
+    """Raised by an action (or a retry middleware) to ask the engine for another attempt
+    after ``delay`` seconds, whatever the node's ``retries`` option says.
+
+    The wait is the engine timer's: no worker thread is held.  Raise it ``from`` the
+    error that caused it, which is reported if the run is aborted meanwhile.
+    """
+
+    def __init__(self, delay: float = 0.0, message: str = "retry requested") -> None:
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not delay >= 0:
+            raise DefinitionError(f"retry delay must be a number of seconds >= 0, got {delay!r}")
+        super().__init__(message)
+        self.delay = float(delay)
 
 
 class WorkflowFailedError(FlowError, ExceptionGroup):  # type: ignore[misc]

@@ -22,13 +22,12 @@ from flow_orchestrator.errors import (
     DefinitionError,
     EngineClosedError,
     NodeCancelledError,
-    NodeFailedError,
     NodeTimeoutError,
     RunCancelledError,
     WorkflowFailedError,
 )
 from flow_orchestrator.status import TERMINAL, NodeStatus, RunStatus
-from flow_orchestrator.workflow import NodeOptions, Workflow, WorkflowBuilder
+from flow_orchestrator.workflow import Workflow, WorkflowBuilder
 
 WAIT = 10.0     # upper bound for events that a correct engine sets quickly
 PROMPT = 2.0    # "promptly"
@@ -339,6 +338,36 @@ def test_a_late_return_of_a_timed_out_attempt_does_not_replace_the_retry_output(
     assert result.status_of("n") is NodeStatus.COMPLETED and result.attempts[0] == 2
     assert result.output("n") == "second", "attempt 1's late return overwrote the output of attempt 2"
     assert result.outputs == {"n": "second", "dep": "second"}
+
+
+def test_a_late_return_does_not_change_the_recorded_end_of_the_node():
+    """``ended``/``durations()`` describe the last attempt; a dependent starts after its
+    dependency ended, so ended[n] <= started[dep] must hold even when n's abandoned first
+    attempt returns (late) while dep runs."""
+    release, returned = threading.Event(), threading.Event()
+
+    def n(ctx):
+        if ctx.attempt == 1:
+            release.wait(WAIT)
+            returned.set()
+            return "first (late)"
+        return "second"
+
+    def dep(ctx):
+        release.set()  # let n's abandoned attempt return now, while this node runs
+        assert returned.wait(WAIT)
+        ctx.wait(0.05)
+        return ctx.input("n")
+
+    wf = WorkflowBuilder("w").add("n", n, timeout=0.2, retries=1).add("dep", dep, depends_on="n").build()
+    eng = Engine(2)
+    try:
+        result = eng.run(wf)
+    finally:
+        release.set()
+        eng.close()
+    assert result.attempts.tolist() == [2, 1]
+    assert result.ended[0] <= result.started[1], (result.started, result.ended)
 
 
 def test_every_attempt_timing_out_ends_timed_out():
@@ -827,6 +856,39 @@ def test_closing_the_engine_lets_a_run_waiting_to_retry_finish(kind):
         closer.join(WAIT)
         assert not closer.is_alive()
     finally:
+        handle.cancel("test cleanup")
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0], ids=["plain", "with-timeouts"])
+def test_closing_the_engine_lets_a_running_run_fan_out_and_finish(timeout):
+    """close() while a node runs; when it completes, its dependents must still run."""
+    started, go = threading.Event(), threading.Event()
+
+    def first():
+        started.set()
+        assert go.wait(WAIT)
+        return 1
+
+    b = WorkflowBuilder("w").add("first", first, timeout=timeout)
+    for i in range(4):
+        b.add(f"next{i}", lambda ctx: ctx.input("first") + 1, depends_on="first")
+    eng = Engine(2)
+    handle = eng.submit(b.build())
+    try:
+        assert started.wait(WAIT)
+        closer = threading.Thread(target=eng.close, daemon=True)
+        closer.start()
+        closer.join(0.1)  # close() is now waiting for the run's threads
+        go.set()
+        try:
+            result = handle.result(timeout=3.0)
+        except cf.TimeoutError:
+            pytest.fail("closing the engine stranded a running run")
+        assert result.ok and result.outputs == {"first": 1, **{f"next{i}": 2 for i in range(4)}}
+        closer.join(WAIT)
+        assert not closer.is_alive()
+    finally:
+        go.set()
         handle.cancel("test cleanup")
 
 

@@ -28,7 +28,7 @@ from flow_orchestrator.errors import (
     WorkflowFailedError,
 )
 from flow_orchestrator.status import TERMINAL, NodeStatus, RunStatus
-from flow_orchestrator.workflow import NodeOptions, Workflow, WorkflowBuilder
+from flow_orchestrator.workflow import Workflow, WorkflowBuilder
 
 WAIT = 10.0  # seconds: upper bound for any event a test waits on (never reached when correct)
 
@@ -211,7 +211,7 @@ def _kw_only_required(ctx, *, required):
     _none_needed,
     functools.partial(_none_needed),
     _kw_only_required,
-    Greeter("x").__class__.__init__,  # (self, word)
+    Greeter.__init__,  # (self, word)
 ], ids=["lambda", "function", "partial", "keyword-only", "unbound-method"])
 def test_actions_with_two_required_parameters_are_rejected_naming_the_node(threaded, action):
     ran = StartLog()
@@ -647,7 +647,6 @@ def test_run_option_overrides_the_engine_default():
 
 def test_a_failure_without_continue_on_error_aborts_even_if_others_continue():
     log = StartLog()
-    gate = threading.Event()
 
     def tolerated():
         log("tolerated")
@@ -655,7 +654,6 @@ def test_a_failure_without_continue_on_error_aborts_even_if_others_continue():
 
     def fatal(ctx):
         log("fatal")
-        gate.set()
         raise ValueError("fatal")
 
     b = WorkflowBuilder("mixed").add("tolerated", tolerated, continue_on_error=True)
@@ -736,6 +734,24 @@ def test_any_exception_fails_the_node(engine, exc_type):
     assert result.status_of("bad") is NodeStatus.FAILED and type(result.error("bad")) is exc_type
     assert result.status_of("dep") is NodeStatus.SKIPPED
     assert_terminal(result)
+
+
+class UnprintableError(Exception):
+    def __str__(self):
+        raise RuntimeError("this exception cannot be printed")
+
+
+def test_an_exception_that_cannot_be_printed_still_fails_the_run_normally(engine):
+    def bad():
+        raise UnprintableError()
+
+    wf = WorkflowBuilder("w").add("bad", bad).add("dep", lambda: 1, depends_on="bad").build()
+    result = engine.run(wf, raise_on_failure=False)
+    assert result.status_of("bad") is NodeStatus.FAILED and isinstance(result.error("bad"), UnprintableError)
+    assert "bad" in result.summary()
+    with pytest.raises(WorkflowFailedError) as info:
+        engine.run(wf)
+    assert isinstance(info.value.exceptions[0].__cause__, UnprintableError)
 
 
 def test_a_wide_workflow_completes_with_every_node_run_once(threaded):

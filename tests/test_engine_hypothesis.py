@@ -1,0 +1,363 @@
+"""Property tests: random DAGs with random failing nodes, on every executor.
+
+For a random DAG (``strategies.dags``) and a random set of failing nodes:
+
+* every node ends in a terminal status;
+* no node starts before every one of its dependencies has finished (a thread-safe log of
+  starts and ends is checked against the edges);
+* without retries each node runs at most once: exactly once if it COMPLETED or FAILED,
+  never if it was SKIPPED or CANCELLED;
+* SKIPPED is exactly the set of descendants of the FAILED nodes;
+* with the run continuing on error the outcome is fully determined by the graph, so the
+  serial, threaded and process executors agree on it (and on the outputs).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flow_orchestrator.engine import Engine
+from flow_orchestrator.errors import NodeCancelledError, RunCancelledError, WorkflowFailedError
+from flow_orchestrator.status import TERMINAL, NodeStatus, RunStatus
+from flow_orchestrator.workflow import NodeOptions, Workflow, WorkflowBuilder
+
+from strategies import dags
+
+MOD = 1_000_003
+
+
+# -- module-level actions (picklable for the process pool) ------------------------------------------
+
+
+def value_of(ctx, fail=False):
+    """Output: own id + the sum of the dependencies' outputs (mod MOD); or raise."""
+    if fail:
+        raise ValueError(f"{ctx.node} fails")
+    return (int(ctx.node[1:]) + sum(ctx.inputs.values())) % MOD
+
+
+def flaky_value_of(ctx, flaky=False):
+    if flaky and ctx.attempt == 1:
+        raise ConnectionError(f"{ctx.node} first attempt")
+    return (int(ctx.node[1:]) + sum(ctx.inputs.values())) % MOD
+
+
+class Log:
+    """Thread-safe log of ("start"|"end", node) events and call counts."""
+
+    def __init__(self, n: int) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, int]] = []
+        self.calls = [0] * n
+
+    def action(self, node: int, fail: bool):
+        def run(ctx):
+            with self.lock:
+                self.events.append(("start", node))
+                self.calls[node] += 1
+            try:
+                return value_of(ctx, fail)
+            finally:
+                with self.lock:
+                    self.events.append(("end", node))
+        return run
+
+    def positions(self) -> tuple[dict[int, int], dict[int, int]]:
+        start, end = {}, {}
+        for i, (kind, node) in enumerate(self.events):
+            (start if kind == "start" else end)[node] = i
+        return start, end
+
+
+# -- graph helpers -----------------------------------------------------------------------------------------
+
+
+def names_of(n: int) -> list[str]:
+    return [f"n{i}" for i in range(n)]
+
+
+def predecessors(n: int, src: np.ndarray, dst: np.ndarray) -> list[set[int]]:
+    preds: list[set[int]] = [set() for _ in range(n)]
+    for s, d in zip(src.tolist(), dst.tolist()):
+        preds[d].add(s)
+    return preds
+
+
+def descendants(n: int, src: np.ndarray, dst: np.ndarray, roots: set[int]) -> set[int]:
+    succ: list[list[int]] = [[] for _ in range(n)]
+    for s, d in zip(src.tolist(), dst.tolist()):
+        succ[s].append(d)
+    seen: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for w in succ[todo.pop()]:
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def expected_outcome(n, src, dst, failing: set[int]):
+    """Statuses and outputs when the run continues on error (fully determined)."""
+    skipped = descendants(n, src, dst, failing)
+    preds = predecessors(n, src, dst)
+    statuses, outputs = [], {}
+    order = Workflow.from_arrays("order", names_of(n), src, dst, value_of).graph.topological_order().tolist()
+    values: dict[int, int] = {}
+    for v in order:
+        if v in skipped:
+            continue
+        if v in failing:
+            continue
+        values[v] = (v + sum(values[p] for p in preds[v])) % MOD
+    for v in range(n):
+        if v in skipped:
+            statuses.append(NodeStatus.SKIPPED)
+        elif v in failing:
+            statuses.append(NodeStatus.FAILED)
+        else:
+            statuses.append(NodeStatus.COMPLETED)
+            outputs[f"n{v}"] = values[v]
+    return statuses, outputs
+
+
+@st.composite
+def dags_with_failures(draw, max_nodes=25, max_edges=60):
+    n, src, dst = draw(dags(max_nodes=max_nodes, max_edges=max_edges))
+    failing = draw(st.sets(st.integers(0, n - 1), max_size=max(1, n // 4)))
+    tolerant = draw(st.sets(st.integers(0, n - 1)))
+    return n, src, dst, failing, tolerant
+
+
+def check_log_against_edges(log: Log, src: np.ndarray, dst: np.ndarray) -> None:
+    start, end = log.positions()
+    for s, d in zip(src.tolist(), dst.tolist()):
+        if d in start:
+            assert s in end and end[s] < start[d], f"n{d} started before its dependency n{s} finished"
+
+
+def check_common(result, log: Log, n, src, dst) -> None:
+    statuses = [NodeStatus(int(s)) for s in result.statuses]
+    assert all(s in TERMINAL for s in statuses), statuses
+    check_log_against_edges(log, src, dst)
+    for v, status in enumerate(statuses):
+        ran = log.calls[v]
+        if status in (NodeStatus.COMPLETED, NodeStatus.FAILED):
+            assert ran == 1, (v, status, ran)
+        else:
+            assert ran == 0, (v, status, ran)
+    failed = {v for v, s in enumerate(statuses) if s is NodeStatus.FAILED}
+    skipped = {v for v, s in enumerate(statuses) if s is NodeStatus.SKIPPED}
+    assert skipped == descendants(n, src, dst, failed)
+    preds = predecessors(n, src, dst)
+    for v, status in enumerate(statuses):
+        if status is NodeStatus.COMPLETED or status is NodeStatus.FAILED:
+            assert all(statuses[p] is NodeStatus.COMPLETED for p in preds[v])
+    assert (result.attempts == np.array([log.calls[v] for v in range(n)])).all()
+    assert np.isnan(result.started[[v for v in range(n) if log.calls[v] == 0]]).all()
+
+
+# -- engines -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def threads():
+    eng = Engine(4)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    eng = Engine(1)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def serial():
+    eng = Engine(1, executor="serial")
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def processes():
+    pool = cf.ProcessPoolExecutor(2)
+    list(pool.map(abs, [-1, -2]))  # start the workers now
+    eng = Engine(2, executor=pool)
+    yield eng
+    eng.close()
+    pool.shutdown(wait=True)
+
+
+# -- properties -------------------------------------------------------------------------------------------
+
+
+@given(graph=dags_with_failures())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+def test_continue_on_error_outcome_is_determined_by_the_graph(threads, graph):
+    n, src, dst, failing, _ = graph
+    log = Log(n)
+    wf = Workflow.from_arrays("random", names_of(n), src, dst, [log.action(v, v in failing) for v in range(n)])
+    result = threads.run(wf, continue_on_error=True, raise_on_failure=False)
+    check_common(result, log, n, src, dst)
+    statuses, outputs = expected_outcome(n, src, dst, failing)
+    assert [NodeStatus(int(s)) for s in result.statuses] == statuses
+    assert result.outputs == outputs
+    assert result.status is (RunStatus.FAILED if failing else RunStatus.COMPLETED)
+
+
+@given(graph=dags_with_failures())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+def test_fail_fast_with_some_tolerant_nodes(threads, graph):
+    """Per-node continue_on_error (built with WorkflowBuilder: from_arrays has one options
+    for all nodes), the run itself failing fast."""
+    n, src, dst, failing, tolerant = graph
+    log = Log(n)
+    preds = predecessors(n, src, dst)
+    b = WorkflowBuilder("random")
+    for v in range(n):
+        b.add(f"n{v}", log.action(v, v in failing), depends_on=[f"n{p}" for p in sorted(preds[v])],
+              continue_on_error=v in tolerant)
+    result = threads.run(b.build(), raise_on_failure=False)
+    check_common(result, log, n, src, dst)
+    statuses = [NodeStatus(int(s)) for s in result.statuses]
+    failed = {v for v, s in enumerate(statuses) if s is NodeStatus.FAILED}
+    assert failed <= failing
+    if failing and not (failing - tolerant):
+        # every failing node tolerates its failure: as if the run continued on error
+        assert statuses == expected_outcome(n, src, dst, failing)[0]
+    if not failing:
+        assert result.ok and all(s is NodeStatus.COMPLETED for s in statuses)
+    if not failed:
+        assert NodeStatus.CANCELLED not in statuses and NodeStatus.SKIPPED not in statuses
+    if any(s is NodeStatus.CANCELLED for s in statuses):
+        assert failed - tolerant, "nodes were cancelled although no intolerant node failed"
+
+
+@given(graph=dags(max_nodes=30, max_edges=80), data=st.data())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None,
+          max_examples=30)
+def test_flaky_nodes_are_retried_once(threads, graph, data):
+    n, src, dst = graph
+    flaky_nodes = data.draw(st.sets(st.integers(0, n - 1)))
+    actions = [functools.partial(flaky_value_of, flaky=v in flaky_nodes) for v in range(n)]
+    wf = Workflow.from_arrays("flaky", names_of(n), src, dst, actions, NodeOptions(retries=1))
+    result = threads.run(wf)
+    assert result.ok
+    assert result.attempts.tolist() == [2 if v in flaky_nodes else 1 for v in range(n)]
+    assert result.outputs == expected_outcome(n, src, dst, set())[1]
+
+
+@given(graph=dags_with_failures())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None,
+          max_examples=30)
+def test_serial_runs_in_a_topological_order(serial, graph):
+    n, src, dst, failing, _ = graph
+    log = Log(n)
+    wf = Workflow.from_arrays("random", names_of(n), src, dst, [log.action(v, v in failing) for v in range(n)])
+    result = serial.run(wf, continue_on_error=True, raise_on_failure=False)
+    check_common(result, log, n, src, dst)
+    # one node at a time: every start is followed by its own end
+    assert all(log.events[i][0] == "start" and log.events[i + 1] == ("end", log.events[i][1])
+               for i in range(0, len(log.events), 2))
+    assert [NodeStatus(int(s)) for s in result.statuses] == expected_outcome(n, src, dst, failing)[0]
+
+
+@given(graph=dags_with_failures(max_nodes=12, max_edges=24))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None,
+          max_examples=8)
+def test_serial_threads_and_processes_agree(serial, threads, processes, graph):
+    n, src, dst, failing, _ = graph
+    actions = [functools.partial(value_of, fail=v in failing) for v in range(n)]
+    wf = Workflow.from_arrays("random", names_of(n), src, dst, actions)
+    expected_statuses, expected_outputs = expected_outcome(n, src, dst, failing)
+    for eng in (serial, threads, processes):
+        result = eng.run(wf, continue_on_error=True, raise_on_failure=False)
+        assert [NodeStatus(int(s)) for s in result.statuses] == expected_statuses, eng.mode
+        assert result.outputs == expected_outputs, eng.mode
+        assert {k: str(v) for k, v in result.errors.items()} == {f"n{v}": f"n{v} fails" for v in failing
+                                                                  if expected_statuses[v] is NodeStatus.FAILED}
+
+
+# -- chaos: failures, timeouts, give-ups and a cancel at a random moment ---------------------------------------
+
+BEHAVIOURS = ["ok", "ok", "ok", "fail", "slow", "give_up", "check"]
+
+
+def chaos_action(log: Log, node: int, behaviour: str):
+    def run(ctx):
+        with log.lock:
+            log.events.append(("start", node))
+            log.calls[node] += 1
+        try:
+            if behaviour == "fail":
+                raise ValueError(ctx.node)
+            if behaviour == "slow":  # cooperative, times out unless the run is cancelled first
+                end = time.monotonic() + 2.0
+                while not ctx.cancelled and time.monotonic() < end:
+                    ctx.wait(0.002)
+            if behaviour == "give_up":
+                raise NodeCancelledError(ctx.node)
+            if behaviour == "check":
+                ctx.wait(0.002)
+                ctx.raise_if_cancelled()
+            return node
+        finally:
+            with log.lock:
+                log.events.append(("end", node))
+    return run
+
+
+@given(graph=dags(max_nodes=20, max_edges=40), data=st.data())
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None,
+          max_examples=60)
+def test_chaos_every_node_ends_terminal(threads, one_thread, serial, graph, data):
+    n, src, dst = graph
+    engine = data.draw(st.sampled_from([threads, one_thread, serial]))
+    behaviours = data.draw(st.lists(st.sampled_from(BEHAVIOURS), min_size=n, max_size=n))
+    coe = data.draw(st.booleans())
+    cancel_after = data.draw(st.none() | st.floats(0.0, 0.03))
+    log = Log(n)
+    preds = predecessors(n, src, dst)
+    b = WorkflowBuilder("chaos")
+    for v in range(n):
+        b.add(f"n{v}", chaos_action(log, v, behaviours[v]), depends_on=[f"n{p}" for p in sorted(preds[v])],
+              timeout=0.02 if behaviours[v] == "slow" else None)
+    handle = engine.submit(b.build(), continue_on_error=coe)
+    if cancel_after is not None:
+        time.sleep(cancel_after)
+        handle.cancel("chaos")
+    exc = handle.exception(timeout=10.0)
+    assert exc is None or isinstance(exc, (WorkflowFailedError, RunCancelledError)), repr(exc)
+    result = handle.result() if exc is None else exc.result
+    statuses = [NodeStatus(int(s)) for s in result.statuses]
+    assert all(s in TERMINAL for s in statuses), statuses
+    check_log_against_edges(log, src, dst)
+    ended_badly = {v for v, s in enumerate(statuses)
+                   if s in (NodeStatus.FAILED, NodeStatus.TIMED_OUT, NodeStatus.CANCELLED)
+                   and result.error(v) is not None}
+    assert {v for v, s in enumerate(statuses) if s is NodeStatus.SKIPPED} == descendants(n, src, dst, ended_badly)
+    for v, s in enumerate(statuses):
+        assert log.calls[v] <= 1
+        if s in (NodeStatus.SKIPPED,) or (s is NodeStatus.CANCELLED and result.error(v) is None):
+            assert log.calls[v] == 0, (v, s)
+        if s in (NodeStatus.COMPLETED, NodeStatus.FAILED):
+            assert log.calls[v] == 1 and all(statuses[p] is NodeStatus.COMPLETED for p in preds[v])
+        if s is NodeStatus.COMPLETED:
+            assert result.output(v) == v
+        if s is NodeStatus.FAILED:
+            assert behaviours[v] == "fail"
+        if s is NodeStatus.TIMED_OUT:
+            assert behaviours[v] == "slow"
+    if cancel_after is None and coe:
+        assert NodeStatus.CANCELLED not in statuses or any(b in ("give_up", "check") for b in behaviours)
