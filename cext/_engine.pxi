@@ -33,9 +33,10 @@
 # The thread that calls Engine.run() is itself a worker (unless the workflow has
 # timeouts, when it must stay free to return at a deadline).  Helper workers are
 # submitted to the executor only when ready work is queued and no worker is idle, up to
-# max_workers.  So a small workflow run many times pays no thread hand-off at all, and
-# an action that starts a nested run on the same engine cannot deadlock: its own thread
-# drives the nested run even if every pool thread is busy.
+# max_workers.  So a small workflow run many times pays little thread hand-off, and an
+# action that starts a nested run on the same engine cannot deadlock: a run started
+# from a worker thread always works itself, even with timeouts, so it progresses even
+# when every pool thread is busy.
 #
 # Failures.  When an attempt raises and retries remain, the node goes back to
 # PENDING and the engine's timer re-queues it after the back-off delay: no worker
@@ -50,8 +51,16 @@
 # Timeouts are cooperative: Python threads cannot be killed.  At the deadline the
 # engine's timer moves the node from RUNNING to TIMED_OUT (or back to PENDING for a
 # retry), which cancels the attempt's token; the run moves on, and whatever the
-# abandoned attempt returns later loses its CAS and is discarded.  A replacement
-# worker is started so that a stuck thread does not shrink the pool.
+# abandoned attempt returns later loses its CAS and is discarded: only the thread that
+# wins a node's CAS records its output, error and end time.  A replacement worker is
+# started on a thread of its own (the pool's are taken) so that a stuck thread does not
+# shrink the run's parallelism.  An attempt run by another executor (a process pool)
+# keeps the arena attached until its result arrives, so a late result can never land in
+# a later run that reuses the arena.
+#
+# Observers and metrics: when a run has them, each transition also calls the observers'
+# dispatcher and adds to per-node counters and latency histograms (NodeMetrics, C arrays
+# updated with relaxed atomics); when it has none, each costs one pointer test.
 #
 # Memory: 24 bytes a node in the arrays above, 8 for the outputs list, at most 4 in the
 # FIFO.  Finished arenas go back to a small pool on their CompiledWorkflow and are
