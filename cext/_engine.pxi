@@ -261,7 +261,7 @@ cdef class CompiledWorkflow:
     cdef readonly bint has_timeouts
     cdef CSRGraph graph
     cdef tuple actions
-    cdef list labels
+    cdef readonly list labels
     cdef cnp.ndarray _flags, _indegree, _roots, _max_attempts, _timeouts, _option_index
     cdef const uint8_t* flags
     cdef const int32_t* indegree

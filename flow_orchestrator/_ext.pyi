@@ -72,6 +72,7 @@ class CompiledWorkflow:
     workflow: Any
     num_nodes: int
     has_timeouts: bool
+    labels: list[str]
     external_actions: list[tuple[Callable[..., Any], bool, tuple[Callable[..., Any], ...]]]
     def __init__(
         self,

@@ -38,6 +38,7 @@ Failures
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import inspect
 import itertools
 import logging
@@ -47,7 +48,7 @@ import time
 import types
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,6 +58,8 @@ from . import _ext
 from ._ext import CompiledWorkflow, NodeContext
 from ._timer import Timer
 from .data import WorkflowData
+from .metrics import MetricsRegistry
+from .observers import Dispatcher, Observer
 from .errors import (
     DefinitionError,
     EngineClosedError,
@@ -345,12 +348,19 @@ class Engine:
             ``concurrent.futures.Executor`` (see the module documentation).
         continue_on_error: the default for runs: keep running independent branches
             after a failure instead of failing fast.
+        middleware: wraps every node of every workflow run on this engine, outermost:
+            a node runs as ``engine_mw(workflow_mw(node_mw(action)))``, and within each
+            level ``(a, b)`` runs as ``a(b(...))``.
+        observers: :class:`~flow_orchestrator.observers.Observer` s notified of every run.
+        metrics: ``True`` for a new :class:`~flow_orchestrator.metrics.MetricsRegistry`,
+            or one to share between engines; ``None`` (default) for no metrics.
 
     Use it as a context manager, or call :meth:`close`, to stop its threads.
     """
 
     def __init__(self, max_workers: int | None = None, executor: ExecutorSpec = None, *,
-                 continue_on_error: bool = False) -> None:
+                 continue_on_error: bool = False, middleware: Sequence[Callable[..., Any]] = (),
+                 observers: Iterable[Observer] = (), metrics: MetricsRegistry | bool | None = None) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
@@ -367,6 +377,38 @@ class Engine:
         self._closed = False
         self._active = 0
         self._idle = threading.Condition(self._lock)
+        self.middleware = _check_middleware_list(middleware)
+        self._observers: tuple[Observer, ...] = ()
+        for observer in observers:
+            self.add_observer(observer)
+        if metrics is True:
+            metrics = MetricsRegistry()
+        if metrics is not None and metrics is not False and not isinstance(metrics, MetricsRegistry):
+            raise DefinitionError(f"metrics must be True, None or a MetricsRegistry, got {metrics!r}")
+        self.metrics: MetricsRegistry | None = metrics or None
+
+    # -- observers ----------------------------------------------------------------------
+
+    def add_observer(self, observer: Observer) -> None:
+        """Notify ``observer`` of every run started from now on."""
+        if not isinstance(observer, Observer):
+            raise DefinitionError(f"observers must be Observer instances, got {observer!r}")
+        with self._lock:
+            self._observers = (*self._observers, observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop notifying ``observer`` (runs already going on keep it)."""
+        with self._lock:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+    @contextlib.contextmanager
+    def observe(self, observer: Observer) -> Iterator[Observer]:
+        """``with engine.observe(obs): ...``: ``obs`` sees the runs started inside the block."""
+        self.add_observer(observer)
+        try:
+            yield observer
+        finally:
+            self.remove_observer(observer)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -439,7 +481,7 @@ class Engine:
             raise DefinitionError(f"expected a Workflow, got {type(workflow).__name__}")
         compiled = self._compiled.get(workflow)
         if compiled is None:
-            compiled = compile_workflow(workflow)
+            compiled = compile_workflow(workflow, self.middleware)
             with self._lock:
                 compiled = self._compiled.setdefault(workflow, compiled)
         return compiled
@@ -449,7 +491,7 @@ class Engine:
     def run(self, workflow: Workflow, *, data: WorkflowData | Mapping[str, Any] | None = None,
             run_id: str | None = None, continue_on_error: bool | None = None,
             max_concurrency: int | None = None, cancel: CancellationToken | None = None,
-            raise_on_failure: bool = True) -> RunResult:
+            raise_on_failure: bool = True, observers: Iterable[Observer] = ()) -> RunResult:
         """Run ``workflow`` to the end in the calling thread (with helpers); return its result.
 
         Args:
@@ -459,13 +501,14 @@ class Engine:
             max_concurrency: at most this many nodes of the run at once.
             cancel: a :class:`CancellationToken` to cancel the run from elsewhere.
             raise_on_failure: raise instead of returning a failed or cancelled result.
+            observers: observers of this run only, besides the engine's.
 
         Raises :class:`WorkflowFailedError` when a node failed or timed out and
         :class:`RunCancelledError` when the run was cancelled, unless
         ``raise_on_failure`` is false; ``KeyboardInterrupt`` and ``SystemExit`` (from
         Ctrl-C or an action) cancel the run, then propagate.
         """
-        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel)
+        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers)
         result = run.drive()
         if raise_on_failure:
             result.raise_for_status()
@@ -474,13 +517,13 @@ class Engine:
     def submit(self, workflow: Workflow, *, data: WorkflowData | Mapping[str, Any] | None = None,
                run_id: str | None = None, continue_on_error: bool | None = None,
                max_concurrency: int | None = None, cancel: CancellationToken | None = None,
-               raise_on_failure: bool = True) -> RunHandle:
+               raise_on_failure: bool = True, observers: Iterable[Observer] = ()) -> RunHandle:
         """Start ``workflow`` in the background and return a :class:`RunHandle` at once.
 
         Takes the options of :meth:`run`.  The run is driven by a thread of its own, so
         a busy pool never delays its start.
         """
-        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel)
+        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers)
         future: cf.Future[RunResult] = cf.Future()
         future.set_running_or_notify_cancel()
 
@@ -514,7 +557,7 @@ class _Run:
 
     def __init__(self, engine: Engine, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
                  run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
-                 cancel: CancellationToken | None) -> None:
+                 cancel: CancellationToken | None, observers: Iterable[Observer] = ()) -> None:
         self.engine = engine
         self.compiled = engine.compile(workflow)
         self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
@@ -533,10 +576,18 @@ class _Run:
         if self.mode == "threads":
             max_helpers = self.workers - 1 if self.participate else self.workers
             spawn = _spawner(engine)
+        observers = (*engine._observers, *observers)
+        for observer in observers:
+            if not isinstance(observer, Observer):
+                raise DefinitionError(f"observers must be Observer instances, got {observer!r}")
+        self.events = (Dispatcher(workflow.name, self.run_id, self.compiled.labels, observers)
+                       if observers else None)
+        self.metrics = engine.metrics
+        node_metrics = self.metrics.node_metrics(self.compiled) if self.metrics is not None else None
         engine._run_started()
         try:
             self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
-                                       max_helpers, coe)
+                                       max_helpers, coe, node_metrics, self.events)
         except BaseException:
             engine._run_ended()
             raise
@@ -552,6 +603,8 @@ class _Run:
         previous = _worker_state.engine
         _worker_state.engine = self.engine
         try:
+            if self.events is not None:
+                self.events.workflow_start()
             core.start()
             if self.mode == "external":
                 _dispatch_external(self, core)
@@ -560,7 +613,12 @@ class _Run:
             core.wait()
             if core.interrupt is not None:
                 raise core.interrupt
-            return self._result(time.perf_counter() - start)
+            result = self._result(time.perf_counter() - start)
+            if self.metrics is not None:
+                self.metrics.record_run(self.compiled, result.status.value, result.wall_seconds)
+            if self.events is not None:
+                self.events.workflow_finish(result)
+            return result
         except BaseException as exc:
             core.cancel("interrupted", generation)
             _attach_result(exc, self, time.perf_counter() - start)
@@ -695,6 +753,14 @@ def takes_context(action: Callable[..., Any]) -> bool:
     return bool(positional)
 
 
+def _check_middleware_list(middleware: Any) -> tuple[Callable[..., Any], ...]:
+    items = (middleware,) if callable(middleware) else tuple(middleware)
+    for mw in items:
+        if not callable(mw):
+            raise DefinitionError(f"middleware must be callables, got {mw!r}")
+    return items
+
+
 def _with_middleware(action: Callable[..., Any], accepts_ctx: bool,
                      middleware: tuple[Callable[..., Any], ...]) -> Callable[..., Any]:
     wrapped = action if accepts_ctx else (lambda ctx, _a=action: _a())
@@ -708,8 +774,10 @@ def _with_middleware(action: Callable[..., Any], accepts_ctx: bool,
 class _Compiler:
     """Turns a Workflow into the arrays of a CompiledWorkflow (see compile_workflow)."""
 
-    def __init__(self, workflow: Workflow) -> None:
+    def __init__(self, workflow: Workflow, outer: tuple[Callable[..., Any], ...] = ()) -> None:
         self.workflow = workflow
+        # Engine middleware, then the workflow's: applied outside each node's own.
+        self.outer = (*outer, *workflow.middleware)
         self.table: tuple[NodeOptions, ...] = workflow.option_table
         self._takes: dict[int, bool] = {}
 
@@ -732,7 +800,7 @@ class _Compiler:
                 accepts = self.takes(action)
             except DefinitionError as exc:
                 raise DefinitionError(f"node {wf.interner.name(node)!r}: {exc}") from None
-            middleware = self.table[int(wf.option_index[node])].middleware
+            middleware = (*self.outer, *self.table[int(wf.option_index[node])].middleware)
             raw.append((action, accepts, middleware))
             if middleware:
                 actions.append(_with_middleware(action, accepts, middleware))
@@ -750,6 +818,7 @@ class _Compiler:
         return compiled
 
 
-def compile_workflow(workflow: Workflow) -> CompiledWorkflow:
-    """Prepare a workflow for the scheduler: per-node flags, limits and final actions."""
-    return _Compiler(workflow).compile()
+def compile_workflow(workflow: Workflow, middleware: Sequence[Callable[..., Any]] = ()) -> CompiledWorkflow:
+    """Prepare a workflow for the scheduler: per-node flags, limits and final actions
+    (wrapped in ``middleware``, then the workflow's, then each node's own)."""
+    return _Compiler(workflow, tuple(middleware)).compile()

@@ -36,6 +36,7 @@ __all__ = [
     "RunCancelledError",
     "InvalidTransitionError",
     "EngineClosedError",
+    "UnknownWorkflowError",
     "SorterStateError",
     "SorterCycleError",
 ]
@@ -212,3 +213,7 @@ class InvalidTransitionError(FlowError, RuntimeError):
 
 class EngineClosedError(FlowError, RuntimeError):
     """The engine was closed and cannot start runs."""
+
+
+class UnknownWorkflowError(FlowError, LookupError):
+    """No workflow of that name is known (to a metrics registry, a store...)."""

@@ -164,7 +164,7 @@ class Workflow:
     """
 
     __slots__ = ("_name", "_graph", "_names", "_actions", "_option_table",
-                 "_option_index", "_declared_deps", "__weakref__")
+                 "_option_index", "_declared_deps", "_middleware", "__weakref__")
 
     def __init__(
         self,
@@ -175,8 +175,10 @@ class Workflow:
         option_table: Sequence[NodeOptions],
         option_index: np.ndarray,
         declared_deps: Sequence[tuple[str, ...]] | None = None,
+        middleware: Sequence[Callable[..., Any]] = (),
     ) -> None:
         """Internal: use :class:`WorkflowBuilder` or :meth:`from_arrays`."""
+        self._middleware = _check_middleware(middleware)
         self._name = name
         self._graph = graph
         self._names = names.freeze()
@@ -197,12 +199,14 @@ class Workflow:
         targets: Any,
         actions: Callable[..., Any] | Sequence[Callable[..., Any]],
         options: NodeOptions | None = None,
+        middleware: Sequence[Callable[..., Any]] = (),
     ) -> Workflow:
         """Build a workflow in bulk: ``targets[i]`` depends on ``sources[i]``.
 
         ``sources`` and ``targets`` are integer arrays of indices into ``node_names``;
         ``actions`` is one callable for every node or one per node; every node gets
-        ``options`` (default options when omitted).  No per-edge Python work is done.
+        ``options`` (default options when omitted); ``middleware`` wraps every node
+        (outside each node's own).  No per-edge Python work is done.
         """
         _check_workflow_name(name)
         names = Interner(node_names)
@@ -227,7 +231,8 @@ class Workflow:
         opts = DEFAULT_OPTIONS if options is None else options
         if not isinstance(opts, NodeOptions):
             raise DefinitionError(f"options must be a NodeOptions, got {opts!r}")
-        return cls(name, graph, names, action_list, (opts,), np.zeros(n, dtype=np.uint32))
+        return cls(name, graph, names, action_list, (opts,), np.zeros(n, dtype=np.uint32),
+                   middleware=middleware)
 
     # -- identity ------------------------------------------------------------------
 
@@ -240,6 +245,11 @@ class Workflow:
     def graph(self) -> CSRGraph:
         """The compiled :class:`CSRGraph` (ids are this workflow's node ids)."""
         return self._graph
+
+    @property
+    def middleware(self) -> tuple[Callable[..., Any], ...]:
+        """Middleware wrapping every node of this workflow, outside each node's own."""
+        return self._middleware
 
     @property
     def interner(self) -> Interner:
@@ -355,6 +365,14 @@ class Workflow:
         return self._names.ids([names] if isinstance(names, str) else names)
 
 
+def _check_middleware(middleware: Any) -> tuple[Callable[..., Any], ...]:
+    items = (middleware,) if callable(middleware) else tuple(middleware)
+    for mw in items:
+        if not callable(mw):
+            raise DefinitionError(f"middleware must be callables, got {mw!r}")
+    return items
+
+
 def _check_workflow_name(name: object) -> None:
     if not isinstance(name, str) or not name:
         raise DefinitionError(f"a workflow name must be a non-empty str, got {name!r}")
@@ -375,13 +393,17 @@ class WorkflowBuilder:
         name: the workflow's name.
         defaults: options every node starts from; per-node keyword options override
             single fields of it.
+        middleware: wraps every node of the workflow, outside each node's own
+            middleware (and inside the engine's).
 
     A builder is meant to be used from one thread.  :meth:`build` may be called more
     than once; each call returns a new, independent workflow.
     """
 
-    def __init__(self, name: str, *, defaults: NodeOptions | None = None) -> None:
+    def __init__(self, name: str, *, defaults: NodeOptions | None = None,
+                 middleware: Sequence[Callable[..., Any]] = ()) -> None:
         _check_workflow_name(name)
+        self._middleware = _check_middleware(middleware)
         if defaults is not None and not isinstance(defaults, NodeOptions):
             raise DefinitionError(f"defaults must be a NodeOptions, got {defaults!r}")
         self._name = name
@@ -558,4 +580,5 @@ class WorkflowBuilder:
                 option_table.append(pending.options)
             option_index[i] = slot
         actions = [p.action for p in self._nodes.values()]
-        return Workflow(self._name, graph, names, actions, option_table, option_index, declared)
+        return Workflow(self._name, graph, names, actions, option_table, option_index, declared,
+                        self._middleware)
