@@ -39,7 +39,9 @@ def test_bad_arguments_exit_nonzero(capsys):
         cli.main(["no-such-command"])
 
 
-def test_module_entry_point_help():
+def test_module_entry_point_help(tmp_path):
+    # Run away from the source tree: ``-m`` puts the working directory on sys.path, and
+    # the uncompiled source package there would shadow the installed one.
     done = subprocess.run([sys.executable, "-m", "flow_orchestrator", "--help"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "demo" in done.stdout and "examples:" in done.stdout

@@ -55,7 +55,7 @@ def test_sigint_stops_the_run_and_propagates(tmp_path, mode):
     script = tmp_path / "long_run.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert proc.stdout.readline().strip() == "started"
         time.sleep(0.2)
