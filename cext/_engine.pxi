@@ -67,6 +67,7 @@
 # reset with memcpy/memset, so running a small workflow many times allocates little.
 
 from cpython.exc cimport PyErr_CheckSignals
+from libc.math cimport NAN
 from libcpp.vector cimport vector
 
 cdef extern from "_sync.h" nogil:
@@ -1006,14 +1007,18 @@ cdef class RunCore:
 
     def times(self):
         """``(started, ended)`` float64 seconds since the run started; NaN where unset."""
-        start = self._start.astype(np.float64)
-        end = self._end.astype(np.float64)
-        for arr in (start, end):
-            unset = arr == 0
-            arr -= self.t0_ns
-            arr /= 1e9
-            arr[unset] = np.nan
-        return start, end
+        started = np.empty(self.n, dtype=np.float64)
+        ended = np.empty(self.n, dtype=np.float64)
+        cdef double[::1] s = started
+        cdef double[::1] e = ended
+        cdef Py_ssize_t v
+        cdef int64_t t0 = self.t0_ns, a, b
+        for v in range(self.n):
+            a = fo_load_i64(&self.start_ns[v])
+            b = fo_load_i64(&self.end_ns[v])
+            s[v] = (a - t0) / 1e9 if a else NAN
+            e[v] = (b - t0) / 1e9 if b else NAN
+        return started, ended
 
     # -- for executors that are not thread pools: one attempt at a time, from Python -------
 

@@ -46,7 +46,6 @@ import os
 import threading
 import time
 import types
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -75,6 +74,16 @@ __all__ = ["Engine", "RunResult", "RunHandle", "CancellationToken", "ExternalCon
 
 _log = logging.getLogger("flow_orchestrator.engine")
 _run_ids = itertools.count(1)
+_run_id_prefix = os.urandom(5).hex()
+
+
+def _new_run_id_prefix() -> None:
+    global _run_id_prefix
+    _run_id_prefix = os.urandom(5).hex()
+
+
+# A forked child must not hand out the ids its parent will.
+os.register_at_fork(after_in_child=_new_run_id_prefix)
 
 
 class CancellationToken:
@@ -549,7 +558,8 @@ class Engine:
 
 
 def _new_run_id() -> str:
-    return f"{uuid.uuid4().hex[:12]}-{next(_run_ids)}"
+    # A random per-process prefix and a counter: unique, and far cheaper than uuid4().
+    return f"{_run_id_prefix}-{next(_run_ids)}"
 
 
 class _Run:
