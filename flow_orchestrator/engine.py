@@ -68,7 +68,7 @@ from .errors import (
     WorkflowFailedError,
 )
 from .status import NodeStatus, RunStatus
-from .workflow import NodeOptions, Workflow
+from .workflow import NodeOptions, Workflow, check_middleware
 
 __all__ = ["Engine", "RunResult", "RunHandle", "CancellationToken", "ExternalContext", "NodeContext"]
 
@@ -386,7 +386,7 @@ class Engine:
         self._closed = False
         self._active = 0
         self._idle = threading.Condition(self._lock)
-        self.middleware = _check_middleware_list(middleware)
+        self.middleware = check_middleware(middleware)
         self._observers: tuple[Observer, ...] = ()
         for observer in observers:
             self.add_observer(observer)
@@ -761,14 +761,6 @@ def takes_context(action: Callable[..., Any]) -> bool:
     if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
         raise DefinitionError(f"action {action!r} must take no argument or one (the context), takes {sig}")
     return bool(positional)
-
-
-def _check_middleware_list(middleware: Any) -> tuple[Callable[..., Any], ...]:
-    items = (middleware,) if callable(middleware) else tuple(middleware)
-    for mw in items:
-        if not callable(mw):
-            raise DefinitionError(f"middleware must be callables, got {mw!r}")
-    return items
 
 
 def _with_middleware(action: Callable[..., Any], accepts_ctx: bool,

@@ -61,6 +61,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 DependencyRef = str | Callable[..., Any]
 
 
+def check_middleware(middleware: Any) -> tuple[Callable[..., Any], ...]:
+    """``middleware`` (one callable or several) as a tuple; DefinitionError otherwise."""
+    items = (middleware,) if callable(middleware) else tuple(middleware)
+    for mw in items:
+        if not callable(mw):
+            raise DefinitionError(f"middleware must be callables, got {mw!r}")
+    return items
+
+
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
     """Per-node execution options, validated on creation and immutable.
@@ -97,11 +106,7 @@ class NodeOptions:
             raise DefinitionError(f"retry_backoff must be a finite number >= 1, got {self.retry_backoff!r}")
         if self.timeout is not None:
             _check_seconds("timeout", self.timeout, allow_zero=False)
-        middleware = tuple(self.middleware) if not callable(self.middleware) else (self.middleware,)
-        for mw in middleware:
-            if not callable(mw):
-                raise DefinitionError(f"middleware must be callables, got {mw!r}")
-        object.__setattr__(self, "middleware", middleware)
+        object.__setattr__(self, "middleware", check_middleware(self.middleware))
         tags = frozenset([self.tags] if isinstance(self.tags, str) else self.tags)
         for tag in tags:
             if not isinstance(tag, str):
@@ -178,7 +183,7 @@ class Workflow:
         middleware: Sequence[Callable[..., Any]] = (),
     ) -> None:
         """Internal: use :class:`WorkflowBuilder` or :meth:`from_arrays`."""
-        self._middleware = _check_middleware(middleware)
+        self._middleware = check_middleware(middleware)
         self._name = name
         self._graph = graph
         self._names = names.freeze()
@@ -365,14 +370,6 @@ class Workflow:
         return self._names.ids([names] if isinstance(names, str) else names)
 
 
-def _check_middleware(middleware: Any) -> tuple[Callable[..., Any], ...]:
-    items = (middleware,) if callable(middleware) else tuple(middleware)
-    for mw in items:
-        if not callable(mw):
-            raise DefinitionError(f"middleware must be callables, got {mw!r}")
-    return items
-
-
 def _check_workflow_name(name: object) -> None:
     if not isinstance(name, str) or not name:
         raise DefinitionError(f"a workflow name must be a non-empty str, got {name!r}")
@@ -403,7 +400,7 @@ class WorkflowBuilder:
     def __init__(self, name: str, *, defaults: NodeOptions | None = None,
                  middleware: Sequence[Callable[..., Any]] = ()) -> None:
         _check_workflow_name(name)
-        self._middleware = _check_middleware(middleware)
+        self._middleware = check_middleware(middleware)
         if defaults is not None and not isinstance(defaults, NodeOptions):
             raise DefinitionError(f"defaults must be a NodeOptions, got {defaults!r}")
         self._name = name

@@ -27,33 +27,13 @@ from flow_orchestrator.errors import (
     UnknownNodeError,
     WorkflowFailedError,
 )
-from flow_orchestrator.status import TERMINAL, NodeStatus, RunStatus
+from flow_orchestrator.status import NodeStatus, RunStatus
 from flow_orchestrator.workflow import Workflow, WorkflowBuilder
+
+from engine_helpers import StartLog, assert_terminal
 
 WAIT = 10.0  # seconds: upper bound for any event a test waits on (never reached when correct)
 
-
-def assert_terminal(result: RunResult) -> None:
-    bad = [(name, NodeStatus(int(s))) for name, s in zip(result.workflow.names, result.statuses)
-           if NodeStatus(int(s)) not in TERMINAL]
-    assert not bad, f"nodes not in a terminal status: {bad}"
-
-
-class StartLog:
-    """Thread-safe record of which nodes started, in order."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.order: list[str] = []
-
-    def __call__(self, name: str) -> None:
-        with self._lock:
-            self.order.append(name)
-
-    @property
-    def started(self) -> set[str]:
-        with self._lock:
-            return set(self.order)
 
 
 @pytest.fixture(params=["threads", "serial"])
