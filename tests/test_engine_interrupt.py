@@ -3,7 +3,6 @@ the KeyboardInterrupt reaches the caller, and the process exits without hanging.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
