@@ -258,6 +258,9 @@ def _version(dist: str) -> str | None:
 # -- command line --------------------------------------------------------------------
 
 
+SUITES = ("graph", "engine", "middleware", "observability")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[100_000, TARGET_NODES],
@@ -269,8 +272,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="largest graph networkx runs on; it takes ~13 s a round at 1M nodes on "
                         "a 2-core machine (default: 200000)")
     parser.add_argument("--json", type=Path, help="also write the rows and machine info to this file")
-    parser.add_argument("--suite", nargs="+", choices=("graph", "engine"), default=["graph", "engine"],
-                        help="what to measure: the graph core, the execution engine (default: both)")
+    parser.add_argument("--suite", nargs="+", choices=SUITES, default=list(SUITES),
+                        help="what to measure: the graph core, the execution engine, the built-in "
+                        "middleware, observers and metrics (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads for the engine suite (default: 2)")
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.nodes) < 1:
@@ -313,9 +317,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "engine" in args.suite:
         report["engine"] = engine_suite(args.workers, args.repeat)
         print_engine_report(report["engine"])
+    for suite in ("middleware", "observability"):
+        if suite in args.suite:
+            report[suite] = overhead_rows(suite, args.repeat)
+            print_overhead(suite, report[suite])
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+# -- middleware, observers and metrics: overhead per node ----------------------------------
+
+
+def overhead_rows(suite: str, repeat: int) -> list[dict[str, Any]]:
+    """Rows of ``bench/bench_<suite>.py``'s ``compare()``; a note row if it is missing."""
+    module = f"bench.bench_{suite}"
+    if importlib.util.find_spec(module) is None:
+        return [{"skipped": f"{module} not present"}]
+    compare = importlib.import_module(module).compare
+    accepted = inspect.signature(compare).parameters
+    return compare(**({"repeat": repeat} if "repeat" in accepted else {}))
+
+
+def print_overhead(suite: str, rows: list[dict[str, Any]]) -> None:
+    print(f"\n{suite}: cost per node on the engine\n")
+    if not rows:
+        return
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + " --- |" * len(keys))
+    for row in rows:
+        print("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
 
 
 # -- the execution engine ----------------------------------------------------------------
