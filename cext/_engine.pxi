@@ -80,7 +80,8 @@ cdef extern from "_sync.h" nogil:
     int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired)
     void fo_store_i64(int64_t* p, int64_t v)
     int64_t fo_now_ns()
-    void fo_relaxed_add_i64(int64_t* p, int64_t v)
+    void fo_metric_add(int64_t* p, int64_t v)
+    int fo_bucket_of_ns(int64_t ns)
 
     cdef cppclass FoReadyQueue:
         int push(const int32_t* ids, size_t n)
@@ -105,6 +106,8 @@ from flow_orchestrator.errors import (
     RetryRequested,
 )
 from flow_orchestrator.status import TRANSITIONS as _TRANSITIONS
+
+import weakref
 
 cdef enum:
     ST_PENDING = 0
@@ -176,12 +179,7 @@ BUCKET_BOUNDS = tuple(4.0 ** b * 1e-6 for b in range(NUM_BUCKETS - 1))
 
 cdef inline int _bucket(int64_t ns) noexcept nogil:
     """Histogram bucket of a latency: powers of 4 from 1 us, the last one unbounded."""
-    cdef int64_t bound = 1000
-    cdef int b = 0
-    while b < NUM_BUCKETS - 1 and ns > bound:
-        bound *= 4
-        b += 1
-    return b
+    return fo_bucket_of_ns(ns)
 
 
 @cython.final
@@ -217,18 +215,20 @@ cdef class NodeMetrics:
         self.duration_hist = <int64_t*>cnp.PyArray_DATA(self._duration_hist)
         self.wait_hist = <int64_t*>cnp.PyArray_DATA(self._wait_hist)
 
+    # Every update happens with the GIL held (or, free-threaded, with fo_metric_add
+    # being a real atomic add): see _sync.h.
     cdef inline void count(self, int32_t node, int what) noexcept nogil:
-        fo_relaxed_add_i64(&self.counts[node * NUM_METRIC_COUNTS + what], 1)
+        fo_metric_add(&self.counts[node * NUM_METRIC_COUNTS + what], 1)
 
     cdef inline void duration(self, int32_t node, int64_t ns) noexcept nogil:
         cdef Py_ssize_t row = node if self.histograms else 0
-        fo_relaxed_add_i64(&self.duration_sum[node], ns)
-        fo_relaxed_add_i64(&self.duration_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
+        fo_metric_add(&self.duration_sum[node], ns)
+        fo_metric_add(&self.duration_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
 
     cdef inline void wait(self, int32_t node, int64_t ns) noexcept nogil:
         cdef Py_ssize_t row = node if self.histograms else 0
-        fo_relaxed_add_i64(&self.wait_sum[node], ns)
-        fo_relaxed_add_i64(&self.wait_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
+        fo_metric_add(&self.wait_sum[node], ns)
+        fo_metric_add(&self.wait_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
 
     def snapshot(self):
         """Copies: ``counts`` (int64 [nodes, 7], columns :data:`METRIC_COUNTS`),
@@ -257,7 +257,7 @@ cdef class CompiledWorkflow:
     finished run arenas for reuse.
     """
 
-    cdef readonly object workflow
+    cdef object _workflow_ref           # weak: an engine's cache must not keep it alive
     cdef readonly Py_ssize_t num_nodes
     cdef readonly bint has_timeouts
     cdef CSRGraph graph
@@ -274,10 +274,11 @@ cdef class CompiledWorkflow:
     cdef cython.pymutex _pool_lock
     #: ``(action, takes_context, middleware)`` per node, for process executors.
     cdef public list external_actions
+    cdef object __weakref__
 
     def __cinit__(self, workflow, CSRGraph graph, tuple actions, flags, option_index,
                   max_attempts, timeouts, retry_delay):
-        self.workflow = workflow
+        self._workflow_ref = weakref.ref(workflow)
         self.graph = graph
         self.num_nodes = graph.num_nodes
         if len(actions) != self.num_nodes:
@@ -303,6 +304,11 @@ cdef class CompiledWorkflow:
         self.has_timeouts = bool((self._flags & FLAG_HAS_TIMEOUT).any())
         self.retry_delay = retry_delay
         self._pool = []
+
+    @property
+    def workflow(self):
+        """The workflow this was compiled from (``None`` once it was garbage collected)."""
+        return self._workflow_ref()
 
     cdef RunCore acquire(self):
         cdef RunCore core = None
@@ -706,7 +712,7 @@ cdef class RunCore:
             elif status == ST_TIMED_OUT:
                 self.events.node_timeout(node, attempt)
             else:
-                self.events.node_cancel(node)
+                self.events.node_cancel(node, attempt)
         return 0
 
     cdef int32_t _dispatch(self, vector[int32_t]& ready) except -2:
@@ -807,8 +813,9 @@ cdef class RunCore:
                 if self.cancel_reason is None:
                     self.cancel_reason = reason
         cdef int64_t skipped = self._skip_descendants(node)
-        if status == ST_CANCELLED or not (self.run_continues_on_error
-                                          or self.wf.flags[node] & FLAG_CONTINUE_ON_ERROR):
+        # A cancelled node aborts the run like a failure does; an interrupt (Ctrl-C,
+        # SystemExit) already aborted it in _interrupted().
+        if not (self.run_continues_on_error or self.wf.flags[node] & FLAG_CONTINUE_ON_ERROR):
             self._abort()
         self._count_terminal(1 + skipped)
         return 0
@@ -858,7 +865,7 @@ cdef class RunCore:
                 if self.metrics is not None:
                     self.metrics.count(v, M_CANCELLED)
                 if self.events is not None:
-                    self.events.node_cancel(v)
+                    self.events.node_cancel(v, _attempt_of(word))
         self._count_terminal(cancelled)
         if fo_load_i64(&self.counters[C_TERMINAL]) >= self.n:
             self._finish()

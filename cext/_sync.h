@@ -51,9 +51,24 @@ static inline int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired) {
 static inline void fo_store_i64(int64_t* p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
-// Metrics counters only need atomicity, not ordering.
-static inline void fo_relaxed_add_i64(int64_t* p, int64_t v) {
+// Metric counters are updated with the GIL held, which serializes them; only a
+// free-threaded build needs (relaxed) atomic adds, and a lock prefix per event costs.
+static inline void fo_metric_add(int64_t* p, int64_t v) {
+#ifdef Py_GIL_DISABLED
     __atomic_fetch_add(p, v, __ATOMIC_RELAXED);
+#else
+    *p += v;
+#endif
+}
+
+// Histogram bucket of a latency in ns: b with ns <= 1000 * 4**b (b = 0 for <= 1 us),
+// the last of 16 buckets unbounded; from the bit length, without a loop.
+static inline int fo_bucket_of_ns(int64_t ns) {
+    if (ns <= 1000) return 0;
+    uint64_t micros = (uint64_t)(ns - 1) / 1000;   // ceil(ns / 1000) - 1
+    int bits = 64 - __builtin_clzll(micros | 1);    // bit length of ceil(ns/1000) - 1
+    int b = (bits + 1) / 2;
+    return b > 15 ? 15 : b;
 }
 static inline int64_t fo_now_ns(void) {
     struct timespec ts;

@@ -569,6 +569,7 @@ class _Run:
                  run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
                  cancel: CancellationToken | None, observers: Iterable[Observer] = ()) -> None:
         self.engine = engine
+        self.workflow = workflow  # strong while the run lasts: compiled workflows hold it weakly
         self.compiled = engine.compile(workflow)
         self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
         self.run_id = run_id if run_id is not None else _new_run_id()
@@ -595,9 +596,10 @@ class _Run:
         self.metrics = engine.metrics
         node_metrics = self.metrics.node_metrics(self.compiled) if self.metrics is not None else None
         engine._run_started()
+        node_events = self.events if self.events is not None and self.events.has_node_hooks else None
         try:
             self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
-                                       max_helpers, coe, node_metrics, self.events)
+                                       max_helpers, coe, node_metrics, node_events)
         except BaseException:
             engine._run_ended()
             raise
@@ -624,20 +626,27 @@ class _Run:
             if core.interrupt is not None:
                 raise core.interrupt
             result = self._result(time.perf_counter() - start)
-            if self.metrics is not None:
-                self.metrics.record_run(self.compiled, result.status.value, result.wall_seconds)
-            if self.events is not None:
-                self.events.workflow_finish(result)
+            self._finished(result)
             return result
         except BaseException as exc:
             core.cancel("interrupted", generation)
             _attach_result(exc, self, time.perf_counter() - start)
+            result = getattr(exc, "result", None)
+            if isinstance(result, RunResult):
+                self._finished(result)
             raise
         finally:
             _worker_state.engine = previous
             unsubscribe()
             core.detach()
             self.engine._run_ended()
+
+    def _finished(self, result: RunResult) -> None:
+        """Count the run and tell the observers, whatever way it ended."""
+        if self.metrics is not None:
+            self.metrics.record_run(self.compiled, result.status.value, result.wall_seconds)
+        if self.events is not None:
+            self.events.workflow_finish(result)
 
     def _result(self, wall: float) -> RunResult:
         core = self.core
@@ -649,7 +658,7 @@ class _Run:
             status = RunStatus.CANCELLED
         else:
             status = RunStatus.COMPLETED
-        return RunResult(self.compiled.workflow, self.run_id, status, statuses, core.attempts(),
+        return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
                          started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason)
 
 
@@ -709,7 +718,7 @@ def _dispatch_external(run: _Run, core: Any) -> None:
         inputs, name, attempt, deadline = core.external_context(node, word)
         action, accepts, middleware = actions[node]
         ctx = ExternalContext(name, node, attempt, deadline, inputs, WorkflowData(run.data.snapshot()),
-                              run.run_id, run.compiled.workflow.name)
+                              run.run_id, run.workflow.name)
         try:
             future = executor.submit(_call_external, action, accepts, middleware, ctx)
         except Exception as exc:  # e.g. the executor is shut down

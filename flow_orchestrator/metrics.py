@@ -25,15 +25,10 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from ._ext import BUCKET_BOUNDS, METRIC_COUNTS, CompiledWorkflow, NodeMetrics
 from .errors import UnknownWorkflowError
-
-if TYPE_CHECKING:
-    from .workflow import Workflow
 
 __all__ = ["MetricsRegistry", "WorkflowMetrics", "BUCKET_BOUNDS", "METRIC_COUNTS"]
 
@@ -97,23 +92,34 @@ class _WorkflowEntry:
 class MetricsRegistry:
     """Holds the metrics of every workflow run on the engines that share it.
 
-    Thread-safe.  Workflows are held weakly: a workflow that is garbage collected
-    drops out of the snapshots.
+    Thread-safe.  A workflow is identified by its name and its node names, not by the
+    object: a workflow rebuilt for every run (``engine.run(build())``) accumulates into
+    one series, and the registry holds no workflow alive.  Two different workflows
+    with the same name are kept apart (exporters may sum them).
     """
 
     def __init__(self, *, node_histograms: bool = True) -> None:
         self.node_histograms = bool(node_histograms)
         self._lock = threading.Lock()
-        self._entries: weakref.WeakKeyDictionary[Workflow, _WorkflowEntry] = weakref.WeakKeyDictionary()
+        self._entries: dict[tuple[str, int, int], _WorkflowEntry] = {}
+        # The identity key is computed once per compiled workflow (hashing a million
+        # names per run would cost more than the run).
+        self._by_compiled: weakref.WeakKeyDictionary[CompiledWorkflow, _WorkflowEntry] = (
+            weakref.WeakKeyDictionary())
 
     def _entry(self, compiled: CompiledWorkflow) -> _WorkflowEntry:
-        workflow = compiled.workflow
+        entry = self._by_compiled.get(compiled)
+        if entry is not None:
+            return entry
+        labels = list(compiled.labels)
+        name = compiled.workflow.name
+        key = (name, len(labels), hash(tuple(labels)))
         with self._lock:
-            entry = self._entries.get(workflow)
+            entry = self._entries.get(key)
             if entry is None:
-                entry = _WorkflowEntry(workflow.name, workflow.names,
-                                       NodeMetrics(compiled.num_nodes, self.node_histograms))
-                self._entries[workflow] = entry
+                entry = _WorkflowEntry(name, labels, NodeMetrics(compiled.num_nodes, self.node_histograms))
+                self._entries[key] = entry
+            self._by_compiled[compiled] = entry
             return entry
 
     def node_metrics(self, compiled: CompiledWorkflow) -> NodeMetrics:

@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .engine import RunResult
@@ -50,8 +49,7 @@ __all__ = ["Observer", "NodeEvent", "RunEvent", "CallbackObserver"]
 _log = logging.getLogger("flow_orchestrator.observers")
 
 
-@dataclass(frozen=True, slots=True)
-class RunEvent:
+class RunEvent(NamedTuple):
     """A run started or finished.  ``result`` is set on finish."""
 
     workflow: str
@@ -59,9 +57,8 @@ class RunEvent:
     result: RunResult | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NodeEvent:
-    """Something happened to one node of one run.
+class NodeEvent(NamedTuple):
+    """Something happened to one node of one run (a named tuple: cheap to make).
 
     ``attempt`` is 0 for nodes that never ran (skip, cancel before start);
     ``duration`` is set on success (seconds of the attempt); ``error`` on failure and
@@ -157,6 +154,11 @@ class Dispatcher:
         self._hooks = {hook: tuple(getattr(o, hook) for o in observers if _overrides(o, hook))
                        for hook in (*_NODE_HOOKS, "on_workflow_start", "on_workflow_finish")}
 
+    @property
+    def has_node_hooks(self) -> bool:
+        """Whether any observer wants node events (if not, the core need not send them)."""
+        return any(self._hooks[hook] for hook in _NODE_HOOKS)
+
     def _node(self, hook: str, node_id: int, **fields: Any) -> None:
         targets = self._hooks[hook]
         if targets:
@@ -189,8 +191,8 @@ class Dispatcher:
     def node_skip(self, node_id: int) -> None:
         self._node("on_node_skip", node_id)
 
-    def node_cancel(self, node_id: int) -> None:
-        self._node("on_node_cancel", node_id)
+    def node_cancel(self, node_id: int, attempt: int = 0) -> None:
+        self._node("on_node_cancel", node_id, attempt=attempt)
 
     def node_timeout(self, node_id: int, attempt: int) -> None:
         self._node("on_node_timeout", node_id, attempt=attempt)

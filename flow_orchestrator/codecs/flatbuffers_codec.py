@@ -1,0 +1,374 @@
+"""The FlatBuffers codec: a :class:`~flow_orchestrator.state.RunState` as a framed buffer.
+
+File layout (all integers little-endian)::
+
+    offset  size  field
+    0       8     magic  b"\\x89FORSFB\\n"
+    8       4     format version (uint32, flow_orchestrator.state.FORMAT_VERSION)
+    12      4     CRC32 (zlib.crc32) of bytes 0..11, 16..23 and the whole payload
+    16      8     payload length (uint64)
+    24      ...   payload: a FlatBuffer of table RunState (schemas/run_state.fbs),
+                  file identifier "FORS"
+
+Encoding and decoding are done in bulk.  Numeric per-node vectors (statuses,
+attempts, started, ended, the CSR arrays, output ids and offsets) are written with
+``Builder.CreateNumpyVector`` from the state's arrays and read back with the generated
+``...AsNumpy()`` accessors (``GetVectorAsNumpy``): zero-copy, read-only views of the
+decoded bytes.  Outputs are one byte blob plus end offsets.  String vectors (node
+names, error fields) are standard ``[string]`` vectors whose string objects are laid
+out with numpy in one block (one ``CreateNumpyVector`` for the strings, one for the
+offsets to them) and read back in one UTF-8 decode.
+
+Corruption guarantees: :func:`decode` checks the magic, version, length and CRC32
+before the payload is parsed, so truncation and bit flips are reported as such; then
+it verifies the FlatBuffer itself (root and vtable offsets, every field's and vector's
+offset, alignment, length and NUL terminator against the buffer size, strings being
+valid UTF-8) before the generated code reads anything, and finally
+:meth:`RunState._decoded` checks the values (lengths, status codes, CSR arrays,
+fingerprint...).  Whatever the input, :func:`decode` returns a valid state or raises
+:class:`~flow_orchestrator.state.CorruptStateError`; it never allocates more than a
+small multiple of the input's size.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import Any
+
+import flatbuffers
+import numpy as np
+
+from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
+from ._fbs import run_state_generated as gen
+
+__all__ = ["MAGIC", "HEADER_SIZE", "encode", "decode"]
+
+MAGIC = b"\x89FORSFB\n"
+"""The first 8 bytes of an encoded state."""
+
+_HEADER = struct.Struct("<8sIIQ")
+HEADER_SIZE = _HEADER.size
+"""Bytes before the FlatBuffer payload (24, so the payload stays 8-byte aligned)."""
+
+_FILE_ID = b"FORS"
+_U8, _I4, _U4, _I8, _U8L, _F8 = (np.dtype(t) for t in ("u1", "<i4", "<u4", "<i8", "<u8", "<f8"))
+
+# Fields of table RunState in slot order (the schema's declaration order): name, kind
+# ("scalar", "str", "strvec" or "vector") and the struct code of a scalar or the numpy
+# dtype of a vector's items.
+_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("format_version", "scalar", "I"), ("workflow", "str", None), ("fingerprint", "str", None),
+    ("run_id", "str", None), ("run_status", "str", None), ("serializer", "str", None),
+    ("started_at", "scalar", "d"), ("updated_at", "scalar", "d"), ("node_names", "strvec", None),
+    ("succ_indptr", "vector", _I8), ("succ_indices", "vector", _I4), ("statuses", "vector", _U8),
+    ("attempts", "vector", _I4), ("started", "vector", _F8), ("ended", "vector", _F8),
+    ("output_ids", "vector", _I4), ("output_ends", "vector", _U8L), ("output_blob", "vector", _U8),
+    ("error_ids", "vector", _I4), ("error_types", "strvec", None), ("error_messages", "strvec", None),
+    ("error_tracebacks", "strvec", None), ("data", "vector", _U8),
+)
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+def _utf8_lengths(strings: list[str]) -> tuple[bytes, np.ndarray]:
+    """``strings`` NUL-joined as UTF-8 (lone surrogates kept), and each one's byte length."""
+    blob = "\x00".join(strings).encode("utf-8", "surrogatepass")
+    if blob.count(0) == len(strings) - 1:
+        ends = np.flatnonzero(np.frombuffer(blob, _U8) == 0)
+        lengths = np.diff(ends, prepend=-1, append=len(blob)) - 1
+        return blob, lengths[: len(strings)]
+    encoded = [s.encode("utf-8", "surrogatepass") for s in strings]  # a string holds a NUL
+    return b"\x00".join(encoded), np.fromiter(map(len, encoded), np.int64, len(encoded))
+
+
+def _string_pool(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """FlatBuffers string objects (length, bytes, NUL, padding) back to back, and the
+    offset of each within the pool."""
+    blob, lengths = _utf8_lengths(strings)
+    sizes = (lengths + 8) & ~3  # 4 (length) + bytes + 1 (NUL), rounded up to 4
+    starts = np.zeros(len(strings), np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    pool = np.zeros(int(sizes.sum()), _U8)
+    pool.view(_U4)[starts // 4] = lengths
+    if blob:
+        sources = np.zeros(len(strings), np.int64)
+        np.cumsum(lengths[:-1] + 1, out=sources[1:])
+        shift = np.repeat(starts + 4 - sources, lengths + 1)[: len(blob)]
+        pool[np.arange(len(blob)) + shift] = np.frombuffer(blob, _U8)
+    return pool, starts
+
+
+def _create_strings(builder: flatbuffers.Builder, strings: list[str]) -> int:
+    """A ``[string]`` vector in two bulk writes: the string objects, then the offsets."""
+    if not strings:
+        return builder.CreateNumpyVector(np.zeros(0, _U4))
+    pool, starts = _string_pool(strings)
+    pool_end = builder.CreateNumpyVector(pool) - 4  # end-relative offset of the pool's data
+    n = len(strings)
+    before = builder.Offset()  # 4-aligned after a vector: no padding comes before the offsets
+    element = before + 4 * n - 4 * np.arange(n, dtype=np.int64)
+    target = pool_end - starts
+    vector = builder.CreateNumpyVector((element - target).astype(_U4))
+    if vector != before + 4 * n + 4:  # pragma: no cover - would mean the runtime changed
+        raise RuntimeError("flatbuffers builder padded a string vector unexpectedly")
+    return vector
+
+
+def _sorted_items(mapping: dict[int, Any]) -> tuple[np.ndarray, list[Any]]:
+    ids = np.fromiter(mapping, np.int64, len(mapping))
+    if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        order = np.argsort(ids, kind="stable")
+        values = list(mapping.values())
+        return ids[order], [values[i] for i in order.tolist()]
+    return ids, list(mapping.values())
+
+
+def _create_outputs(builder: flatbuffers.Builder, outputs: dict[int, bytes]) -> tuple[int, int, int]:
+    ids, values = _sorted_items(outputs)
+    ends = np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), dtype=np.uint64)
+    blob = builder.CreateByteVector(b"".join(values))
+    return builder.CreateNumpyVector(ids.astype(_I4)), builder.CreateNumpyVector(ends.astype(_U8L)), blob
+
+
+def _create_errors(builder: flatbuffers.Builder, errors: dict[int, ErrorRecord]) -> tuple[int, ...]:
+    ids, records = _sorted_items(errors)
+    return (builder.CreateNumpyVector(ids.astype(_I4)),
+            _create_strings(builder, [r.type for r in records]),
+            _create_strings(builder, [r.message for r in records]),
+            _create_strings(builder, [r.traceback for r in records]))
+
+
+# The generated ``RunStateAdd<Field>`` function of each offset field, by field name.
+_ADDERS = {name: getattr(gen, "RunStateAdd" + name.title().replace("_", ""))
+           for name, kind, _ in _FIELDS if kind != "scalar"}
+
+
+def _size_hint(state: RunState) -> int:
+    """A rough size of the buffer, so that the builder seldom grows (and copies)."""
+    return (4096 + 64 * state.num_nodes + 4 * state.succ_indices.size + len(state.data)
+            + 24 * len(state.outputs))
+
+
+def _build(state: RunState) -> flatbuffers.Builder:
+    b = flatbuffers.Builder(_size_hint(state))
+    offsets = {"data": b.CreateByteVector(state.data)}
+    offsets["output_ids"], offsets["output_ends"], offsets["output_blob"] = _create_outputs(b, state.outputs)
+    (offsets["error_ids"], offsets["error_types"], offsets["error_messages"],
+     offsets["error_tracebacks"]) = _create_errors(b, state.errors)
+    for name in ("ended", "started", "attempts", "statuses", "succ_indices", "succ_indptr"):
+        offsets[name] = b.CreateNumpyVector(getattr(state, name))
+    offsets["node_names"] = _create_strings(b, state.node_names)
+    for name in ("serializer", "run_status", "run_id", "fingerprint", "workflow"):
+        offsets[name] = b.CreateString(getattr(state, name), errors="surrogatepass")
+    gen.RunStateStart(b)
+    gen.RunStateAddFormatVersion(b, state.format_version)
+    gen.RunStateAddStartedAt(b, state.started_at)
+    gen.RunStateAddUpdatedAt(b, state.updated_at)
+    for name, add in _ADDERS.items():
+        add(b, offsets[name])
+    b.Finish(gen.RunStateEnd(b), file_identifier=_FILE_ID)
+    return b
+
+
+def encode(state: RunState) -> bytes:
+    """The framed FlatBuffers encoding of ``state`` (see the module docstring)."""
+    builder = _build(state)
+    payload = memoryview(builder.Bytes)[builder.Head():]
+    head = struct.pack("<8sI", MAGIC, state.format_version)
+    size = struct.pack("<Q", len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(size, zlib.crc32(head)))
+    return b"".join((head, struct.pack("<I", crc), size, payload))
+
+
+# -- decoding: the frame ------------------------------------------------------------------------
+
+
+def _corrupt(message: str) -> CorruptStateError:
+    return CorruptStateError(f"corrupt FlatBuffers run state: {message}")
+
+
+def _check_frame(data: bytes) -> None:
+    if len(data) < HEADER_SIZE:
+        raise _corrupt(f"{len(data)} bytes, shorter than the {HEADER_SIZE}-byte header (truncated?)")
+    magic, version, crc, size = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise _corrupt(f"bad magic {magic!r} (not a FlatBuffers run state)")
+    if size != len(data) - HEADER_SIZE:
+        raise _corrupt(f"the header says {size} payload bytes, found {len(data) - HEADER_SIZE} (truncated?)")
+    view = memoryview(data)
+    if zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[16:24], zlib.crc32(view[:12]))) != crc:
+        raise _corrupt("checksum mismatch (the file is damaged)")
+    if not 1 <= version <= FORMAT_VERSION:
+        raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
+
+
+# -- decoding: verifying the FlatBuffer --------------------------------------------------------
+
+
+class _Verifier:
+    """Bounds checks of one table of a FlatBuffer, before any generated code reads it."""
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.size = len(buf)
+        self.u8 = np.frombuffer(buf, _U8)
+        self.u32 = np.frombuffer(buf[: self.size - self.size % 4], _U4)
+
+    def read(self, fmt: str, pos: int, what: str) -> int:
+        width = struct.calcsize(fmt)
+        if pos < 0 or pos + width > self.size or pos % width:
+            raise _corrupt(f"{what} at {pos} is out of bounds or misaligned")
+        return struct.unpack_from("<" + fmt, self.buf, pos)[0]
+
+    def table(self) -> tuple[int, int, int, int]:
+        """The root table's position and size, and its vtable's position and size."""
+        if self.size < 8 or bytes(self.buf[4:8]) != _FILE_ID:
+            raise _corrupt("missing file identifier")
+        root = self.read("I", 0, "root offset")
+        vtable = root - self.read("i", root, "vtable offset")
+        vt_size = self.read("H", vtable, "vtable size")
+        table_size = self.read("H", vtable + 2, "table size")
+        if vt_size < 4 or vt_size % 2 or vtable + vt_size > self.size or table_size < 4 \
+                or root + table_size > self.size:
+            raise _corrupt("vtable or table out of bounds")
+        return root, table_size, vtable, vt_size
+
+    def vector(self, at: int, width: int, what: str) -> tuple[int, int]:
+        """The data position and length of the vector referenced by the offset at ``at``."""
+        start = at + self.read("I", at, what)
+        count = self.read("I", start, what + " length")
+        data = start + 4
+        if data + count * width > self.size or data % min(width, 8):
+            raise _corrupt(f"{what}: {count} items of {width} bytes at {data} overflow the buffer")
+        return data, count
+
+    def string(self, at: int, what: str) -> str:
+        data, count = self.vector(at, 1, what)
+        if data + count >= self.size or self.buf[data + count] != 0:
+            raise _corrupt(f"{what}: string not NUL-terminated")
+        return _utf8(bytes(self.buf[data: data + count]), what)
+
+    def strings(self, at: int, what: str) -> list[str]:
+        """A ``[string]`` vector, verified and decoded in bulk."""
+        data, count = self.vector(at, 4, what)
+        element = data + 4 * np.arange(count, dtype=np.int64)
+        target = element + self.u32[data // 4: data // 4 + count]
+        if count and (bool(np.any(target % 4)) or int(target.max()) + 4 > self.size):
+            raise _corrupt(f"{what}: string offsets out of bounds or misaligned")
+        lengths = self.u32[target // 4].astype(np.int64)
+        ends = target + 4 + lengths
+        if count and (int(ends.max()) >= self.size or int(lengths.sum()) > self.size
+                      or bool(np.any(self.u8[ends]))):
+            raise _corrupt(f"{what}: strings overflow the buffer or are not NUL-terminated")
+        return self._decode_strings(target + 4, lengths, what)
+
+    def _decode_strings(self, starts: np.ndarray, lengths: np.ndarray, what: str) -> list[str]:
+        if not starts.size:
+            return []
+        sizes = lengths + 1  # each string with its NUL terminator
+        firsts = np.zeros(starts.size, np.int64)
+        np.cumsum(sizes[:-1], out=firsts[1:])
+        index = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(starts - firsts, sizes)
+        text = _utf8(self.u8[index].tobytes(), what)
+        parts = text.split("\x00")
+        if len(parts) == starts.size + 1:
+            return parts[:-1]
+        return [_utf8(bytes(self.buf[s: s + n]), what) for s, n in zip(starts.tolist(), lengths.tolist())]
+
+
+def _utf8(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise _corrupt(f"{what}: invalid UTF-8") from None
+
+
+def _verify(buf: memoryview) -> dict[str, Any]:
+    """Every field of the root table, checked against the buffer; the scalar vectors as
+    ``(position, count)`` pairs to read with the generated code."""
+    check = _Verifier(buf)
+    root, table_size, vtable, vt_size = check.table()
+    fields: dict[str, Any] = {}
+    for slot, (name, kind, item) in enumerate(_FIELDS):
+        entry = 4 + 2 * slot
+        offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
+        if offset == 0:
+            if kind != "scalar":
+                raise _corrupt(f"required field {name} is missing")
+            fields[name] = 0 if item == "I" else 0.0  # the schema's defaults
+            continue
+        if offset + (struct.calcsize(item) if kind == "scalar" else 4) > table_size:
+            raise _corrupt(f"field {name} lies outside its table")
+        at = root + offset
+        if kind == "scalar":
+            fields[name] = check.read(item, at, name)
+        elif kind == "str":
+            fields[name] = check.string(at, name)
+        elif kind == "strvec":
+            fields[name] = check.strings(at, name)
+        else:
+            check.vector(at, item.itemsize, name)
+    return fields
+
+
+# -- decoding: building the state ----------------------------------------------------------------
+
+
+def _outputs(root: gen.RunState) -> tuple[dict[int, bytes], np.ndarray]:
+    ids = root.OutputIdsAsNumpy()
+    ends = root.OutputEndsAsNumpy()
+    blob = bytes(root.OutputBlobAsNumpy())
+    if ids.size != ends.size or (ids.size and (int(ends[-1]) != len(blob) or int(ids[0]) < 0
+                                               or bool(np.any(ids[1:] <= ids[:-1]))
+                                               or bool(np.any(ends[1:] < ends[:-1])))):
+        raise _corrupt("output ids or offsets are inconsistent")
+    if not ids.size and blob:
+        raise _corrupt("output bytes without outputs")
+    bounds = [0] + ends.tolist()
+    values = [blob[a:b] for a, b in zip(bounds, bounds[1:])]
+    return dict(zip(ids.tolist(), values)), ids.astype(np.int64)
+
+
+def _errors(root: gen.RunState, fields: dict[str, Any]) -> dict[int, ErrorRecord]:
+    ids = root.ErrorIdsAsNumpy().tolist()
+    columns = (fields.pop("error_types"), fields.pop("error_messages"), fields.pop("error_tracebacks"))
+    if any(len(column) != len(ids) for column in columns) or len(set(ids)) != len(ids):
+        raise _corrupt("error vectors have different lengths or repeated ids")
+    return {i: ErrorRecord(t, m, tb) for i, t, m, tb in zip(ids, *columns)}
+
+
+def _state(data: bytes, fields: dict[str, Any]) -> RunState:
+    root = gen.RunState.GetRootAs(data, HEADER_SIZE)
+    outputs, output_ids = _outputs(root)
+    fields.update(
+        errors=_errors(root, fields), outputs=outputs,
+        succ_indptr=root.SuccIndptrAsNumpy(), succ_indices=root.SuccIndicesAsNumpy(),
+        statuses=root.StatusesAsNumpy(), attempts=root.AttemptsAsNumpy(),
+        started=root.StartedAsNumpy(), ended=root.EndedAsNumpy(),
+        data=bytes(root.DataAsNumpy()),
+    )
+    for name in ("succ_indptr", "succ_indices", "statuses", "attempts", "started", "ended"):
+        fields[name] = fields[name].astype(fields[name].dtype.newbyteorder("="), copy=False)
+    return RunState._decoded(fields, output_ids)
+
+
+def decode(data: bytes | bytearray | memoryview) -> RunState:
+    """The :class:`~flow_orchestrator.state.RunState` encoded in ``data`` by :func:`encode`.
+
+    Raises :class:`~flow_orchestrator.state.CorruptStateError` for anything but a
+    valid, undamaged encoding (see the module docstring).  The state's arrays are
+    read-only views of ``data`` (copied first unless it is ``bytes``).
+    """
+    data = data if type(data) is bytes else bytes(data)
+    _check_frame(data)
+    try:
+        fields = _verify(memoryview(data)[HEADER_SIZE:])
+        if fields.get("format_version") != _HEADER.unpack_from(data)[1]:
+            raise _corrupt("the format version in the payload differs from the header's")
+        return _state(data, fields)
+    except CorruptStateError:
+        raise
+    except (ValueError, TypeError, IndexError, OverflowError, struct.error) as exc:
+        raise _corrupt(f"{type(exc).__name__}: {exc}") from exc

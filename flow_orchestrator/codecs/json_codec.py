@@ -1,0 +1,278 @@
+"""The JSON codec: a :class:`~flow_orchestrator.state.RunState` as a framed JSON document.
+
+File layout: one ASCII header line, then the JSON payload (UTF-8)::
+
+    #FORS-JSON v0001 len=00000000000004d2 crc32=1a2b3c4d
+    {"format_version": 1, "workflow": "etl", ..., "statuses": [2, 2, ...], ...}
+
+The header holds the format version, the payload's length in bytes and a CRC32
+(zlib.crc32) of the header up to ``crc32=`` followed by the payload, so ``tail -n +2
+file | jq`` reads the state.  In the payload, per-node arrays are JSON lists indexed by
+node id (``started``/``ended``: NaN as ``null``, infinities as the strings
+``"Infinity"``/``"-Infinity"``; NaN payload bits are not kept), outputs are
+``{"ids": [...], "sizes": [...], "base64": "..."}`` (the concatenated output bytes),
+errors a list of ``{"id", "type", "message", "traceback"}`` objects and the workflow
+data ``"data_base64"``.
+
+The standard library's :mod:`json` does the work; orjson, when installed and
+``fast`` is true, is used where it gives the same result (numpy arrays without
+infinities, strings without lone surrogates; any refusal falls back to the stdlib).
+
+Corruption guarantees: :func:`decode` checks the header, length and CRC32 before
+parsing, then every field's JSON type, every list's element types and ranges, and the
+base64 blobs, and finally :meth:`RunState._decoded` checks the values.  Whatever the
+input, it returns a valid state or raises
+:class:`~flow_orchestrator.state.CorruptStateError`; memory use stays proportional to
+the input's size.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
+
+try:  # optional fast path
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+__all__ = ["MAGIC", "HEADER_SIZE", "encode", "decode"]
+
+MAGIC = b"#FORS-JSON "
+"""The first bytes of an encoded state."""
+
+_HEADER = re.compile(rb"#FORS-JSON v(\d{4}) len=([0-9a-f]{16}) crc32=([0-9a-f]{8})\n")
+HEADER_SIZE = len(b"#FORS-JSON v0001 len=0000000000000000 crc32=00000000\n")
+"""Bytes of the header line, newline included."""
+
+_LONG_INT = re.compile(rb"\d{19}")
+_STR_FIELDS = ("workflow", "fingerprint", "run_id", "run_status", "serializer")
+_NUMERIC_FIELDS = {  # name: (dtype, smallest, largest)
+    "succ_indptr": (np.int64, 0, 2**63 - 1),
+    "succ_indices": (np.int32, 0, 2**31 - 1),
+    "statuses": (np.uint8, 0, 255),
+    "attempts": (np.int32, 0, 2**31 - 1),
+}
+_INFINITIES = {"Infinity": math.inf, "-Infinity": -math.inf}
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+def _float_list(arr: np.ndarray) -> list[Any]:
+    out = arr.tolist()
+    for i in np.flatnonzero(~np.isfinite(arr)).tolist():
+        value = out[i]
+        out[i] = None if value != value else "Infinity" if value > 0 else "-Infinity"
+    return out
+
+
+def _outputs_doc(outputs: dict[int, bytes]) -> dict[str, Any]:
+    ids = sorted(outputs)
+    values = [outputs[i] for i in ids]
+    return {"ids": ids, "sizes": [len(v) for v in values],
+            "base64": base64.b64encode(b"".join(values)).decode("ascii")}
+
+
+def _document(state: RunState, numpy_ok: bool) -> dict[str, Any]:
+    """The JSON document of ``state``; numpy arrays stay arrays when ``numpy_ok``."""
+    doc: dict[str, Any] = {"format_version": state.format_version}
+    doc.update((name, getattr(state, name)) for name in _STR_FIELDS)
+    doc.update(started_at=state.started_at, updated_at=state.updated_at, node_names=state.node_names)
+    for name in ("succ_indptr", "succ_indices", "statuses", "attempts"):
+        doc[name] = getattr(state, name) if numpy_ok else getattr(state, name).tolist()
+    for name in ("started", "ended"):
+        doc[name] = getattr(state, name) if numpy_ok else _float_list(getattr(state, name))
+    doc["outputs"] = _outputs_doc(state.outputs)
+    doc["errors"] = [{"id": i, "type": r.type, "message": r.message, "traceback": r.traceback}
+                     for i, r in sorted(state.errors.items())]
+    doc["data_base64"] = base64.b64encode(state.data).decode("ascii")
+    return doc
+
+
+def _dumps(state: RunState, fast: bool) -> bytes:
+    if fast and _orjson is not None and not (np.isinf(state.started).any() or np.isinf(state.ended).any()):
+        try:  # orjson writes NaN as null, like _float_list; infinities are excluded above
+            return _orjson.dumps(_document(state, True), option=_orjson.OPT_SERIALIZE_NUMPY)
+        except (TypeError, _orjson.JSONEncodeError):
+            pass  # lone surrogates in a string: the stdlib handles them
+    return json.dumps(_document(state, False), allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _header(version: int, payload: bytes) -> bytes:
+    prefix = b"%sv%04d len=%016x " % (MAGIC, version, len(payload))
+    return prefix + b"crc32=%08x\n" % zlib.crc32(payload, zlib.crc32(prefix))
+
+
+def encode(state: RunState, *, fast: bool = True) -> bytes:
+    """The framed JSON encoding of ``state`` (see the module docstring).
+
+    ``fast=False`` forces the standard library's :mod:`json` even when orjson is installed.
+    """
+    payload = _dumps(state, fast)
+    return _header(state.format_version, payload) + payload
+
+
+# -- decoding --------------------------------------------------------------------------------------
+
+
+def _corrupt(message: str) -> CorruptStateError:
+    return CorruptStateError(f"corrupt JSON run state: {message}")
+
+
+def _check_frame(data: bytes) -> int:
+    match = _HEADER.fullmatch(data[:HEADER_SIZE])
+    if match is None:
+        raise _corrupt("bad or truncated header line (not a JSON run state?)")
+    version, size, crc = int(match[1]), int(match[2], 16), int(match[3], 16)
+    if size != len(data) - HEADER_SIZE:
+        raise _corrupt(f"the header says {size} payload bytes, found {len(data) - HEADER_SIZE} (truncated?)")
+    view = memoryview(data)
+    if zlib.crc32(view[HEADER_SIZE:], zlib.crc32(view[: HEADER_SIZE - 15])) != crc:
+        raise _corrupt("checksum mismatch (the file is damaged)")
+    if not 1 <= version <= FORMAT_VERSION:
+        raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
+    return version
+
+
+def _reject_constant(name: str) -> Any:
+    raise _corrupt(f"{name} is not valid JSON")
+
+
+def _loads(payload: bytes, fast: bool) -> Any:
+    if fast and _orjson is not None and not _LONG_INT.search(payload):
+        try:
+            return _orjson.loads(payload)
+        except _orjson.JSONDecodeError:
+            pass  # the stdlib decides, and reports, below
+    try:
+        return json.loads(payload, parse_constant=_reject_constant)
+    except RecursionError:
+        raise _corrupt("nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        if isinstance(exc, CorruptStateError):
+            raise
+        raise _corrupt(f"invalid JSON: {exc}") from None
+
+
+def _get(doc: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise _corrupt(f"field {name!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _int_array(values: Any, name: str, dtype: type, low: int, high: int) -> np.ndarray:
+    if type(values) is not list or not set(map(type, values)) <= {int}:
+        raise _corrupt(f"{name} must be a list of integers")
+    try:
+        arr = np.array(values, dtype=np.int64)
+    except OverflowError:
+        raise _corrupt(f"{name} has integers out of range") from None
+    if arr.size and (int(arr.min()) < low or int(arr.max()) > high):
+        raise _corrupt(f"{name} has values outside {low}..{high}")
+    return arr.astype(dtype)
+
+
+def _float_array(values: Any, name: str) -> np.ndarray:
+    if type(values) is not list:
+        raise _corrupt(f"{name} must be a list")
+    kinds = set(map(type, values))
+    if not kinds <= {float, int, type(None), str}:
+        raise _corrupt(f"{name} must hold numbers, null or infinities")
+    if str in kinds or int in kinds:
+        values = [_float_item(v, name) for v in values]
+    return np.array(values, dtype=np.float64)
+
+
+def _float_item(value: Any, name: str) -> float | None:
+    if type(value) is str:
+        if value not in _INFINITIES:
+            raise _corrupt(f"{name} holds the string {value[:20]!r}")
+        return _INFINITIES[value]
+    if type(value) is int and not -2**1023 < value < 2**1023:
+        raise _corrupt(f"{name} holds an integer out of float range")
+    return value
+
+
+def _b64(text: Any, name: str) -> bytes:
+    if type(text) is not str:
+        raise _corrupt(f"{name} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _corrupt(f"{name} is not valid base64") from None
+
+
+def _outputs(doc: dict[str, Any], n: int) -> tuple[dict[int, bytes], np.ndarray]:
+    node = _get(doc, "outputs", dict)
+    ids = _int_array(node.get("ids"), "outputs.ids", np.int64, 0, max(n - 1, 0))
+    sizes = _int_array(node.get("sizes"), "outputs.sizes", np.int64, 0, 2**62)
+    blob = _b64(node.get("base64"), "outputs.base64")
+    if ids.size != sizes.size or int(sizes.sum()) != len(blob) or bool(np.any(ids[1:] <= ids[:-1])):
+        raise _corrupt("outputs: ids, sizes and bytes are inconsistent")
+    bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    return dict(zip(ids.tolist(), [blob[a:b] for a, b in zip(bounds, bounds[1:])])), ids
+
+
+def _errors(doc: dict[str, Any]) -> dict[int, ErrorRecord]:
+    errors: dict[int, ErrorRecord] = {}
+    for item in _get(doc, "errors", list):
+        if type(item) is not dict or set(item) != {"id", "type", "message", "traceback"} \
+                or type(item["id"]) is not int or item["id"] in errors:
+            raise _corrupt("malformed or repeated error entry")
+        errors[item["id"]] = ErrorRecord(item["type"], item["message"], item["traceback"])
+    return errors
+
+
+def _names(doc: dict[str, Any]) -> list[str]:
+    names = _get(doc, "node_names", list)
+    if not set(map(type, names)) <= {str}:
+        raise _corrupt("node_names must be a list of strings")
+    return names
+
+
+def _state(doc: Any, version: int) -> RunState:
+    if type(doc) is not dict:
+        raise _corrupt("the payload is not a JSON object")
+    if _get(doc, "format_version", int) != version:
+        raise _corrupt("the format version in the payload differs from the header's")
+    fields: dict[str, Any] = {name: _get(doc, name, str) for name in _STR_FIELDS}
+    fields["format_version"] = version
+    for name in ("started_at", "updated_at"):
+        fields[name] = float(_get(doc, name, (float, int)))
+    fields["node_names"] = names = _names(doc)
+    for name, (dtype, low, high) in _NUMERIC_FIELDS.items():
+        fields[name] = _int_array(doc.get(name), name, dtype, low, high)
+    for name in ("started", "ended"):
+        fields[name] = _float_array(doc.get(name), name)
+    fields["outputs"], output_ids = _outputs(doc, len(names))
+    fields["errors"] = _errors(doc)
+    fields["data"] = _b64(doc.get("data_base64"), "data_base64")
+    return RunState._decoded(fields, output_ids)
+
+
+def decode(data: bytes | bytearray | memoryview, *, fast: bool = True) -> RunState:
+    """The :class:`~flow_orchestrator.state.RunState` encoded in ``data`` by :func:`encode`.
+
+    Raises :class:`~flow_orchestrator.state.CorruptStateError` for anything but a valid,
+    undamaged encoding.  ``fast=False`` forces the standard library's :mod:`json`.
+    """
+    data = data if type(data) is bytes else bytes(data)
+    version = _check_frame(data)
+    doc = _loads(data[HEADER_SIZE:], fast)
+    try:
+        return _state(doc, version)
+    except CorruptStateError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _corrupt(f"{type(exc).__name__}: {exc}") from exc

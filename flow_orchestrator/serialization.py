@@ -1,0 +1,491 @@
+"""Serializers for node outputs and workflow data: exact round-trips, or a loud failure.
+
+A saved run keeps every completed node's output and the run's data as ``bytes`` made by
+a :class:`Serializer`.  Resuming must hand each dependent exactly the value it would
+have had, so a serializer either round-trips a value exactly or raises
+:class:`SerializationError`; it never changes a value silently.
+
+:class:`JsonSerializer` (the default, name ``"json"``) writes UTF-8 JSON.  Values that
+JSON represents exactly are written as plain JSON: ``None``, ``bool``, ``str``, ``int``
+in the signed 64-bit range, finite ``float`` (shortest repr, which reads back to the
+same bits, ``-0.0`` included), ``list`` and ``dict`` with ``str`` keys.  Everything
+else it supports is written as a *tagged* object, ``{"$fo": TAG, ...}``:
+
+==============  ===================================================================
+``int``         integers outside the 64-bit range, as hex (``{"$fo": "int", "hex": "-0x1f"}``)
+``float``       nan, inf and -inf, as the 64 bits in hex (NaN payloads are kept)
+``bytes``       base64 (``bytearray`` likewise, as ``"bytearray"``)
+``tuple``       ``{"$fo": "tuple", "items": [...]}``, so tuples do not come back as lists
+``dict``        dicts with a non-``str`` key, or with a ``"$fo"`` key, as ``[key, value]`` pairs
+``ndarray``     numpy arrays: dtype string, shape and the exact bytes (base64); numeric,
+                bool, datetime, timedelta, bytes and str dtypes; object and structured
+                arrays are refused; the memory layout (strides, Fortran order) is not kept
+``npscalar``    numpy scalars of numeric, bool, datetime and timedelta types
+==============  ===================================================================
+
+Types are checked exactly: subclasses (``IntEnum``, ``OrderedDict``, ``np.matrix``...),
+sets, and any other object are refused with a :class:`SerializationError` that names
+the type and the path inside the value (``value['rows'][3][1]``), as are containers
+nested deeper than :data:`MAX_DEPTH` (or cyclic).
+
+orjson, when installed, is used as a fast path only where it gives the same result as
+the standard library: its output is valid JSON that the stdlib reads back to the same
+values (floats are written shortest-round-trip by both), and on reading it is skipped
+for documents with an integer of 19 digits or more (which orjson would read as a
+float); anything orjson refuses (lone surrogates, deep nesting) falls back to the stdlib.
+
+:class:`PickleSerializer` (name ``"pickle"``) is opt-in: it handles any picklable
+object but **loading a pickle can run arbitrary code, so never use it with a store
+that someone else can write to**.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import pickle
+import re
+import struct
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import FlowError
+
+try:  # optional fast path
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+__all__ = [
+    "Serializer",
+    "JsonSerializer",
+    "PickleSerializer",
+    "SerializationError",
+    "get_serializer",
+    "MAX_DEPTH",
+    "TAG",
+]
+
+TAG = "$fo"
+"""The key that marks a tagged JSON object."""
+
+MAX_DEPTH = 100
+"""How deeply containers may nest in a value given to :class:`JsonSerializer`."""
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_ARRAY_KINDS = frozenset("biufcmMSU")
+_SCALAR_KINDS = frozenset("biufcmM")
+_LONG_INT = re.compile(rb"\d{19}")
+_F64 = struct.Struct("<d")
+_U64 = struct.Struct("<Q")
+
+
+class SerializationError(FlowError, ValueError):
+    """A value cannot be serialized exactly, or bytes cannot be read back as a value.
+
+    ``path`` is where inside the value the problem is (``"value['a'][2]"``), when known.
+    """
+
+    def __init__(self, message: str, path: str = "value") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns outputs and workflow data into bytes and back.
+
+    ``loads(dumps(x))`` must equal ``x`` exactly, or ``dumps`` must raise
+    :class:`SerializationError`; ``loads`` raises :class:`SerializationError` on bytes
+    it cannot read.  ``name`` is saved with each run so that it is read back with the
+    same serializer.
+    """
+
+    name: str
+
+    def dumps(self, obj: Any) -> bytes:
+        """Serialize ``obj``."""
+        ...
+
+    def loads(self, data: bytes) -> Any:
+        """Deserialize bytes made by :meth:`dumps`."""
+        ...
+
+
+# -- the path of a failure, assembled while unwinding ------------------------------------
+
+
+class _Failure(Exception):
+    """Internal: a failure deep inside a value; containers add their key on the way out."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.keys: list[str] = []
+
+    def error(self) -> SerializationError:
+        keys = self.keys[::-1]
+        if len(keys) > 16:
+            keys = keys[:8] + [f"...{len(keys) - 16} more..."] + keys[-8:]
+        return SerializationError(self.message, "value" + "".join(keys))
+
+
+def _type_name(obj: Any) -> str:
+    kind = type(obj)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+# -- dumps: value -> JSON tree --------------------------------------------------------------
+
+
+def _float_bits(value: float) -> str:
+    return format(_U64.unpack(_F64.pack(value))[0], "016x")
+
+
+def _b64(raw: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _enc_list(items: Any, depth: int) -> list[Any]:
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(_enc(item, depth))
+        except _Failure as failure:
+            failure.keys.append(f"[{i}]")
+            raise
+    return out
+
+
+def _enc_dict(obj: dict[Any, Any], depth: int) -> Any:
+    if TAG not in obj and all(type(k) is str for k in obj):
+        out = {}
+        for key, item in obj.items():
+            try:
+                out[key] = _enc(item, depth)
+            except _Failure as failure:
+                failure.keys.append(f"[{key!r}]")
+                raise
+        return out
+    pairs = []
+    for key, item in obj.items():
+        try:
+            pairs.append([_enc(key, depth), _enc(item, depth)])
+        except _Failure as failure:
+            failure.keys.append(f"[{key!r}]")
+            raise
+    return {TAG: "dict", "items": pairs}
+
+
+def _enc_ndarray(arr: np.ndarray) -> dict[str, Any]:
+    dtype = arr.dtype
+    if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise _Failure(f"numpy arrays of dtype {dtype} cannot be serialized exactly (object or structured)")
+    if dtype.itemsize == 0:
+        raise _Failure(f"numpy arrays of zero-size dtype {dtype} are not supported")
+    return {TAG: "ndarray", "dtype": dtype.str, "shape": list(arr.shape),
+            "b64": _b64(arr.tobytes())}
+
+
+def _enc_npscalar(obj: np.generic) -> dict[str, Any]:
+    dtype = obj.dtype
+    if dtype.kind not in _SCALAR_KINDS or np.dtype(dtype.str).type is not type(obj):
+        raise _Failure(f"numpy scalars of type {_type_name(obj)} are not supported")
+    return {TAG: "npscalar", "dtype": dtype.str, "b64": _b64(np.asarray(obj).tobytes())}
+
+
+def _enc_leaf(obj: Any) -> Any:
+    """Tagged forms of the non-container types; _Failure for anything unsupported."""
+    kind = type(obj)
+    if kind is int:
+        return {TAG: "int", "hex": hex(obj)}
+    if kind is float:
+        return {TAG: "float", "bits": _float_bits(obj)}
+    if kind is bytes:
+        return {TAG: "bytes", "b64": _b64(obj)}
+    if kind is bytearray:
+        return {TAG: "bytearray", "b64": _b64(obj)}
+    if kind is np.ndarray:
+        return _enc_ndarray(obj)
+    if isinstance(obj, np.generic):
+        return _enc_npscalar(obj)
+    raise _Failure(f"objects of type {_type_name(obj)} are not JSON-serializable exactly "
+                   "(use plain containers, numpy arrays, or PickleSerializer)")
+
+
+def _enc(obj: Any, depth: int) -> Any:
+    kind = type(obj)
+    if kind is str or kind is bool or obj is None:
+        return obj
+    if kind is int and _INT64_MIN <= obj <= _INT64_MAX:
+        return obj
+    if kind is float and math.isfinite(obj):
+        return obj
+    if kind is list or kind is tuple or kind is dict:
+        if depth >= MAX_DEPTH:
+            raise _Failure(f"containers nested deeper than {MAX_DEPTH} levels (or a cycle)")
+        if kind is dict:
+            return _enc_dict(obj, depth + 1)
+        items = _enc_list(obj, depth + 1)
+        return items if kind is list else {TAG: "tuple", "items": items}
+    return _enc_leaf(obj)
+
+
+# -- loads: JSON tree -> value ------------------------------------------------------------------
+
+
+def _expect(value: Any, kind: type, what: str) -> Any:
+    if type(value) is not kind:
+        raise _Failure(f"malformed {what}: expected {kind.__name__}, got {_type_name(value)}")
+    return value
+
+
+def _unb64(text: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(_expect(text, str, what), validate=True)
+    except (binascii.Error, ValueError):
+        raise _Failure(f"malformed {what}: invalid base64") from None
+
+
+def _dec_dtype(text: Any, kinds: frozenset[str]) -> np.dtype:
+    _expect(text, str, "dtype")
+    try:
+        dtype = np.dtype(text) if len(text) <= 32 else None
+    except (TypeError, ValueError, SyntaxError):
+        dtype = None
+    if dtype is None or dtype.str != text or dtype.kind not in kinds or dtype.itemsize == 0 \
+            or dtype.fields is not None or dtype.subdtype is not None:
+        raise _Failure(f"malformed or unsupported dtype {text!r}")
+    return dtype
+
+
+def _dec_ndarray(node: dict[str, Any]) -> np.ndarray:
+    dtype = _dec_dtype(node.get("dtype"), _ARRAY_KINDS)
+    shape = _expect(node.get("shape"), list, "ndarray shape")
+    if len(shape) > 32 or any(type(d) is not int or d < 0 for d in shape):
+        raise _Failure(f"malformed ndarray shape {shape!r}")
+    raw = _unb64(node.get("b64"), "ndarray data")
+    if math.prod(shape) * dtype.itemsize != len(raw):
+        raise _Failure(f"ndarray data has {len(raw)} bytes, not the {shape} x {dtype.itemsize} expected")
+    try:
+        return np.frombuffer(bytearray(raw), dtype=dtype).reshape(shape)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _Failure(f"malformed ndarray: {exc}") from None
+
+
+def _dec_npscalar(node: dict[str, Any]) -> np.generic:
+    dtype = _dec_dtype(node.get("dtype"), _SCALAR_KINDS)
+    raw = _unb64(node.get("b64"), "numpy scalar data")
+    if len(raw) != dtype.itemsize:
+        raise _Failure(f"numpy scalar data has {len(raw)} bytes, not {dtype.itemsize}")
+    return np.frombuffer(raw, dtype=dtype)[0]
+
+
+def _dec_int(node: dict[str, Any]) -> int:
+    text = _expect(node.get("hex"), str, "int")
+    if not re.fullmatch(r"-?0x[0-9a-f]+", text):
+        raise _Failure(f"malformed int {text[:40]!r}")
+    return int(text, 16)
+
+
+def _dec_float(node: dict[str, Any]) -> float:
+    text = _expect(node.get("bits"), str, "float")
+    if not re.fullmatch(r"[0-9a-f]{16}", text):
+        raise _Failure(f"malformed float bits {text!r}")
+    return _F64.unpack(_U64.pack(int(text, 16)))[0]
+
+
+def _dec_pairs(node: dict[str, Any], depth: int) -> dict[Any, Any]:
+    pairs = _expect(node.get("items"), list, "dict items")
+    out: dict[Any, Any] = {}
+    for i, pair in enumerate(pairs):
+        try:
+            if type(pair) is not list or len(pair) != 2:
+                raise _Failure("malformed dict item: expected a [key, value] pair")
+            key = _dec(pair[0], depth)
+            try:
+                out[key] = _dec(pair[1], depth)
+            except TypeError:
+                raise _Failure(f"unhashable dict key of type {_type_name(key)}") from None
+        except _Failure as failure:
+            failure.keys.append(f"[<item {i}>]")
+            raise
+    if len(out) != len(pairs):
+        raise _Failure("duplicate dict keys")
+    return out
+
+
+_TAGGED: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "int": _dec_int,
+    "float": _dec_float,
+    "bytes": lambda node: _unb64(node.get("b64"), "bytes"),
+    "bytearray": lambda node: bytearray(_unb64(node.get("b64"), "bytearray")),
+    "ndarray": _dec_ndarray,
+    "npscalar": _dec_npscalar,
+}
+
+
+def _dec_tagged(node: dict[str, Any], depth: int) -> Any:
+    tag = node[TAG]
+    if tag == "tuple":
+        return tuple(_dec_list(_expect(node.get("items"), list, "tuple items"), depth))
+    if tag == "dict":
+        return _dec_pairs(node, depth)
+    decode = _TAGGED.get(tag) if type(tag) is str else None
+    if decode is None:
+        raise _Failure(f"unknown tag {tag!r}")
+    return decode(node)
+
+
+def _dec_list(items: list[Any], depth: int) -> list[Any]:
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(_dec(item, depth))
+        except _Failure as failure:
+            failure.keys.append(f"[{i}]")
+            raise
+    return out
+
+
+def _dec_dict(node: dict[str, Any], depth: int) -> dict[str, Any]:
+    out = {}
+    for key, item in node.items():
+        try:
+            out[key] = _dec(item, depth)
+        except _Failure as failure:
+            failure.keys.append(f"[{key!r}]")
+            raise
+    return out
+
+
+def _dec(node: Any, depth: int) -> Any:
+    kind = type(node)
+    if kind is list or kind is dict:
+        if depth > MAX_DEPTH:
+            raise _Failure("containers nested too deeply")
+        if kind is list:
+            return _dec_list(node, depth + 1)
+        return _dec_tagged(node, depth + 1) if TAG in node else _dec_dict(node, depth + 1)
+    return node
+
+
+# -- the JSON text layer ----------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _stdlib_dumps(tree: Any) -> bytes:
+    return json.dumps(tree, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _json_dumps(tree: Any, fast: bool) -> bytes:
+    if fast and _orjson is not None:
+        try:
+            return _orjson.dumps(tree)
+        except (TypeError, _orjson.JSONEncodeError):
+            pass  # lone surrogates or deep nesting: the stdlib handles them
+    return _stdlib_dumps(tree)
+
+
+def _json_loads(data: bytes, fast: bool) -> Any:
+    if fast and _orjson is not None and not _LONG_INT.search(data):
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass  # the stdlib decides, and reports, below
+    return json.loads(data, parse_constant=_reject_constant)
+
+
+class JsonSerializer:
+    """The default serializer: exact JSON round-trips or :class:`SerializationError`.
+
+    See the module docstring for what is supported and how it is written.  ``fast``
+    (default True) uses orjson when it is installed, only where it gives the same
+    result as the standard library.
+    """
+
+    name = "json"
+
+    def __init__(self, *, fast: bool = True) -> None:
+        self.fast = fast
+
+    def dumps(self, obj: Any) -> bytes:
+        """UTF-8 JSON for ``obj``; :class:`SerializationError` naming the type and path
+        of the first part that cannot round-trip exactly."""
+        try:
+            tree = _enc(obj, 0)
+        except _Failure as failure:
+            raise failure.error() from None
+        except RecursionError:
+            raise SerializationError("nested too deeply to serialize") from None
+        return _json_dumps(tree, self.fast)
+
+    def loads(self, data: bytes | bytearray | memoryview) -> Any:
+        """The value serialized in ``data``; :class:`SerializationError` if malformed."""
+        try:
+            tree = _json_loads(bytes(data), self.fast)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise SerializationError(f"not valid JSON: {exc}", "") from None
+        try:
+            return _dec(tree, 0)
+        except _Failure as failure:
+            raise failure.error() from None
+        except RecursionError:
+            raise SerializationError("nested too deeply to deserialize") from None
+
+    def __repr__(self) -> str:
+        return f"JsonSerializer(fast={self.fast})"
+
+
+class PickleSerializer:
+    """Opt-in serializer for any picklable value (protocol 5).
+
+    **Unsafe for untrusted stores**: unpickling runs code chosen by whoever wrote the
+    bytes.  Use it only with stores that nobody else can write to.  Pickle keeps
+    subclasses, sets and custom objects that :class:`JsonSerializer` refuses.
+    """
+
+    name = "pickle"
+
+    def __init__(self, protocol: int = pickle.HIGHEST_PROTOCOL) -> None:
+        self.protocol = protocol
+
+    def dumps(self, obj: Any) -> bytes:
+        """Pickle ``obj``; :class:`SerializationError` if it cannot be pickled."""
+        try:
+            return pickle.dumps(obj, protocol=self.protocol)
+        except RecursionError:
+            raise SerializationError("nested too deeply to pickle") from None
+        except Exception as exc:  # pickling calls arbitrary __reduce__ code
+            raise SerializationError(f"cannot pickle {_type_name(obj)}: {exc}") from exc
+
+    def loads(self, data: bytes | bytearray | memoryview) -> Any:
+        """Unpickle ``data`` (see the class docstring: only from trusted stores)."""
+        try:
+            return pickle.loads(data)
+        except Exception as exc:  # a damaged pickle can raise nearly anything
+            raise SerializationError(f"cannot unpickle: {type(exc).__name__}: {exc}", "") from exc
+
+    def __repr__(self) -> str:
+        return f"PickleSerializer(protocol={self.protocol})"
+
+
+def get_serializer(name: str, *, allow_pickle: bool = False) -> Serializer:
+    """The built-in serializer called ``name`` (``"json"``, or ``"pickle"`` when
+    ``allow_pickle``); :class:`SerializationError` otherwise."""
+    if name == JsonSerializer.name:
+        return JsonSerializer()
+    if name == PickleSerializer.name:
+        if not allow_pickle:
+            raise SerializationError("the pickle serializer is unsafe for untrusted stores; "
+                                     "pass allow_pickle=True to use it", "")
+        return PickleSerializer()
+    raise SerializationError(f"unknown serializer {name!r}", "")

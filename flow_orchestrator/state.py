@@ -1,0 +1,578 @@
+"""The saved state of a run: what a store writes and what resuming reads back.
+
+A :class:`RunState` holds everything needed to resume a run of a workflow:
+
+* a header: :data:`FORMAT_VERSION`, the workflow's name, its :func:`fingerprint`, the
+  run id and status, the name of the :mod:`~flow_orchestrator.serialization` serializer
+  used for outputs and data, and two epoch timestamps;
+* the DAG it ran: node names in id order and the successor lists in CSR form
+  (``succ_indptr``, ``succ_indices``, as :class:`~flow_orchestrator.dag.CSRGraph` holds
+  them), so that a changed workflow can be described precisely (:func:`diff_workflow`);
+* per node, as numpy arrays indexed by node id: ``statuses`` (``uint8``
+  :class:`~flow_orchestrator.status.NodeStatus`), ``attempts`` (``int32``), ``started``
+  and ``ended`` (``float64`` seconds since the run started, NaN when unset);
+* the serialized output of every completed node, the :class:`ErrorRecord` of each node
+  that ended with an exception, and the serialized workflow data.
+
+Every :class:`RunState` is validated when it is made (:meth:`RunState.validate`): array
+types and lengths, status codes, the CSR arrays, output and error ids, and that the
+fingerprint matches the names and edges.  Anything inconsistent raises
+:class:`CorruptStateError`, so a state that a codec hands back is always usable.  The
+codecs (:mod:`flow_orchestrator.codecs`) add checksums and bounds checks on top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+import time
+import traceback as _traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import FlowError
+from .serialization import JsonSerializer, SerializationError, Serializer
+from .status import NodeStatus
+
+if TYPE_CHECKING:
+    from .engine import RunResult
+    from .workflow import Workflow
+
+__all__ = [
+    "FORMAT_VERSION",
+    "RUN_STATUSES",
+    "CorruptStateError",
+    "ErrorRecord",
+    "RunState",
+    "WorkflowDiff",
+    "fingerprint",
+    "fingerprint_arrays",
+    "compare_workflow",
+    "diff_workflow",
+]
+
+FORMAT_VERSION = 1
+"""The version of the saved-state format that this library writes (and the newest it reads)."""
+
+RUN_STATUSES = ("running", "completed", "failed", "cancelled")
+"""The values of :attr:`RunState.run_status`: a run being checkpointed, or how it ended."""
+
+_NUM_STATUSES = len(NodeStatus)
+_FINGERPRINT_TAG = b"flow-orchestrator/fingerprint/v1\x00"
+_HEX = frozenset("0123456789abcdef")
+
+
+class CorruptStateError(FlowError, ValueError):
+    """A saved run state is damaged, truncated, inconsistent or of an unknown format."""
+
+
+# -- fingerprint ---------------------------------------------------------------------------------
+
+
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (``np.unique`` is far slower on large int arrays in numpy 2)."""
+    values = np.sort(values)
+    if values.size > 1:
+        values = values[np.concatenate(([True], values[1:] != values[:-1]))]
+    return values
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The values of sorted unique ``a`` that are not in sorted unique ``b``."""
+    if not b.size:
+        return a
+    found = b[np.minimum(np.searchsorted(b, a), b.size - 1)] == a
+    return a[~found]
+
+
+def _canonical_csr(indptr: np.ndarray, indices: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR arrays with each node's successors sorted and distinct (as given when they are)."""
+    m = indices.size
+    if m > 1:
+        increasing = indices[1:] > indices[:-1]
+        starts = indptr[1:-1]
+        increasing[starts[(starts > 0) & (starts < m)] - 1] = True
+        if not bool(increasing.all()):
+            sources = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+            keys = _sorted_unique(sources * n + indices)
+            indices = (keys % n).astype(np.int32)
+            indptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(keys // n, minlength=n), out=indptr[1:])
+    return indptr, indices
+
+
+def _hash_names(digest: Any, names: Sequence[str]) -> None:
+    joined = "\x00".join(names)
+    if joined.count("\x00") == len(names) - 1:  # no name holds a NUL: the separator is unambiguous
+        digest.update(b"names:nul-separated\x00")
+    else:
+        digest.update(b"names:lengths\x00")
+        digest.update(np.fromiter(map(len, names), dtype="<i8", count=len(names)).tobytes())
+        joined = "".join(names)
+    digest.update(joined.encode("utf-8", "surrogatepass"))
+
+
+def fingerprint_arrays(names: Sequence[str], succ_indptr: np.ndarray, succ_indices: np.ndarray) -> str:
+    """The :func:`fingerprint` of a DAG given as node names and CSR successor arrays.
+
+    Hashes, with sha256: the node and edge counts, the names in id order as one UTF-8
+    string (NUL-separated, or with each name's length when a name holds a NUL; lone
+    surrogates kept), then the CSR arrays with each node's successors sorted and
+    distinct, so their order and duplicate edges do not matter.  All in bulk: no
+    per-edge Python work, and no sort when the successors are already in order.
+    """
+    n = len(names)
+    indptr, indices = _canonical_csr(succ_indptr, succ_indices, n)
+    digest = hashlib.sha256(_FINGERPRINT_TAG)
+    digest.update(struct.pack("<QQ", n, indices.size))
+    _hash_names(digest, names)
+    digest.update(indptr.astype("<i8", copy=False).tobytes())
+    digest.update(indices.astype("<i4", copy=False).tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint(workflow: Workflow) -> str:
+    """The sha256 hex digest of a workflow's DAG: node names in id order and its edges.
+
+    Stable across processes, runs and library versions (the format is versioned by a
+    tag inside the hash); independent of the workflow's name, actions and options.
+    """
+    graph = workflow.graph
+    return fingerprint_arrays(workflow.names, graph.succ_indptr, graph.succ_indices)
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _safe(fn: Any, fallback: str) -> str:
+    try:
+        return str(fn())
+    except Exception:  # a broken __str__ or traceback must not stop a save
+        return fallback
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """What is kept of the exception that ended a node: its type, message and traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("type", "message", "traceback"):
+            if type(getattr(self, name)) is not str:
+                raise CorruptStateError(f"ErrorRecord.{name} must be a str, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorRecord:
+        """The record of ``exc``: qualified type name, ``str(exc)``, formatted traceback."""
+        name = _type_name(exc)
+        message = _safe(lambda: exc, f"<unprintable {name}>")
+        tb = _safe(lambda: "".join(_traceback.format_exception(exc)), "")
+        return cls(name, message, tb)
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+# -- the state -------------------------------------------------------------------------------------
+
+
+def _fail(message: str) -> None:
+    raise CorruptStateError(message)
+
+
+def _check_str(name: str, value: Any, *, empty: bool = False) -> None:
+    if type(value) is not str or (not empty and not value):
+        _fail(f"{name} must be a{'' if empty else ' non-empty'} str, got {value!r:.80}")
+
+
+def _check_array(name: str, arr: Any, dtype: type, length: int) -> None:
+    if not isinstance(arr, np.ndarray):
+        _fail(f"{name} must be a numpy array, got {type(arr).__name__}")
+    if arr.dtype != np.dtype(dtype) or arr.ndim != 1:
+        _fail(f"{name} must be a 1-d {np.dtype(dtype)} array, got {arr.ndim}-d {arr.dtype}")
+    if arr.shape[0] != length:
+        _fail(f"{name} has {arr.shape[0]} entries, expected {length}")
+
+
+def _check_time(name: str, value: Any) -> None:
+    if type(value) not in (float, int) or not math.isfinite(value):
+        _fail(f"{name} must be finite epoch seconds, got {value!r:.80}")
+
+
+def _id_array(name: str, ids: Any, n: int) -> np.ndarray:
+    """The keys of an id-keyed dict as a sorted int64 array, checked to be node ids."""
+    if type(ids) is not dict:
+        _fail(f"{name} must be a dict keyed by node id, got {type(ids).__name__}")
+    if not all(type(k) is int for k in ids):
+        _fail(f"{name} keys must be int node ids")
+    try:
+        arr = np.fromiter(ids, dtype=np.int64, count=len(ids))
+    except OverflowError:
+        arr = np.array([-1])
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= n):
+        _fail(f"{name} has node ids outside 0..{n - 1}")
+    arr.sort()
+    return arr
+
+
+def _names_of(state: RunState, ids: Any) -> str:
+    shown = [state.node_names[i] for i in list(ids)[:5]]
+    return ", ".join(map(repr, shown)) + (" ..." if len(ids) > 5 else "")
+
+
+@dataclass(eq=False, kw_only=True)
+class RunState:
+    """The state of one run of a workflow, as saved by stores and read to resume.
+
+    Per-node arrays are indexed by node id.  Arrays decoded by a codec may be read-only
+    views of the decoded buffer: copy them before changing them.  Instances compare
+    equal when every field is equal, arrays bit for bit (NaN payloads included).
+    """
+
+    workflow: str
+    fingerprint: str
+    run_id: str
+    run_status: str
+    node_names: list[str]
+    succ_indptr: np.ndarray
+    succ_indices: np.ndarray
+    statuses: np.ndarray
+    attempts: np.ndarray
+    started: np.ndarray
+    ended: np.ndarray
+    started_at: float
+    updated_at: float
+    outputs: dict[int, bytes] = field(default_factory=dict)
+    errors: dict[int, ErrorRecord] = field(default_factory=dict)
+    data: bytes = b"{}"
+    serializer: str = JsonSerializer.name
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("started_at", "updated_at"):
+            if type(getattr(self, name)) is int:
+                setattr(self, name, float(getattr(self, name)))
+        self.validate()
+
+    @classmethod
+    def _decoded(cls, fields: dict[str, Any], output_ids: np.ndarray) -> RunState:
+        """Internal, for codecs: a state whose fields were made by a decoder.
+
+        The decoder guarantees the Python types of the items (names are ``str``,
+        outputs ``bytes`` keyed by the ``int`` ids in ``output_ids``, ascending); every
+        value is still checked, in bulk.
+        """
+        if fields.keys() != cls.__dataclass_fields__.keys():
+            raise TypeError(f"RunState._decoded needs exactly the fields {sorted(cls.__dataclass_fields__)}")
+        state = cls.__new__(cls)
+        state.__dict__.update(fields)
+        state._check(output_ids)
+        return state
+
+    # -- validation --------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check every field and their consistency; :class:`CorruptStateError` if wrong.
+
+        Run when the state is made; run it again after changing a state in place.
+        """
+        if type(self.node_names) is not list:
+            _fail(f"node_names must be a list, got {type(self.node_names).__name__}")
+        if not all(type(s) is str for s in self.node_names):
+            _fail("node names must be str")
+        output_ids = _id_array("outputs", self.outputs, len(self.node_names))
+        if not all(type(v) is bytes for v in self.outputs.values()):
+            _fail("outputs must be bytes")
+        self._check(output_ids)
+
+    def _check(self, output_ids: np.ndarray) -> None:
+        self._validate_header()
+        n = len(self.node_names)
+        if not all(self.node_names) or len(set(self.node_names)) != n:
+            _fail("node names must be non-empty and unique")
+        self._validate_graph(n)
+        self._validate_nodes(n)
+        self._validate_outputs(output_ids)
+        _id_array("errors", self.errors, n)
+        if not all(type(v) is ErrorRecord for v in self.errors.values()):
+            _fail("errors must be ErrorRecord values")
+        if type(self.data) is not bytes:
+            _fail(f"data must be bytes, got {type(self.data).__name__}")
+
+    def _validate_header(self) -> None:
+        version = self.format_version
+        if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+            _fail(f"unsupported state format version {version!r} (this library reads 1..{FORMAT_VERSION})")
+        for name in ("workflow", "run_id", "serializer"):
+            _check_str(name, getattr(self, name))
+        if type(self.run_status) is not str or self.run_status not in RUN_STATUSES:
+            _fail(f"run_status must be one of {RUN_STATUSES}, got {self.run_status!r:.80}")
+        fp = self.fingerprint
+        if type(fp) is not str or len(fp) != 64 or not _HEX.issuperset(fp):
+            _fail(f"fingerprint must be 64 lowercase hex digits, got {fp!r:.80}")
+        _check_time("started_at", self.started_at)
+        _check_time("updated_at", self.updated_at)
+
+    def _validate_graph(self, n: int) -> None:
+        indptr, indices = self.succ_indptr, self.succ_indices
+        _check_array("succ_indptr", indptr, np.int64, n + 1)
+        if not isinstance(indices, np.ndarray) or indices.ndim != 1:
+            _fail("succ_indices must be a 1-d numpy array")
+        _check_array("succ_indices", indices, np.int32, indices.shape[0])
+        if indptr[0] != 0 or indptr[-1] != indices.size or bool(np.any(indptr[1:] < indptr[:-1])):
+            _fail("succ_indptr is not a valid CSR offset array for succ_indices")
+        if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n):
+            _fail(f"succ_indices has node ids outside 0..{n - 1}")
+        if fingerprint_arrays(self.node_names, indptr, indices) != self.fingerprint:
+            _fail("the fingerprint does not match the node names and edges")
+
+    def _validate_nodes(self, n: int) -> None:
+        _check_array("statuses", self.statuses, np.uint8, n)
+        _check_array("attempts", self.attempts, np.int32, n)
+        _check_array("started", self.started, np.float64, n)
+        _check_array("ended", self.ended, np.float64, n)
+        if n and int(self.statuses.max()) >= _NUM_STATUSES:
+            _fail(f"statuses has codes outside 0..{_NUM_STATUSES - 1}")
+        if n and int(self.attempts.min()) < 0:
+            _fail("attempts has negative counts")
+
+    def _validate_outputs(self, ids: np.ndarray) -> None:
+        if type(self.outputs) is not dict or len(self.outputs) != ids.size:
+            _fail("outputs must be a dict keyed by node id")
+        done = np.flatnonzero(self.statuses == NodeStatus.COMPLETED)
+        if ids.shape != done.shape or not np.array_equal(ids, done):
+            missing = _difference(done, ids)
+            extra = _difference(ids, done)
+            what = (f"completed node(s) without an output: {_names_of(self, missing)}" if missing.size
+                    else f"output(s) of node(s) that did not complete: {_names_of(self, extra)}")
+            _fail(f"outputs must be those of the completed nodes; {what}")
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def initial(cls, workflow: Workflow, run_id: str, *, serializer: Serializer | None = None,
+                data: Mapping[str, Any] | None = None, started_at: float | None = None) -> RunState:
+        """The state of a run that has not started: every node pending, status ``running``."""
+        serializer = serializer or JsonSerializer()
+        n = len(workflow)
+        now = time.time()
+        graph = workflow.graph
+        return cls(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=run_id,
+                   run_status="running", node_names=workflow.names,
+                   succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+                   statuses=np.zeros(n, np.uint8), attempts=np.zeros(n, np.int32),
+                   started=np.full(n, np.nan), ended=np.full(n, np.nan),
+                   started_at=now if started_at is None else started_at, updated_at=now,
+                   data=_dump_data(data, serializer), serializer=serializer.name)
+
+    @classmethod
+    def from_result(cls, result: RunResult, serializer: Serializer | None = None,
+                    data: Mapping[str, Any] | None = None, *, started_at: float | None = None) -> RunState:
+        """The state of a finished run: statuses, attempts, timings, errors, and the
+        outputs of completed nodes serialized with ``serializer`` (JSON by default).
+
+        ``data`` is the run's workflow data (a :class:`~flow_orchestrator.data.WorkflowData`
+        or a mapping; none: empty).  ``started_at`` defaults to now minus the run's wall
+        time.  A value the serializer refuses raises its
+        :class:`~flow_orchestrator.serialization.SerializationError`, naming the node.
+        """
+        serializer = serializer or JsonSerializer()
+        workflow = result.workflow
+        graph = workflow.graph
+        now = time.time()
+        return cls(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=result.run_id,
+                   run_status=str(result.status), node_names=workflow.names,
+                   succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+                   statuses=result.statuses, attempts=result.attempts,
+                   started=result.started, ended=result.ended,
+                   started_at=now - result.wall_seconds if started_at is None else started_at,
+                   updated_at=now, outputs=_dump_outputs(result, serializer),
+                   errors=_error_records(result), data=_dump_data(data, serializer),
+                   serializer=serializer.name)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def num_nodes(self) -> int:
+        """How many nodes the workflow has."""
+        return len(self.node_names)
+
+    def node_id(self, name: str) -> int:
+        """The id of the node called ``name`` in this state; ``KeyError`` if none."""
+        try:
+            return self.node_names.index(name)
+        except ValueError:
+            raise KeyError(name) from None
+
+    def output(self, node: str | int, serializer: Serializer | None = None) -> Any:
+        """The deserialized output of a completed node (by name or id); ``KeyError`` if
+        it has none."""
+        node_id = self.node_id(node) if isinstance(node, str) else node
+        return self._serializer(serializer).loads(self.outputs[node_id])
+
+    def load_data(self, serializer: Serializer | None = None) -> dict[str, Any]:
+        """The deserialized workflow data."""
+        return self._serializer(serializer).loads(self.data)
+
+    def _serializer(self, serializer: Serializer | None) -> Serializer:
+        serializer = serializer or JsonSerializer()
+        if serializer.name != self.serializer:
+            raise SerializationError(f"this state was saved with the {self.serializer!r} serializer, "
+                                     f"not {serializer.name!r}", "")
+        return serializer
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RunState):
+            return NotImplemented
+        return all(_same(getattr(self, f), getattr(other, f)) for f in self.__dataclass_fields__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (f"<RunState {self.workflow!r} run {self.run_id} {self.run_status}: "
+                f"{self.num_nodes} nodes, {len(self.outputs)} outputs, {len(self.errors)} errors>")
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape == b.shape and a.tobytes() == b.tobytes())
+    return type(a) is type(b) and a == b
+
+
+def _dump_outputs(result: RunResult, serializer: Serializer) -> dict[int, bytes]:
+    names = result.workflow.names
+    outputs = {}
+    for node in np.flatnonzero(result.statuses == NodeStatus.COMPLETED).tolist():
+        try:
+            outputs[node] = serializer.dumps(result.output(node))
+        except SerializationError as exc:
+            raise SerializationError(f"output of node {names[node]!r}: {exc}", "") from exc
+    return outputs
+
+
+def _dump_data(data: Mapping[str, Any] | None, serializer: Serializer) -> bytes:
+    snapshot = getattr(data, "snapshot", None)
+    items = {} if data is None else snapshot() if callable(snapshot) else dict(data)
+    try:
+        return serializer.dumps(items)
+    except SerializationError as exc:
+        raise SerializationError(f"workflow data: {exc}", "") from exc
+
+
+def _error_records(result: RunResult) -> dict[int, ErrorRecord]:
+    ids = result.workflow.interner
+    return {ids.id(name): ErrorRecord.from_exception(exc) for name, exc in result.errors.items()}
+
+
+# -- comparing a state with a workflow -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkflowDiff:
+    """How a workflow differs from the one a state was saved for (see :func:`compare_workflow`).
+
+    Edges are ``(dependency, dependent)`` name pairs.  ``edges_added`` holds new
+    dependencies of nodes that exist in the state (including on new nodes); the edges of
+    new nodes' own dependencies are part of those nodes.  ``reordered`` is True when the
+    same nodes have other ids (states are matched to workflows by name).
+    """
+
+    workflow: tuple[str, str] | None = None
+    removed: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    renamed: tuple[tuple[str, str], ...] = ()
+    edges_removed: tuple[tuple[str, str], ...] = ()
+    edges_added: tuple[tuple[str, str], ...] = ()
+    reordered: bool = False
+
+    def compatible(self, *, allow_new_nodes: bool = False) -> bool:
+        """Whether a run saved for the old workflow can resume on the new one."""
+        return not self.messages(allow_new_nodes=allow_new_nodes)
+
+    def messages(self, *, allow_new_nodes: bool = False, limit: int = 10) -> list[str]:
+        """One readable line per incompatibility (at most ``limit`` of each kind)."""
+        out: list[str] = []
+        if self.workflow is not None:
+            out.append(f"the state is for workflow {self.workflow[0]!r}, not {self.workflow[1]!r}")
+        _lines(out, self.renamed, limit, lambda p: f"node {p[0]!r} was renamed to {p[1]!r}", "renamed nodes")
+        _lines(out, self.removed, limit, lambda s: f"node {s!r} was removed", "removed nodes")
+        if not allow_new_nodes:
+            _lines(out, self.added, limit, lambda s: f"node {s!r} was added", "added nodes")
+        _lines(out, self.edges_removed, limit, lambda e: f"{e[1]!r} no longer depends on {e[0]!r}",
+               "removed dependencies")
+        _lines(out, self.edges_added, limit, lambda e: f"{e[1]!r} now depends on {e[0]!r}", "added dependencies")
+        return out
+
+
+def _lines(out: list[str], items: Sequence[Any], limit: int, fmt: Any, what: str) -> None:
+    out.extend(fmt(item) for item in items[:limit])
+    if len(items) > limit:
+        out.append(f"... and {len(items) - limit} more {what}")
+
+
+def _csr_pairs(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sources = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+    return sources, indices.astype(np.int64)
+
+
+def _edge_names(keys: np.ndarray, size: int, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    return tuple((names[s], names[t]) for s, t in zip((keys // size).tolist(), (keys % size).tolist()))
+
+
+def compare_workflow(state: RunState, workflow: Workflow) -> WorkflowDiff:
+    """A structured :class:`WorkflowDiff` of ``workflow`` against the one ``state`` was saved for."""
+    renamed_wf = (state.workflow, workflow.name) if state.workflow != workflow.name else None
+    new_names = workflow.names
+    if state.fingerprint == fingerprint(workflow):
+        return WorkflowDiff(workflow=renamed_wf)
+    index = {name: i for i, name in enumerate(new_names)}
+    to_new = np.fromiter((index.get(name, -1) for name in state.node_names), np.int64, state.num_nodes)
+    seen = np.zeros(len(new_names), dtype=bool)
+    seen[to_new[to_new >= 0]] = True
+    removed = np.flatnonzero(to_new < 0)
+    added = np.flatnonzero(~seen)
+    is_added = ~seen
+    renamed = removed[removed < is_added.size]
+    renamed = renamed[is_added[renamed]]
+    renamed_new = np.zeros(len(new_names), dtype=bool)
+    renamed_new[renamed] = True
+    size = max(len(new_names), 1)
+    src, dst = _csr_pairs(state.succ_indptr, state.succ_indices)
+    keep = (to_new[src] >= 0) & (to_new[dst] >= 0)
+    old_keys = _sorted_unique(to_new[src[keep]] * size + to_new[dst[keep]])
+    graph = workflow.graph
+    src, dst = _csr_pairs(graph.succ_indptr, graph.succ_indices)
+    new_keys = _sorted_unique((src * size + dst)[seen[dst] & ~renamed_new[src]])
+    return WorkflowDiff(
+        workflow=renamed_wf,
+        removed=tuple(state.node_names[i] for i in _difference(removed, renamed).tolist()),
+        added=tuple(new_names[i] for i in _difference(added, renamed).tolist()),
+        renamed=tuple((state.node_names[i], new_names[i]) for i in renamed.tolist()),
+        edges_removed=_edge_names(_difference(old_keys, new_keys), size, new_names),
+        edges_added=_edge_names(_difference(new_keys, old_keys), size, new_names),
+        reordered=bool(removed.size == 0 and not np.array_equal(to_new, np.arange(to_new.size))),
+    )
+
+
+def diff_workflow(state: RunState, workflow: Workflow, *, allow_new_nodes: bool = False) -> list[str]:
+    """Why ``state`` cannot resume on ``workflow``: one line per difference, empty if it can.
+
+    Nodes are matched by name: removed, renamed (a node whose id now has another name)
+    and, unless ``allow_new_nodes``, added nodes; dependencies removed or added between
+    nodes that exist in the state; and a different workflow name.  Nodes that only
+    changed ids are not an incompatibility.
+    """
+    return compare_workflow(state, workflow).messages(allow_new_nodes=allow_new_nodes)
