@@ -434,13 +434,15 @@ class Engine:
                     self._idle.wait()
             if self._active:
                 return
-        self._shutdown()
+        # Waits for the pool's threads, including any still inside an abandoned
+        # (timed-out) attempt, unless called from one of them.
+        self._shutdown(wait=_worker_state.engine is not self)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, wait: bool) -> None:
         with self._lock:
             pool, self._own_pool = self._own_pool, None
         if pool is not None:
-            pool.shutdown(wait=False)
+            pool.shutdown(wait=wait)
         self._timer.close()
 
     def _run_started(self) -> None:
@@ -455,7 +457,7 @@ class Engine:
             last = self._closed and self._active == 0
             self._idle.notify_all()
         if last:
-            self._shutdown()
+            self._shutdown(wait=False)  # from the run's own thread: it cannot wait for itself
 
     def __enter__(self) -> Engine:
         return self

@@ -16,8 +16,10 @@ expose it through ``flow_orchestrator.exporters.prometheus`` at scrape time.
 Histogram buckets are powers of 4 from 1 microsecond (:data:`BUCKET_BOUNDS`, seconds;
 the last bucket is unbounded).
 
-Per-node histograms cost 256 bytes a node; for very large workflows pass
-``MetricsRegistry(node_histograms=False)`` to keep one histogram per workflow instead.
+Per-node counters and latency sums (hence means) are always kept; the latency
+histograms are per workflow by default.  ``MetricsRegistry(node_histograms=True)``
+keeps one per node instead: 256 more bytes a node, and about 0.2 us more per node
+event on a 100,000-node run (scattered memory), which is why it is opt-in.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class MetricsRegistry:
     with the same name are kept apart (exporters may sum them).
     """
 
-    def __init__(self, *, node_histograms: bool = True) -> None:
+    def __init__(self, *, node_histograms: bool = False) -> None:
         self.node_histograms = bool(node_histograms)
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int, int], _WorkflowEntry] = {}

@@ -147,7 +147,7 @@ def check_histogram(samples, name: str, hist_row: np.ndarray, total: float, **kw
 def test_exposition_matches_the_snapshot(prom):
     client, exporter = prom
     registry = client.CollectorRegistry()
-    with Engine(2, metrics=True) as engine:
+    with Engine(2, metrics=MetricsRegistry(node_histograms=True)) as engine:
         exporter.register(engine.metrics, registry)
         wf = mixed_workflow()
         for _ in range(2):
@@ -183,7 +183,7 @@ def test_exposition_matches_the_snapshot(prom):
 def test_values_are_read_at_scrape_time(prom):
     client, exporter = prom
     registry = client.CollectorRegistry()
-    metrics = MetricsRegistry()
+    metrics = MetricsRegistry(node_histograms=True)
     exporter.register(metrics, registry)
     assert f"{NS}_node_events_total" not in scrape(client, registry)
     wf = chain("later", 2)
@@ -200,7 +200,7 @@ def test_values_are_read_at_scrape_time(prom):
 def test_workflows_sharing_a_name_are_summed(prom):
     client, exporter = prom
     registry = client.CollectorRegistry()
-    metrics = MetricsRegistry()
+    metrics = MetricsRegistry(node_histograms=True)
     exporter.register(metrics, registry)
     small, big = chain("same", 2), chain("same", 3)
     with Engine(1, executor="serial", metrics=metrics) as engine:
@@ -247,7 +247,7 @@ def test_without_node_histograms_one_histogram_per_workflow(prom, same_name):
 def test_namespace_and_validation(prom):
     client, exporter = prom
     registry = client.CollectorRegistry()
-    metrics = MetricsRegistry()
+    metrics = MetricsRegistry(node_histograms=True)
     exporter.register(metrics, registry, namespace="myapp")
     with Engine(1, executor="serial", metrics=metrics) as engine:
         engine.run(chain("ns", 1))
@@ -288,7 +288,7 @@ def test_registering_takes_no_snapshot_and_describes_every_family(prom):
 
 def test_register_defaults_to_the_global_registry(prom):
     client, exporter = prom
-    collector = exporter.register(MetricsRegistry())
+    collector = exporter.register(MetricsRegistry(node_histograms=True))
     try:
         assert f"{NS}_node_events_total" in client.generate_latest().decode()
     finally:

@@ -245,7 +245,7 @@ def test_engine_metrics_argument():
         assert isinstance(engine.metrics, MetricsRegistry)
     with Engine(1) as engine:
         assert engine.metrics is None
-    registry = MetricsRegistry()
+    registry = MetricsRegistry(node_histograms=True)
     with Engine(1, metrics=registry) as engine:
         assert engine.metrics is registry
     with pytest.raises(DefinitionError):
@@ -253,7 +253,7 @@ def test_engine_metrics_argument():
 
 
 def test_a_registry_shared_by_two_engines():
-    registry = MetricsRegistry()
+    registry = MetricsRegistry(node_histograms=True)
     wf, other = chain("shared"), chain("other", n=2)
     with Engine(2, metrics=registry) as threads, Engine(1, executor="serial", metrics=registry) as serial:
         threads.run(wf)
@@ -267,7 +267,7 @@ def test_a_registry_shared_by_two_engines():
 
 
 def test_workflows_sharing_a_name_are_kept_apart():
-    registry = MetricsRegistry()
+    registry = MetricsRegistry(node_histograms=True)
     first, second = chain("same", n=2), chain("same", n=4)
     with Engine(1, executor="serial", metrics=registry) as engine:
         engine.run(first)
@@ -279,7 +279,7 @@ def test_workflows_sharing_a_name_are_kept_apart():
 
 
 def test_unknown_workflow_raises():
-    registry = MetricsRegistry()
+    registry = MetricsRegistry(node_histograms=True)
     with pytest.raises(UnknownWorkflowError, match="nope"):
         registry.workflow("nope")
     with Engine(1, executor="serial", metrics=registry) as engine:
@@ -315,7 +315,7 @@ def test_snapshots_are_copies():
 
 def test_snapshots_while_runs_go_on():
     wf = chain("busy", n=200)
-    registry = MetricsRegistry()
+    registry = MetricsRegistry(node_histograms=True)
     stop = threading.Event()
     seen: list[int] = []
     errors: list[BaseException] = []
@@ -345,7 +345,7 @@ def test_snapshots_while_runs_go_on():
 
 
 def test_metrics_outlive_the_workflow_object_but_keep_nothing_alive():
-    registry = MetricsRegistry()
+    registry = MetricsRegistry(node_histograms=True)
     with Engine(1, executor="serial", metrics=registry) as engine:
         kept, dropped = chain("kept"), chain("dropped")
         engine.run(kept)

@@ -52,7 +52,8 @@ HEADER_SIZE = _HEADER.size
 """Bytes before the FlatBuffer payload (24, so the payload stays 8-byte aligned)."""
 
 _FILE_ID = b"FORS"
-_U8, _I4, _U4, _I8, _U8L, _F8 = (np.dtype(t) for t in ("u1", "<i4", "<u4", "<i8", "<u8", "<f8"))
+_U8, _I4, _U4, _I8, _F8 = (np.dtype(t) for t in ("u1", "<i4", "<u4", "<i8", "<f8"))
+_NEWLINE = 0x0A
 
 # Fields of table RunState in slot order (the schema's declaration order): name, kind
 # ("scalar", "str", "strvec" or "vector") and the struct code of a scalar or the numpy
@@ -63,7 +64,7 @@ _FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("started_at", "scalar", "d"), ("updated_at", "scalar", "d"), ("node_names", "strvec", None),
     ("succ_indptr", "vector", _I8), ("succ_indices", "vector", _I4), ("statuses", "vector", _U8),
     ("attempts", "vector", _I4), ("started", "vector", _F8), ("ended", "vector", _F8),
-    ("output_ids", "vector", _I4), ("output_ends", "vector", _U8L), ("output_blob", "vector", _U8),
+    ("output_ids", "vector", _I4), ("output_ends", "vector", _U4), ("output_blob", "vector", _U8),
     ("error_ids", "vector", _I4), ("error_types", "strvec", None), ("error_messages", "strvec", None),
     ("error_tracebacks", "strvec", None), ("data", "vector", _U8),
 )
@@ -83,6 +84,18 @@ def _utf8_lengths(strings: list[str]) -> tuple[bytes, np.ndarray]:
     return b"\x00".join(encoded), np.fromiter(map(len, encoded), np.int64, len(encoded))
 
 
+def _layout_mask(lengths: np.ndarray) -> np.ndarray:
+    """Which bytes of back-to-front string objects (4-byte length, bytes, NUL, padding to
+    4) hold the strings' bytes and NULs."""
+    counts = np.empty((lengths.size, 3), np.int64)
+    counts[:, 0] = 4
+    counts[:, 1] = lengths + 1
+    counts[:, 2] = (-(lengths + 1)) % 4
+    pattern = np.zeros((lengths.size, 3), bool)
+    pattern[:, 1] = True
+    return np.repeat(pattern.ravel(), counts.ravel())
+
+
 def _string_pool(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """FlatBuffers string objects (length, bytes, NUL, padding) back to back, and the
     offset of each within the pool."""
@@ -91,12 +104,8 @@ def _string_pool(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     starts = np.zeros(len(strings), np.int64)
     np.cumsum(sizes[:-1], out=starts[1:])
     pool = np.zeros(int(sizes.sum()), _U8)
+    pool[_layout_mask(lengths)] = np.frombuffer(blob + b"\x00", _U8)
     pool.view(_U4)[starts // 4] = lengths
-    if blob:
-        sources = np.zeros(len(strings), np.int64)
-        np.cumsum(lengths[:-1] + 1, out=sources[1:])
-        shift = np.repeat(starts + 4 - sources, lengths + 1)[: len(blob)]
-        pool[np.arange(len(blob)) + shift] = np.frombuffer(blob, _U8)
     return pool, starts
 
 
@@ -126,10 +135,15 @@ def _sorted_items(mapping: dict[int, Any]) -> tuple[np.ndarray, list[Any]]:
 
 
 def _create_outputs(builder: flatbuffers.Builder, outputs: dict[int, bytes]) -> tuple[int, int, int]:
+    """The outputs as ids, end offsets and one newline-joined blob (see the schema)."""
     ids, values = _sorted_items(outputs)
-    ends = np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), dtype=np.uint64)
-    blob = builder.CreateByteVector(b"".join(values))
-    return builder.CreateNumpyVector(ids.astype(_I4)), builder.CreateNumpyVector(ends.astype(_U8L)), blob
+    blob = b"\n".join(values)
+    if blob.count(_NEWLINE) == len(values) - 1:  # no output holds a newline (JSON never does)
+        ends = np.append(np.flatnonzero(np.frombuffer(blob, _U8) == _NEWLINE), len(blob))
+    else:
+        ends = np.cumsum(np.fromiter(map(len, values), np.int64, len(values)) + 1) - 1
+    return (builder.CreateNumpyVector(ids.astype(_I4)), builder.CreateNumpyVector(ends.astype(_U4)),
+            builder.CreateByteVector(blob))
 
 
 def _create_errors(builder: flatbuffers.Builder, errors: dict[int, ErrorRecord]) -> tuple[int, ...]:
@@ -267,15 +281,23 @@ class _Verifier:
     def _decode_strings(self, starts: np.ndarray, lengths: np.ndarray, what: str) -> list[str]:
         if not starts.size:
             return []
-        sizes = lengths + 1  # each string with its NUL terminator
-        firsts = np.zeros(starts.size, np.int64)
-        np.cumsum(sizes[:-1], out=firsts[1:])
-        index = np.arange(int(sizes.sum()), dtype=np.int64) + np.repeat(starts - firsts, sizes)
-        text = _utf8(self.u8[index].tobytes(), what)
+        text = _utf8(self._packed_bytes(starts, lengths), what)
         parts = text.split("\x00")
         if len(parts) == starts.size + 1:
             return parts[:-1]
+        # a string holds a NUL: one at a time
         return [_utf8(bytes(self.buf[s: s + n]), what) for s, n in zip(starts.tolist(), lengths.tolist())]
+
+    def _packed_bytes(self, starts: np.ndarray, lengths: np.ndarray) -> bytes:
+        """The strings' bytes, each followed by its NUL, in one block."""
+        sizes = (lengths + 8) & ~3
+        first, end = int(starts[0]) - 4, int(starts[-1]) - 4 + int(sizes[-1])
+        if end <= self.size and bool(np.all(starts[1:] - starts[:-1] == sizes[:-1])):
+            return self.u8[first:end][_layout_mask(lengths)].tobytes()  # laid out as encode() does
+        firsts = np.zeros(starts.size, np.int64)
+        np.cumsum(lengths[:-1] + 1, out=firsts[1:])
+        index = np.arange(int(lengths.sum()) + starts.size, dtype=np.int64)
+        return self.u8[index + np.repeat(starts - firsts, lengths + 1)].tobytes()
 
 
 def _utf8(raw: bytes, what: str) -> str:
@@ -317,17 +339,23 @@ def _verify(buf: memoryview) -> dict[str, Any]:
 
 
 def _outputs(root: gen.RunState) -> tuple[dict[int, bytes], np.ndarray]:
+    """The outputs from the ids, end offsets and newline-joined blob (see the schema)."""
     ids = root.OutputIdsAsNumpy()
-    ends = root.OutputEndsAsNumpy()
+    ends = root.OutputEndsAsNumpy().astype(np.int64)
     blob = bytes(root.OutputBlobAsNumpy())
-    if ids.size != ends.size or (ids.size and (int(ends[-1]) != len(blob) or int(ids[0]) < 0
-                                               or bool(np.any(ids[1:] <= ids[:-1]))
-                                               or bool(np.any(ends[1:] < ends[:-1])))):
-        raise _corrupt("output ids or offsets are inconsistent")
-    if not ids.size and blob:
-        raise _corrupt("output bytes without outputs")
-    bounds = [0] + ends.tolist()
-    values = [blob[a:b] for a, b in zip(bounds, bounds[1:])]
+    if ids.size != ends.size or bool(np.any(ids[1:] <= ids[:-1])) or bool(np.any(ends[1:] <= ends[:-1])):
+        raise _corrupt("output ids or offsets are not ascending, or differ in number")
+    if (int(ends[-1]) if ends.size else 0) != len(blob) or (ends.size and (int(ids[0]) < 0 or int(ends[0]) < 0)):
+        raise _corrupt("output offsets do not match the output bytes")
+    if ends.size > 1 and bool(np.any(np.frombuffer(blob, _U8)[ends[:-1]] != _NEWLINE)):
+        raise _corrupt("outputs are not separated by newlines")
+    if not ids.size:
+        values: list[bytes] = []
+    elif blob.count(_NEWLINE) == ids.size - 1:
+        values = blob.split(b"\n")
+    else:  # some output holds a newline
+        bounds = [0] + (ends[:-1] + 1).tolist()
+        values = [blob[a:b] for a, b in zip(bounds, ends.tolist())]
     return dict(zip(ids.tolist(), values)), ids.astype(np.int64)
 
 

@@ -54,7 +54,6 @@ _HEADER = re.compile(rb"#FORS-JSON v(\d{4}) len=([0-9a-f]{16}) crc32=([0-9a-f]{8
 HEADER_SIZE = len(b"#FORS-JSON v0001 len=0000000000000000 crc32=00000000\n")
 """Bytes of the header line, newline included."""
 
-_LONG_INT = re.compile(rb"\d{19}")
 _STR_FIELDS = ("workflow", "fingerprint", "run_id", "run_status", "serializer")
 _NUMERIC_FIELDS = {  # name: (dtype, smallest, largest)
     "succ_indptr": (np.int64, 0, 2**63 - 1),
@@ -149,7 +148,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _loads(payload: bytes, fast: bool) -> Any:
-    if fast and _orjson is not None and not _LONG_INT.search(payload):
+    # orjson reads integers beyond 64 bits as floats, the stdlib as ints: either way the
+    # type and range checks below refuse them where an int is expected, and elsewhere
+    # (started, ended) both give the correctly rounded float, so the result is the same.
+    if fast and _orjson is not None:
         try:
             return _orjson.loads(payload)
         except _orjson.JSONDecodeError:
