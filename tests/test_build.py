@@ -45,14 +45,36 @@ def test_every_public_name_has_a_docstring():
     import flow_orchestrator.data
     import flow_orchestrator.engine
     import flow_orchestrator.errors
+    import flow_orchestrator.exporters.otel
+    import flow_orchestrator.exporters.prometheus
+    import flow_orchestrator.graphlib
+    import flow_orchestrator.metrics
+    import flow_orchestrator.middleware
+    import flow_orchestrator.observers
+    import flow_orchestrator.progress
     import flow_orchestrator.status
     import flow_orchestrator.workflow
 
     for module in (flow_orchestrator, flow_orchestrator.dag, flow_orchestrator.errors,
                    flow_orchestrator.workflow, flow_orchestrator.engine, flow_orchestrator.data,
-                   flow_orchestrator.status):
+                   flow_orchestrator.status, flow_orchestrator.graphlib, flow_orchestrator.metrics,
+                   flow_orchestrator.middleware, flow_orchestrator.observers,
+                   flow_orchestrator.progress, flow_orchestrator.exporters.prometheus,
+                   flow_orchestrator.exporters.otel):
         assert module.__doc__, module.__name__
         for name in module.__all__:
             obj = getattr(module, name)
             if callable(obj) or isinstance(obj, type):
                 assert obj.__doc__, f"{module.__name__}.{name} has no docstring"
+
+
+def test_import_loads_no_optional_dependency():
+    import subprocess
+    import sys
+
+    code = ("import sys, flow_orchestrator, flow_orchestrator.middleware, flow_orchestrator.observers; "
+            "print(sorted(m for m in ('prometheus_client', 'opentelemetry', 'tqdm', 'structlog') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd="/")
+    assert out.stdout.strip() == "[]"
