@@ -176,6 +176,8 @@ def _call_external(action: Callable[..., Any], takes_context: bool,
 
 # -- results --------------------------------------------------------------------------------
 
+_COMPLETED = int(NodeStatus.COMPLETED)
+
 
 class RunResult:
     """The outcome of a run: overall and per-node status, outputs, errors, timings.
@@ -227,7 +229,8 @@ class RunResult:
     def output(self, name: str | int, default: Any = None) -> Any:
         """The output of one node (``default`` unless it completed)."""
         node = self._id(name)
-        return self._outputs[node] if self.statuses[node] == NodeStatus.COMPLETED else default
+        # int() both sides: a numpy scalar compared with an IntEnum is slow.
+        return self._outputs[node] if int(self.statuses[node]) == _COMPLETED else default
 
     @property
     def outputs(self) -> dict[str, Any]:

@@ -37,6 +37,8 @@ __all__ = [
     "InvalidTransitionError",
     "EngineClosedError",
     "UnknownWorkflowError",
+    "CorruptStateError",
+    "SerializationError",
     "SorterStateError",
     "SorterCycleError",
 ]
@@ -217,3 +219,18 @@ class EngineClosedError(FlowError, RuntimeError):
 
 class UnknownWorkflowError(FlowError, LookupError):
     """No workflow of that name is known (to a metrics registry, a store...)."""
+
+
+class CorruptStateError(FlowError, ValueError):
+    """A saved run state is damaged, truncated, inconsistent or of an unknown format."""
+
+
+class SerializationError(FlowError, ValueError):
+    """A value cannot be serialized exactly, or bytes cannot be read back as a value.
+
+    ``path`` is where inside the value the problem is (``"value['a'][2]"``), when known.
+    """
+
+    def __init__(self, message: str, path: str = "value") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path

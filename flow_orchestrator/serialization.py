@@ -53,7 +53,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import FlowError
+from .errors import SerializationError
 
 try:  # optional fast path
     import orjson as _orjson
@@ -61,13 +61,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
 __all__ = [
-    "Serializer",
+    "MAX_DEPTH",
+    "TAG",
     "JsonSerializer",
     "PickleSerializer",
     "SerializationError",
+    "Serializer",
     "get_serializer",
-    "MAX_DEPTH",
-    "TAG",
 ]
 
 TAG = "$fo"
@@ -82,17 +82,6 @@ _SCALAR_KINDS = frozenset("biufcmM")
 _LONG_INT = re.compile(rb"\d{19}")
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
-
-
-class SerializationError(FlowError, ValueError):
-    """A value cannot be serialized exactly, or bytes cannot be read back as a value.
-
-    ``path`` is where inside the value the problem is (``"value['a'][2]"``), when known.
-    """
-
-    def __init__(self, message: str, path: str = "value") -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
 
 
 @runtime_checkable
@@ -134,6 +123,15 @@ class _Failure(Exception):
         return SerializationError(self.message, "value" + "".join(keys))
 
 
+def _key(key: Any) -> str:
+    """``[key]`` for a failure's path: a short repr, even of keys whose repr fails."""
+    try:
+        text = repr(key)
+    except Exception:  # noqa: BLE001 - e.g. an int past str()'s digit limit
+        text = f"<{_type_name(key)}>"
+    return f"[{text[:60]}...]" if len(text) > 60 else f"[{text}]"
+
+
 def _type_name(obj: Any) -> str:
     kind = type(obj)
     module = kind.__module__
@@ -163,13 +161,13 @@ def _enc_list(items: Any, depth: int) -> list[Any]:
 
 
 def _enc_dict(obj: dict[Any, Any], depth: int) -> Any:
-    if TAG not in obj and all(type(k) is str for k in obj):
+    if all(type(k) is str for k in obj) and TAG not in obj:
         out = {}
         for key, item in obj.items():
             try:
                 out[key] = _enc(item, depth)
             except _Failure as failure:
-                failure.keys.append(f"[{key!r}]")
+                failure.keys.append(_key(key))
                 raise
         return out
     pairs = []
@@ -177,7 +175,7 @@ def _enc_dict(obj: dict[Any, Any], depth: int) -> Any:
         try:
             pairs.append([_enc(key, depth), _enc(item, depth)])
         except _Failure as failure:
-            failure.keys.append(f"[{key!r}]")
+            failure.keys.append(_key(key))
             raise
     return {TAG: "dict", "items": pairs}
 
@@ -359,7 +357,7 @@ def _dec_dict(node: dict[str, Any], depth: int) -> dict[str, Any]:
         try:
             out[key] = _dec(item, depth)
         except _Failure as failure:
-            failure.keys.append(f"[{key!r}]")
+            failure.keys.append(_key(key))
             raise
     return out
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import FlowError
+from .errors import CorruptStateError
 from .serialization import JsonSerializer, SerializationError, Serializer
 from .status import NodeStatus
 
@@ -49,10 +49,10 @@ __all__ = [
     "ErrorRecord",
     "RunState",
     "WorkflowDiff",
-    "fingerprint",
-    "fingerprint_arrays",
     "compare_workflow",
     "diff_workflow",
+    "fingerprint",
+    "fingerprint_arrays",
 ]
 
 FORMAT_VERSION = 1
@@ -64,10 +64,6 @@ RUN_STATUSES = ("running", "completed", "failed", "cancelled")
 _NUM_STATUSES = len(NodeStatus)
 _FINGERPRINT_TAG = b"flow-orchestrator/fingerprint/v1\x00"
 _HEX = frozenset("0123456789abcdef")
-
-
-class CorruptStateError(FlowError, ValueError):
-    """A saved run state is damaged, truncated, inconsistent or of an unknown format."""
 
 
 # -- fingerprint ---------------------------------------------------------------------------------
@@ -105,7 +101,11 @@ def _canonical_csr(indptr: np.ndarray, indices: np.ndarray, n: int) -> tuple[np.
     return indptr, indices
 
 
-def _hash_names(digest: Any, names: Sequence[str]) -> None:
+def _hash_names(digest: Any, names: Sequence[str], utf8: bytes | memoryview | None) -> None:
+    if utf8 is not None:  # the caller's NUL-joined UTF-8 of names that hold no NUL
+        digest.update(b"names:nul-separated\x00")
+        digest.update(utf8)
+        return
     joined = "\x00".join(names)
     if joined.count("\x00") == len(names) - 1:  # no name holds a NUL: the separator is unambiguous
         digest.update(b"names:nul-separated\x00")
@@ -116,7 +116,8 @@ def _hash_names(digest: Any, names: Sequence[str]) -> None:
     digest.update(joined.encode("utf-8", "surrogatepass"))
 
 
-def fingerprint_arrays(names: Sequence[str], succ_indptr: np.ndarray, succ_indices: np.ndarray) -> str:
+def fingerprint_arrays(names: Sequence[str], succ_indptr: np.ndarray, succ_indices: np.ndarray,
+                       *, names_utf8: bytes | memoryview | None = None) -> str:
     """The :func:`fingerprint` of a DAG given as node names and CSR successor arrays.
 
     Hashes, with sha256: the node and edge counts, the names in id order as one UTF-8
@@ -124,12 +125,14 @@ def fingerprint_arrays(names: Sequence[str], succ_indptr: np.ndarray, succ_indic
     surrogates kept), then the CSR arrays with each node's successors sorted and
     distinct, so their order and duplicate edges do not matter.  All in bulk: no
     per-edge Python work, and no sort when the successors are already in order.
+    ``names_utf8`` (for decoders that have it): ``"\\x00".join(names)`` as UTF-8 with
+    surrogates passed, when no name holds a NUL.
     """
     n = len(names)
     indptr, indices = _canonical_csr(succ_indptr, succ_indices, n)
     digest = hashlib.sha256(_FINGERPRINT_TAG)
     digest.update(struct.pack("<QQ", n, indices.size))
-    _hash_names(digest, names)
+    _hash_names(digest, names, names_utf8)
     digest.update(indptr.astype("<i8", copy=False).tobytes())
     digest.update(indices.astype("<i4", copy=False).tobytes())
     return digest.hexdigest()
@@ -156,7 +159,7 @@ def _type_name(exc: BaseException) -> str:
 def _safe(fn: Any, fallback: str) -> str:
     try:
         return str(fn())
-    except Exception:  # a broken __str__ or traceback must not stop a save
+    except Exception:  # noqa: BLE001 - a broken __str__ or traceback must not stop a save
         return fallback
 
 
@@ -267,18 +270,20 @@ class RunState:
         self.validate()
 
     @classmethod
-    def _decoded(cls, fields: dict[str, Any], output_ids: np.ndarray) -> RunState:
+    def _decoded(cls, fields: dict[str, Any], output_ids: np.ndarray,
+                 names_utf8: bytes | memoryview | None = None) -> RunState:
         """Internal, for codecs: a state whose fields were made by a decoder.
 
         The decoder guarantees the Python types of the items (names are ``str``,
-        outputs ``bytes`` keyed by the ``int`` ids in ``output_ids``, ascending); every
-        value is still checked, in bulk.
+        outputs ``bytes`` keyed by the ``int`` ids in ``output_ids``, ascending) and, if
+        given, that ``names_utf8`` is the names' NUL-joined UTF-8 (no name holding a
+        NUL); every value is still checked, in bulk.
         """
         if fields.keys() != cls.__dataclass_fields__.keys():
             raise TypeError(f"RunState._decoded needs exactly the fields {sorted(cls.__dataclass_fields__)}")
         state = cls.__new__(cls)
         state.__dict__.update(fields)
-        state._check(output_ids)
+        state._check(output_ids, names_utf8)
         return state
 
     # -- validation --------------------------------------------------------------------
@@ -297,12 +302,12 @@ class RunState:
             _fail("outputs must be bytes")
         self._check(output_ids)
 
-    def _check(self, output_ids: np.ndarray) -> None:
+    def _check(self, output_ids: np.ndarray, names_utf8: bytes | memoryview | None = None) -> None:
         self._validate_header()
         n = len(self.node_names)
         if not all(self.node_names) or len(set(self.node_names)) != n:
             _fail("node names must be non-empty and unique")
-        self._validate_graph(n)
+        self._validate_graph(n, names_utf8)
         self._validate_nodes(n)
         self._validate_outputs(output_ids)
         _id_array("errors", self.errors, n)
@@ -325,7 +330,7 @@ class RunState:
         _check_time("started_at", self.started_at)
         _check_time("updated_at", self.updated_at)
 
-    def _validate_graph(self, n: int) -> None:
+    def _validate_graph(self, n: int, names_utf8: bytes | memoryview | None) -> None:
         indptr, indices = self.succ_indptr, self.succ_indices
         _check_array("succ_indptr", indptr, np.int64, n + 1)
         if not isinstance(indices, np.ndarray) or indices.ndim != 1:
@@ -335,7 +340,7 @@ class RunState:
             _fail("succ_indptr is not a valid CSR offset array for succ_indices")
         if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n):
             _fail(f"succ_indices has node ids outside 0..{n - 1}")
-        if fingerprint_arrays(self.node_names, indptr, indices) != self.fingerprint:
+        if fingerprint_arrays(self.node_names, indptr, indices, names_utf8=names_utf8) != self.fingerprint:
             _fail("the fingerprint does not match the node names and edges")
 
     def _validate_nodes(self, n: int) -> None:
@@ -453,11 +458,14 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _dump_outputs(result: RunResult, serializer: Serializer) -> dict[int, bytes]:
+    """The serialized outputs of the completed nodes, by id (``result.outputs`` in one go:
+    ``RunResult.output()`` costs microseconds a call)."""
     names = result.workflow.names
+    values = result.outputs
     outputs = {}
     for node in np.flatnonzero(result.statuses == NodeStatus.COMPLETED).tolist():
         try:
-            outputs[node] = serializer.dumps(result.output(node))
+            outputs[node] = serializer.dumps(values[names[node]])
         except SerializationError as exc:
             raise SerializationError(f"output of node {names[node]!r}: {exc}", "") from exc
     return outputs

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..state import CorruptStateError, RunState
 from . import flatbuffers_codec, json_codec
 
-__all__ = ["flatbuffers_codec", "json_codec", "CODECS", "decode_any", "CorruptStateError"]
+__all__ = ["CODECS", "CorruptStateError", "decode_any", "flatbuffers_codec", "json_codec"]
 
 CODECS = {"flatbuffers": flatbuffers_codec, "json": json_codec}
 """The codec modules by name."""

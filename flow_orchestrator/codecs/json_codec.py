@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import math
 import re
@@ -45,7 +46,7 @@ try:  # optional fast path
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
-__all__ = ["MAGIC", "HEADER_SIZE", "encode", "decode"]
+__all__ = ["HEADER_SIZE", "MAGIC", "decode", "encode"]
 
 MAGIC = b"#FORS-JSON "
 """The first bytes of an encoded state."""
@@ -71,7 +72,7 @@ def _float_list(arr: np.ndarray) -> list[Any]:
     out = arr.tolist()
     for i in np.flatnonzero(~np.isfinite(arr)).tolist():
         value = out[i]
-        out[i] = None if value != value else "Infinity" if value > 0 else "-Infinity"
+        out[i] = None if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     return out
 
 
@@ -107,9 +108,10 @@ def _dumps(state: RunState, fast: bool) -> bytes:
     return json.dumps(_document(state, False), allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
-def _header(version: int, payload: bytes) -> bytes:
+def _frame(payload: bytes, version: int) -> bytes:
+    """The header line (magic, version, length, CRC32) followed by ``payload``."""
     prefix = b"%sv%04d len=%016x " % (MAGIC, version, len(payload))
-    return prefix + b"crc32=%08x\n" % zlib.crc32(payload, zlib.crc32(prefix))
+    return prefix + b"crc32=%08x\n" % zlib.crc32(payload, zlib.crc32(prefix)) + payload
 
 
 def encode(state: RunState, *, fast: bool = True) -> bytes:
@@ -117,8 +119,7 @@ def encode(state: RunState, *, fast: bool = True) -> bytes:
 
     ``fast=False`` forces the standard library's :mod:`json` even when orjson is installed.
     """
-    payload = _dumps(state, fast)
-    return _header(state.format_version, payload) + payload
+    return _frame(_dumps(state, fast), state.format_version)
 
 
 # -- decoding --------------------------------------------------------------------------------------
@@ -223,7 +224,7 @@ def _outputs(doc: dict[str, Any], n: int) -> tuple[dict[int, bytes], np.ndarray]
     if ids.size != sizes.size or int(sizes.sum()) != len(blob) or bool(np.any(ids[1:] <= ids[:-1])):
         raise _corrupt("outputs: ids, sizes and bytes are inconsistent")
     bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
-    return dict(zip(ids.tolist(), [blob[a:b] for a, b in zip(bounds, bounds[1:])])), ids
+    return dict(zip(ids.tolist(), [blob[a:b] for a, b in itertools.pairwise(bounds)])), ids
 
 
 def _errors(doc: dict[str, Any]) -> dict[int, ErrorRecord]:

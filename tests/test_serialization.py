@@ -1,0 +1,283 @@
+"""Output serializers: exact round-trips or SerializationError, never a silent change."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import pickle
+import struct
+import sys
+import warnings
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from flow_orchestrator.errors import FlowError
+from flow_orchestrator.serialization import (
+    MAX_DEPTH,
+    JsonSerializer,
+    PickleSerializer,
+    SerializationError,
+    Serializer,
+    get_serializer,
+)
+
+JSON = JsonSerializer()
+STDLIB = JsonSerializer(fast=False)
+
+
+# -- exact comparison ----------------------------------------------------------------------------
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal in value, type and bits: floats by their bits, arrays by dtype, shape and bytes."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(a, np.generic):
+        return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(same(ka, kb) and same(va, vb)
+                                        for (ka, va), (kb, vb) in zip(a.items(), b.items()))
+    return a == b
+
+
+# -- strategies ------------------------------------------------------------------------------------
+
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
+nan_bits = st.integers(0, 2**52 - 1).map(lambda m: struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000001 | m))[0])
+floats = st.one_of(st.floats(), st.sampled_from([0.0, -0.0, math.inf, -math.inf, 5e-324, 1e308]), nan_bits,
+                   nan_bits.map(lambda x: -x))
+ints = st.one_of(st.integers(), st.integers(-(2**70), 2**70),
+                st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1]),
+                st.sampled_from([1, -1]).map(lambda sign: sign * 10**5000))  # past str()'s digit limit
+numeric_dtypes = st.one_of(
+    hnp.boolean_dtypes(), hnp.integer_dtypes(endianness="="), hnp.unsigned_integer_dtypes(endianness="?"),
+    hnp.floating_dtypes(endianness="?"), hnp.complex_number_dtypes(endianness="?"),
+    hnp.datetime64_dtypes(endianness="?"), hnp.timedelta64_dtypes(endianness="?"),
+)
+arrays = st.one_of(
+    hnp.arrays(numeric_dtypes, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4)),
+    hnp.arrays(st.one_of(hnp.unicode_string_dtypes(), hnp.byte_string_dtypes()),
+               hnp.array_shapes(min_dims=1, max_dims=2, max_side=3)),
+)
+np_scalars = hnp.from_dtype(np.dtype(np.float64), allow_nan=True) | \
+    numeric_dtypes.flatmap(lambda d: hnp.arrays(d, ()).map(lambda a: a[()]))
+hashable_leaves = st.one_of(st.none(), st.booleans(), ints, floats, any_text, st.binary(max_size=8))
+leaves = st.one_of(hashable_leaves, st.binary(max_size=16).map(bytearray), arrays, np_scalars)
+keys = st.one_of(hashable_leaves, st.tuples(hashable_leaves, hashable_leaves), st.just("$fo"))
+
+
+def containers(children):
+    return st.one_of(
+        st.lists(children, max_size=4),
+        st.lists(children, max_size=4).map(tuple),
+        st.dictionaries(any_text | st.just("$fo"), children, max_size=4),
+        st.dictionaries(keys, children, max_size=4),
+    )
+
+
+values = st.recursive(leaves, containers, max_leaves=25)
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", PendingDeprecationWarning)
+    MATRIX = np.matrix([[1, 2]])
+
+
+unsupported = st.one_of(
+    st.sets(st.integers(), max_size=3), st.frozensets(st.integers(), max_size=3), st.just(object()),
+    st.just(Color.RED), st.just(OrderedDict(a=1)), st.just(np.array([object()], dtype=object)),
+    st.just(MATRIX), st.just(np.zeros(2, dtype=[("a", "<i4")])), st.just(np.longlong(3)),
+    st.just(np.str_("x")), st.just(1 + 2j), st.just(range(3)), st.just(type),
+)
+maybe_unsupported = st.recursive(st.one_of(leaves, unsupported), containers, max_leaves=20)
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+
+@given(values)
+def test_supported_values_round_trip_exactly(value):
+    for serializer in (JSON, STDLIB):
+        data = serializer.dumps(value)
+        assert isinstance(data, bytes)
+        assert same(serializer.loads(data), value)
+
+
+@given(values)
+def test_orjson_and_stdlib_paths_agree(value):
+    fast, slow = JSON.dumps(value), STDLIB.dumps(value)
+    for data in (fast, slow):
+        assert same(JSON.loads(data), value) and same(STDLIB.loads(data), value)
+    assert json.loads(fast) == json.loads(slow)  # the same JSON tree, written two ways
+
+
+@given(maybe_unsupported)
+def test_any_value_round_trips_or_raises_serialization_error(value):
+    try:
+        data = JSON.dumps(value)
+    except SerializationError as exc:
+        assert str(exc).startswith("value")
+        return
+    assert same(JSON.loads(data), value)
+
+
+@settings(max_examples=300)
+@given(values, st.data())
+def test_damaged_bytes_load_or_raise_serialization_error(value, data):
+    raw = bytearray(JSON.dumps(value))
+    for _ in range(data.draw(st.integers(1, 4))):
+        if not raw:
+            break
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    raw = raw[: data.draw(st.integers(0, len(raw)))]
+    for serializer in (JSON, STDLIB):
+        try:
+            serializer.loads(bytes(raw))
+        except SerializationError:
+            pass
+
+
+@given(st.binary(max_size=64))
+def test_random_bytes_load_or_raise_serialization_error(raw):
+    for serializer in (JSON, STDLIB):
+        try:
+            serializer.loads(raw)
+        except SerializationError:
+            pass
+
+
+# -- specific values -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [
+    2**64, -(2**64) - 1, 10**5000, 0.1, -0.0, math.nan, -math.nan, math.inf, -math.inf, b"\x00\xff",
+    bytearray(b"ab"), (1, [2, (3,)]), [(), []], {1: "a", (2, 3): b"x", None: 0.5, 2.5: True},
+    {"$fo": "bytes", "b64": ""}, {"a": {"$fo": 1}}, "\ud800", "é\x00\n",
+    np.arange(6, dtype=">i4").reshape(2, 3), np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+    np.array(3.5), np.zeros((0, 3)), np.array([np.nan, -0.0], dtype="<f2"), np.array(["ab", "c"]),
+    np.array([b"a\x00"], dtype="S2"), np.array(["2020-01-01"], dtype="M8[D]"), np.array([1 + 2j], dtype=">c8"),
+    np.float32(1.25), np.int64(-7), np.uint64(2**64 - 1), np.bool_(True), np.datetime64("NaT"),
+    np.timedelta64(5, "ms"), np.float64(math.nan), np.longdouble(1) / 3,
+], ids=lambda value: type(value).__name__)
+def test_known_values_round_trip(value):
+    for serializer in (JSON, STDLIB):
+        assert same(serializer.loads(serializer.dumps(value)), value)
+
+
+def test_nan_payload_bits_are_kept():
+    weird = struct.unpack("<d", struct.pack("<Q", 0xFFF8_0000_DEAD_BEEF))[0]
+    back = JSON.loads(JSON.dumps([weird]))[0]
+    assert struct.pack("<d", back) == struct.pack("<d", weird)
+
+
+def test_plain_json_stays_plain():
+    value = {"a": [1, 2.5, None, True, "x"], "b": {"c": -3}}
+    assert json.loads(JSON.dumps(value)) == value
+    assert JSON.dumps(7) == b"7" and STDLIB.dumps("é") == b'"\\u00e9"'
+
+
+def test_big_integers_in_foreign_json_are_exact():
+    # orjson would read this as a float: the fast path must leave it to the stdlib
+    assert JSON.loads(b"[123456789012345678901234567890]") == [123456789012345678901234567890]
+
+
+@pytest.mark.parametrize("value, path, what", [
+    ({"a": [1, {2}]}, "value['a'][1]", "set"),
+    ([OrderedDict()], "value[0]", "collections.OrderedDict"),
+    ((1, Color.RED), "value[1]", "Color"),
+    ({(1, 2): object()}, "value[(1, 2)]", "object"),
+    ({"x": np.array([None])}, "value['x']", "dtype object"),
+    (np.longlong(1), "value", "longlong"),
+])
+def test_errors_name_the_type_and_the_path(value, path, what):
+    with pytest.raises(SerializationError) as info:
+        JSON.dumps(value)
+    assert str(info.value).startswith(path + ":") and what in str(info.value)
+    assert info.value.path == path and isinstance(info.value, FlowError)
+
+
+def test_path_of_a_key_whose_repr_fails():
+    with pytest.raises(SerializationError, match=r"^value\[<int>\]: objects of type set"):
+        JSON.dumps({10**5000: {1}})
+
+
+def test_depth_limit_and_cycles():
+    deep: Any = 1
+    for _ in range(MAX_DEPTH):
+        deep = [deep]
+    assert JSON.loads(JSON.dumps(deep)) == deep
+    with pytest.raises(SerializationError, match="deeper"):
+        JSON.dumps([deep])
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    with pytest.raises(SerializationError, match="cycle"):
+        JSON.dumps(cyclic)
+    with pytest.raises(SerializationError):
+        JSON.loads(b"[" * 5000 + b"]" * 5000)
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"nan", b"NaN", b"[1,", b'{"$fo": "what"}', b'{"$fo": "bytes", "b64": "!!"}',
+    b'{"$fo": "int", "hex": "12"}', b'{"$fo": "float", "bits": "zz"}', b'{"$fo": 3}',
+    b'{"$fo": "ndarray", "dtype": "|O", "shape": [1], "b64": "AAAAAAAAAAA="}',
+    b'{"$fo": "ndarray", "dtype": "<i4", "shape": [3], "b64": "AAAAAA=="}',
+    b'{"$fo": "ndarray", "dtype": "<i4", "shape": [-1], "b64": ""}',
+    b'{"$fo": "ndarray", "dtype": "<i4", "shape": [true], "b64": "AAAAAA=="}',
+    b'{"$fo": "ndarray", "dtype": "V8", "shape": [1], "b64": "AAAAAAAAAAA="}',
+    b'{"$fo": "npscalar", "dtype": "<i4", "b64": "AA=="}', b'{"$fo": "dict", "items": [[1]]}',
+    b'{"$fo": "dict", "items": [[[1], 2]]}', b'{"$fo": "dict", "items": [[1, 2], [1, 3]]}',
+    b'{"$fo": "tuple", "items": {}}', b"\xff\xfe",
+])
+def test_malformed_input_raises_serialization_error(raw):
+    for serializer in (JSON, STDLIB):
+        with pytest.raises(SerializationError):
+            serializer.loads(raw)
+
+
+# -- pickle and the registry -----------------------------------------------------------------------
+
+
+def test_pickle_serializer_round_trips_and_fails_loudly():
+    ser = PickleSerializer()
+    value = {frozenset({1}): OrderedDict(a=Color.RED), "arr": np.arange(3)}
+    back = ser.loads(ser.dumps(value))
+    assert back[frozenset({1})] == value[frozenset({1})] and np.array_equal(back["arr"], value["arr"])
+    with pytest.raises(SerializationError, match="cannot pickle"):
+        ser.dumps(lambda: None)
+    with pytest.raises(SerializationError, match="cannot unpickle"):
+        ser.loads(b"\x80\x05garbage")
+    assert "unsafe" in PickleSerializer.__doc__.lower() and "untrusted" in PickleSerializer.__doc__
+
+
+def test_registry_and_protocol():
+    assert isinstance(JSON, Serializer) and isinstance(PickleSerializer(), Serializer)
+    assert get_serializer("json").name == "json"
+    with pytest.raises(SerializationError, match="allow_pickle"):
+        get_serializer("pickle")
+    assert get_serializer("pickle", allow_pickle=True).name == "pickle"
+    with pytest.raises(SerializationError, match="unknown"):
+        get_serializer("yaml")
+
+
+def test_serializers_are_picklable():
+    # for process executors and stores that hand serializers to worker processes
+    assert pickle.loads(pickle.dumps(JSON)).fast is True
+    assert sys.getrecursionlimit() > 2 * MAX_DEPTH
