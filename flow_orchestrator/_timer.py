@@ -72,11 +72,10 @@ class Timer:
                     self._cond.wait(wait)
                 if self._closed:
                     return
-                _, _, fn, args = heapq.heappop(self._heap)
-            if isinstance(fn, weakref.WeakMethod):
-                fn = fn()
-                if fn is None:
-                    continue
+                _, _, entry, args = heapq.heappop(self._heap)
+            fn = entry() if isinstance(entry, weakref.WeakMethod) else entry
+            if fn is None:
+                continue
             try:
                 fn(*args)
             except Exception:  # a callback must never kill the timer

@@ -132,7 +132,7 @@ class WorkflowData(MutableMapping[str, Any]):
         """The number under ``key`` as a ``float`` (ints accepted, ``bool`` refused)."""
         if key not in self._items and default is not _MISSING:
             return default
-        value = self.get_typed(key, (int, float))
+        value: float = self.get_typed(key, (int, float))
         if isinstance(value, bool):
             raise DataTypeError(f"workflow data {key!r} is bool, not float")
         return float(value)

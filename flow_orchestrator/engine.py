@@ -636,9 +636,9 @@ class _Run:
         except BaseException as exc:
             core.cancel("interrupted", generation)
             _attach_result(exc, self, time.perf_counter() - start)
-            result = getattr(exc, "result", None)
-            if isinstance(result, RunResult):
-                self._finished(result)
+            attached = getattr(exc, "result", None)
+            if isinstance(attached, RunResult):
+                self._finished(attached)
             raise
         finally:
             _worker_state.engine = previous
@@ -759,11 +759,11 @@ def takes_context(action: Callable[..., Any]) -> bool:
     if type(action) is types.FunctionType:
         # Fast path for plain functions (bulk workflows have millions): read the code object.
         code = action.__code__
-        positional = code.co_argcount
+        n_positional = code.co_argcount
         n_defaults = len(action.__defaults__ or ())
         kw_required = code.co_kwonlyargcount - len(action.__kwdefaults__ or {})
-        if positional - n_defaults <= 1 and kw_required == 0:
-            return positional > 0 or bool(code.co_flags & inspect.CO_VARARGS)
+        if n_positional - n_defaults <= 1 and kw_required == 0:
+            return n_positional > 0 or bool(code.co_flags & inspect.CO_VARARGS)
     try:
         sig = inspect.signature(action)
     except (TypeError, ValueError):

@@ -231,7 +231,7 @@ class _Logging(Middleware):
 
         def logged(ctx: Any) -> Any:
             verbose = enabled is None or enabled(level)
-            fields = _log_fields(ctx) if verbose else None
+            fields = _log_fields(ctx) if verbose else {}
             if verbose:
                 emit(level, "node.start", fields)
             start = clock()

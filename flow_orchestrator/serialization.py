@@ -58,7 +58,7 @@ from .errors import SerializationError
 try:  # optional fast path
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
 
 __all__ = [
     "MAX_DEPTH",

@@ -126,7 +126,8 @@ def _is_real(value: object) -> bool:
 
 
 def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
-    if not _is_real(value) or math.isnan(value) or value < 0 or (value == 0 and not allow_zero):  # type: ignore[arg-type]
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value)
+            or value < 0 or (value == 0 and not allow_zero)):
         bound = ">= 0" if allow_zero else "> 0"
         raise DefinitionError(f"{name} must be a number of seconds {bound}, got {value!r}")
 

@@ -44,7 +44,7 @@ from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
 try:  # optional fast path
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+    _orjson = None  # type: ignore[assignment]
 
 __all__ = ["HEADER_SIZE", "MAGIC", "decode", "encode"]
 
