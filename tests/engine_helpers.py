@@ -29,3 +29,20 @@ class StartLog:
     def started(self) -> set[str]:
         with self._lock:
             return set(self.order)
+
+
+def ok():
+    """An action that succeeds with 1 (module level: process pools can pickle it)."""
+    return 1
+
+
+def fail():
+    """An action that always raises ValueError."""
+    raise ValueError("fails")
+
+
+def flaky(ctx):
+    """An action whose first attempt fails; later ones return the attempt number."""
+    if ctx.attempt == 1:
+        raise ConnectionError("first attempt")
+    return ctx.attempt

@@ -19,21 +19,9 @@ from flow_orchestrator.errors import NodeCancelledError, NodeTimeoutError
 from flow_orchestrator.metrics import BUCKET_BOUNDS, METRIC_COUNTS, MetricsRegistry
 from flow_orchestrator.progress import ProgressObserver
 
+from engine_helpers import fail, flaky, ok
+
 NS = "flow_orchestrator"
-
-
-def ok():
-    return 1
-
-
-def fail():
-    raise ValueError("fails")
-
-
-def flaky(ctx):
-    if ctx.attempt == 1:
-        raise ConnectionError("first attempt")
-    return ctx.attempt
 
 
 def give_up():

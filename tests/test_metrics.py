@@ -18,23 +18,11 @@ from flow_orchestrator import Engine, NodeStatus, RunStatus, WorkflowBuilder
 from flow_orchestrator.errors import DefinitionError, NodeCancelledError, UnknownWorkflowError
 from flow_orchestrator.metrics import BUCKET_BOUNDS, METRIC_COUNTS, MetricsRegistry, WorkflowMetrics, bucket_of
 
+from engine_helpers import fail, flaky, ok
 from strategies import dags
 
 COL = {name: j for j, name in enumerate(METRIC_COUNTS)}
 BUCKETS = len(BUCKET_BOUNDS) + 1
-
-
-def ok():
-    return 1
-
-
-def fail():
-    raise ValueError("fails")
-
-
-def flaky(ctx):
-    if ctx.attempt == 1:
-        raise ConnectionError("first attempt")
 
 
 def give_up():
