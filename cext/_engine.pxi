@@ -464,6 +464,7 @@ cdef class RunCore:
     cdef bint run_continues_on_error
     cdef readonly object interrupt  # KeyboardInterrupt/SystemExit raised by an action
     cdef readonly object cancel_reason
+    cdef bint restored
     cdef object __weakref__
 
     def __cinit__(self, CompiledWorkflow wf):
@@ -519,16 +520,52 @@ cdef class RunCore:
         self.run_continues_on_error = continue_on_error
         self.interrupt = None
         self.cancel_reason = None
+        self.restored = False
         self.counters[C_ATTACHED] = 1  # the driver
         self.t0_ns = fo_now_ns()
         self.t1_ns = 0
         return 0
 
+    def restore(self, completed, list outputs, attempts):
+        """Before :meth:`start`: resume, taking the nodes in ``completed`` as done.
+
+        ``completed`` is a boolean array over node ids; those nodes become COMPLETED with
+        their ``outputs`` and ``attempts`` (arrays over ids) and release their dependents,
+        as if they had just run.  This is the run's initial state, not a transition, so
+        it does not go through the transition table.  Every other node runs.
+        """
+        cdef cnp.ndarray done_arr = np.ascontiguousarray(completed, dtype=np.uint8)
+        cdef cnp.ndarray tries_arr = np.ascontiguousarray(attempts, dtype=np.int32)
+        if done_arr.shape[0] != self.n or tries_arr.shape[0] != self.n or len(outputs) != self.n:
+            raise ValueError("restore needs one entry per node")
+        cdef const uint8_t* done = <const uint8_t*>cnp.PyArray_DATA(done_arr)
+        cdef const int32_t* tries = <const int32_t*>cnp.PyArray_DATA(tries_arr)
+        cdef const int64_t* sp = self.wf.graph.succ_ptr
+        cdef const int32_t* si = self.wf.graph.succ_idx
+        cdef Py_ssize_t v
+        cdef int64_t k, restored = 0
+        for v in range(self.n):
+            if done[v]:
+                self.state[v] = _word(ST_COMPLETED, <uint32_t>max(tries[v], 1))
+                self.outputs[v] = outputs[v]
+                for k in range(sp[v], sp[v + 1]):
+                    self.remaining[si[k]] -= 1
+                restored += 1
+        self.restored = True
+        self.counters[C_TERMINAL] = restored
+
     def start(self):
-        """Queue the roots.  Called once by the driver, after :func:`begin_run`."""
+        """Queue the ready nodes (the roots, or after :meth:`restore` every pending node
+        whose dependencies completed).  Called once by the driver."""
         cdef cnp.ndarray roots = self.wf._roots
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, v
         cdef int64_t now
+        if self.restored:
+            if self.counters[C_TERMINAL] == self.n:
+                self._finish()
+                return
+            roots = np.flatnonzero((self._remaining == 0)
+                                   & ((self._state & 0xFF) == ST_PENDING)).astype(np.int32)
         if self.metrics is not None:
             now = fo_now_ns()
             for i in range(roots.shape[0]):

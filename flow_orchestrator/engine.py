@@ -62,11 +62,13 @@ from .observers import Dispatcher, Observer
 from .errors import (
     DefinitionError,
     EngineClosedError,
+    IncompatibleStateError,
     NodeFailedError,
     RunCancelledError,
     UnknownNodeError,
     WorkflowFailedError,
 )
+from .state import RunState, diff_workflow
 from .status import NodeStatus, RunStatus
 from .workflow import NodeOptions, Workflow, check_middleware
 
@@ -505,7 +507,9 @@ class Engine:
     def run(self, workflow: Workflow, *, data: WorkflowData | Mapping[str, Any] | None = None,
             run_id: str | None = None, continue_on_error: bool | None = None,
             max_concurrency: int | None = None, cancel: CancellationToken | None = None,
-            raise_on_failure: bool = True, observers: Iterable[Observer] = ()) -> RunResult:
+            raise_on_failure: bool = True, observers: Iterable[Observer] = (),
+            resume: RunState | None = None, rerun: Iterable[str] = (),
+            allow_new_nodes: bool = False) -> RunResult:
         """Run ``workflow`` to the end in the calling thread (with helpers); return its result.
 
         Args:
@@ -516,13 +520,23 @@ class Engine:
             cancel: a :class:`CancellationToken` to cancel the run from elsewhere.
             raise_on_failure: raise instead of returning a failed or cancelled result.
             observers: observers of this run only, besides the engine's.
+            resume: a saved :class:`~flow_orchestrator.state.RunState` to continue: its
+                completed nodes are not run again (their outputs are restored, and so
+                are its data and run id unless given); every other node runs, including
+                those that were running when it was saved (at least once semantics).
+            rerun: with ``resume``, names of nodes to run again anyway, with everything
+                that depends on them.
+            allow_new_nodes: with ``resume``, accept a workflow with nodes the state does
+                not know (they run); any other difference raises
+                :class:`~flow_orchestrator.errors.IncompatibleStateError`.
 
         Raises :class:`WorkflowFailedError` when a node failed or timed out and
         :class:`RunCancelledError` when the run was cancelled, unless
         ``raise_on_failure`` is false; ``KeyboardInterrupt`` and ``SystemExit`` (from
         Ctrl-C or an action) cancel the run, then propagate.
         """
-        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers)
+        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
+                   _Resume.of(workflow, resume, rerun, allow_new_nodes))
         result = run.drive()
         if raise_on_failure:
             result.raise_for_status()
@@ -531,13 +545,16 @@ class Engine:
     def submit(self, workflow: Workflow, *, data: WorkflowData | Mapping[str, Any] | None = None,
                run_id: str | None = None, continue_on_error: bool | None = None,
                max_concurrency: int | None = None, cancel: CancellationToken | None = None,
-               raise_on_failure: bool = True, observers: Iterable[Observer] = ()) -> RunHandle:
+               raise_on_failure: bool = True, observers: Iterable[Observer] = (),
+               resume: RunState | None = None, rerun: Iterable[str] = (),
+               allow_new_nodes: bool = False) -> RunHandle:
         """Start ``workflow`` in the background and return a :class:`RunHandle` at once.
 
         Takes the options of :meth:`run`.  The run is driven by a thread of its own, so
         a busy pool never delays its start.
         """
-        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers)
+        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
+                   _Resume.of(workflow, resume, rerun, allow_new_nodes))
         future: cf.Future[RunResult] = cf.Future()
         future.set_running_or_notify_cancel()
 
@@ -572,11 +589,16 @@ class _Run:
 
     def __init__(self, engine: Engine, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
                  run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
-                 cancel: CancellationToken | None, observers: Iterable[Observer] = ()) -> None:
+                 cancel: CancellationToken | None, observers: Iterable[Observer] = (),
+                 resume: _Resume | None = None) -> None:
         self.engine = engine
         self.workflow = workflow  # strong while the run lasts: compiled workflows hold it weakly
         self.compiled = engine.compile(workflow)
+        if data is None and resume is not None:
+            data = resume.data
         self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
+        if run_id is None and resume is not None:
+            run_id = resume.run_id
         self.run_id = run_id if run_id is not None else _new_run_id()
         coe = engine.continue_on_error if continue_on_error is None else bool(continue_on_error)
         self.workers = engine._workers(max_concurrency)
@@ -605,7 +627,11 @@ class _Run:
         try:
             self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
                                        max_helpers, coe, node_metrics, node_events)
+            if resume is not None:
+                self.core.restore(resume.completed, resume.outputs, resume.attempts)
         except BaseException:
+            if hasattr(self, "core"):
+                self.core.detach()
             engine._run_ended()
             raise
         self.generation = self.core.generation
@@ -665,6 +691,49 @@ class _Run:
             status = RunStatus.COMPLETED
         return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
                          started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason)
+
+
+class _Resume:
+    """What a saved state contributes to a run, mapped onto the workflow's node ids."""
+
+    __slots__ = ("completed", "outputs", "attempts", "data", "run_id")
+
+    def __init__(self, completed: np.ndarray, outputs: list[Any], attempts: np.ndarray,
+                 data: dict[str, Any], run_id: str) -> None:
+        self.completed = completed
+        self.outputs = outputs
+        self.attempts = attempts
+        self.data = data
+        self.run_id = run_id
+
+    @classmethod
+    def of(cls, workflow: Workflow, state: RunState | None, rerun: Iterable[str],
+           allow_new_nodes: bool) -> _Resume | None:
+        if state is None:
+            if tuple(rerun):
+                raise DefinitionError("rerun= needs resume=, the state to re-run nodes of")
+            return None
+        if not isinstance(state, RunState):
+            raise DefinitionError(f"resume= takes a RunState, got {type(state).__name__}")
+        problems = diff_workflow(state, workflow, allow_new_nodes=allow_new_nodes)
+        if problems:
+            raise IncompatibleStateError(
+                f"run {state.run_id} cannot resume on workflow {workflow.name!r}: " + "; ".join(problems))
+        n = len(workflow)
+        ids = workflow.interner.ids(state.node_names)  # matched by name: ids may differ
+        completed = np.zeros(n, dtype=bool)
+        attempts = np.zeros(n, dtype=np.int32)
+        done = np.flatnonzero(state.statuses == _COMPLETED)
+        completed[ids[done]] = True
+        attempts[ids] = state.attempts
+        again = list(rerun)
+        if again:
+            completed[workflow.graph.descendants(workflow.interner.ids(again), include_self=True)] = False
+        outputs: list[Any] = [None] * n
+        for old in done.tolist():
+            if completed[ids[old]]:
+                outputs[ids[old]] = state.output(old)
+        return cls(completed, outputs, attempts, state.load_data(), state.run_id)
 
 
 class _WorkerState(threading.local):

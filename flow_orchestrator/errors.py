@@ -38,6 +38,7 @@ __all__ = [
     "EngineClosedError",
     "UnknownWorkflowError",
     "CorruptStateError",
+    "IncompatibleStateError",
     "SerializationError",
     "SorterStateError",
     "SorterCycleError",
@@ -234,3 +235,7 @@ class SerializationError(FlowError, ValueError):
     def __init__(self, message: str, path: str = "value") -> None:
         super().__init__(f"{path}: {message}" if path else message)
         self.path = path
+
+
+class IncompatibleStateError(FlowError, ValueError):
+    """A saved run cannot resume on this workflow: the message names each difference."""

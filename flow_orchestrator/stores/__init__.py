@@ -1,0 +1,57 @@
+"""Stores: where run states are saved, checkpointed, loaded, listed and locked.
+
+Every store implements :class:`Store`: ``save`` (a full snapshot), ``load``,
+``list_runs``, ``delete``, ``checkpoint`` (a batch of node transitions on top of the
+last snapshot), ``lock`` and ``close``.  The stores are :class:`MemoryStore`,
+:class:`JsonFileStore`, :class:`FlatBuffersFileStore` and :class:`SqliteStore`.
+
+Guarantees:
+
+* **Atomic snapshots.**  File stores write a temporary file in the same directory,
+  flush and fsync it, :func:`os.replace` it over the snapshot and fsync the directory:
+  a crash at any point leaves the old snapshot or the new one, never a mix.  SQLite
+  writes each snapshot in one transaction (WAL, ``synchronous=FULL``).
+* **Journal framing.**  A checkpoint batch is one record framed as
+  ``<u32 length><u32 CRC32>`` + payload, appended to ``<run>.journal`` and fsynced (a
+  row in SQLite).  The journal's first record names the sha256 of the snapshot it
+  extends, so a journal left behind by a crash during ``save`` is ignored.  ``load``
+  replays the intact records in order and stops at the first torn or damaged one,
+  keeping every earlier record; the next ``checkpoint`` cuts the damaged tail off.  A
+  batch is applied all or nothing.
+* **Loading never writes** and raises only :class:`RunNotFoundError`,
+  :class:`~flow_orchestrator.errors.CorruptStateError` (damaged data, checked by the
+  codecs' checksums and bounds checks) or :class:`StoreError` (I/O failures).
+* **Locks** are exclusive and fail fast with :class:`RunLockedError`, never wait.
+  File stores ``flock`` ``<run>.lock``, which the kernel releases when the holder
+  dies, so a killed process never blocks a run; the lock file itself is never deleted.
+  SQLite keeps ``(run_id, pid, hostname, acquired_at)`` rows taken in an ``IMMEDIATE``
+  transaction; a row of a dead pid on this host is taken over (a row from another host
+  is honoured until removed).  :class:`MemoryStore` locks are per store object.  Locks
+  are advisory: ``save`` and ``checkpoint`` do not check them.
+* Run ids are checked (:func:`check_run_id`): no path separators, control characters
+  or leading dot, so they cannot escape a store's directory.
+"""
+
+from __future__ import annotations
+
+from .base import RunInfo, Store, Transition, check_run_id
+from .errors import CheckpointError, RunLockedError, RunNotFoundError, StoreError
+from .files import FileStore, FlatBuffersFileStore, JsonFileStore
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = [
+    "CheckpointError",
+    "FileStore",
+    "FlatBuffersFileStore",
+    "JsonFileStore",
+    "MemoryStore",
+    "RunInfo",
+    "RunLockedError",
+    "RunNotFoundError",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "Transition",
+    "check_run_id",
+]

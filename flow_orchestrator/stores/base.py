@@ -1,0 +1,223 @@
+"""The :class:`Store` interface, its records, and helpers shared by every store."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Self, TypeVar
+
+import numpy as np
+
+from ..state import CorruptStateError, ErrorRecord, RunState
+from ..status import NodeStatus
+from .errors import CheckpointError, StoreError
+
+__all__ = ["RunInfo", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
+           "check_transitions", "copy_state"]
+
+T = TypeVar("T")
+_NUM_STATUSES = len(NodeStatus)
+_MAX_RUN_ID = 200
+
+
+class Transition(NamedTuple):
+    """One node's new status in a checkpoint, applied on top of the last snapshot.
+
+    ``output`` is the serialized output: required (bytes) when ``status`` is
+    ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
+    ``None`` clears it.  ``started``/``ended`` are seconds since the run started (NaN: unset).
+    """
+
+    node_id: int
+    status: int
+    attempt: int
+    started: float
+    ended: float
+    output: bytes | None = None
+    error: ErrorRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What :meth:`Store.list_runs` tells about one run."""
+
+    run_id: str
+    workflow: str
+    run_status: str
+    updated_at: float
+
+
+def check_run_id(run_id: object) -> str:
+    """``run_id`` if it is a safe run id, else :class:`StoreError`.
+
+    A run id is a non-empty ``str`` of at most 200 bytes of UTF-8 (no lone surrogates),
+    holding no path separator or control character, and not starting with a dot, so it
+    is a valid file name that cannot leave a store's directory.
+    """
+    if type(run_id) is not str or not run_id:
+        raise StoreError(f"a run id must be a non-empty str, got {run_id!r:.80}")
+    try:
+        size = len(run_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise StoreError(f"invalid run id {run_id!r:.80}: lone surrogates") from None
+    if size > _MAX_RUN_ID:
+        raise StoreError(f"invalid run id {run_id!r:.80}: longer than {_MAX_RUN_ID} bytes of UTF-8")
+    if run_id.startswith(".") or any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in run_id):
+        raise StoreError(f"invalid run id {run_id!r}: no path separators, control characters or leading dot")
+    return run_id
+
+
+def _is_time(value: object) -> bool:
+    """Whether ``value`` is an int or float that converts to a float (NaN and infinities included)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _check_one(record: Transition, num_nodes: int | None) -> None:
+    node, status, attempt, started, ended, output, error = record
+    if type(node) is not int or node < 0 or (num_nodes is not None and node >= num_nodes):
+        raise CheckpointError(f"node id {node!r} is not a node of this run")
+    if type(status) not in (int, NodeStatus) or not 0 <= status < _NUM_STATUSES:
+        raise CheckpointError(f"unknown node status {status!r}")
+    if type(attempt) is not int or not 0 <= attempt < 2**31:
+        raise CheckpointError(f"attempt must be an int in 0..2**31-1, got {attempt!r}")
+    if not all(map(_is_time, (started, ended))):
+        raise CheckpointError("started and ended must be numbers (NaN when unset)")
+    if (output is None) == (status == NodeStatus.COMPLETED) or (output is not None and type(output) is not bytes):
+        raise CheckpointError(f"node {node}: an output (bytes) is required exactly when the status is completed")
+    if error is not None and type(error) is not ErrorRecord:
+        raise CheckpointError(f"node {node}: error must be an ErrorRecord or None")
+
+
+def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | None = None) -> list[Transition]:
+    """The records as :class:`Transition` tuples, checked; :class:`CheckpointError` if invalid."""
+    try:
+        records = [Transition(*t) for t in transitions]
+    except TypeError as exc:
+        raise CheckpointError(f"a checkpoint record must have 5 to 7 fields: {exc}") from None
+    for record in records:
+        _check_one(record, num_nodes)
+    return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
+
+
+def copy_state(state: RunState) -> RunState:
+    """A deep copy of ``state`` with writable arrays and its own dicts."""
+    fields = {name: getattr(state, name) for name in RunState.__dataclass_fields__}
+    for name in ("succ_indptr", "succ_indices", "statuses", "attempts", "started", "ended"):
+        fields[name] = np.array(fields[name], copy=True)
+    fields["node_names"] = list(state.node_names)
+    fields["outputs"] = dict(state.outputs)
+    fields["errors"] = dict(state.errors)
+    return RunState(**fields)
+
+
+def apply_transitions(state: RunState, records: list[Transition]) -> None:
+    """Apply checked records to ``state`` in place (its arrays must be writable).
+
+    A node id outside the state raises :class:`CorruptStateError`; records that passed
+    :func:`check_transitions` with the state's node count keep the state valid.
+    """
+    for node, status, attempt, started, ended, output, error in records:
+        if node >= state.num_nodes:
+            raise CorruptStateError(f"a checkpoint names node id {node}, outside this run's {state.num_nodes} nodes")
+        state.statuses[node], state.attempts[node] = status, attempt
+        state.started[node], state.ended[node] = started, ended
+        _put(state.outputs, node, output)
+        _put(state.errors, node, error)
+
+
+def _put(mapping: dict, key: int, value: object) -> None:
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value
+
+
+def apply_batches(state: RunState, batches: Iterable[tuple[float, list[Transition]]]) -> RunState:
+    """``state`` with the checkpoint batches applied in order (a new state when any).
+
+    Each batch is ``(timestamp, records)``; ``updated_at`` becomes the last batch's
+    timestamp.  A batch that does not fit the state raises :class:`CorruptStateError`.
+    """
+    batches = list(batches)
+    if not batches:
+        return state
+    state = copy_state(state)
+    for stamp, records in batches:
+        apply_transitions(state, records)
+        state.updated_at = stamp if math.isfinite(stamp) else state.updated_at
+    state.validate()
+    return state
+
+
+class Store(abc.ABC):
+    """Where run states are saved, checkpointed, loaded, listed and locked.
+
+    Every store is safe to use from several threads.  ``load`` raises only
+    :class:`~.errors.RunNotFoundError`, :class:`CorruptStateError` or (for I/O
+    failures) :class:`~.errors.StoreError`, and never writes.  Stores are context
+    managers that :meth:`close` on exit.
+    """
+
+    @abc.abstractmethod
+    def save(self, state: RunState) -> None:
+        """Save a full snapshot of ``state`` atomically, replacing the run's snapshot and checkpoints."""
+
+    @abc.abstractmethod
+    def load(self, run_id: str) -> RunState:
+        """The run's last snapshot with its checkpoints replayed in order."""
+
+    @abc.abstractmethod
+    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
+        """The runs held (of ``workflow`` only, if given), sorted by run id."""
+
+    @abc.abstractmethod
+    def delete(self, run_id: str) -> None:
+        """Forget a run: its snapshot and checkpoints; :class:`~.errors.RunNotFoundError` if absent."""
+
+    @abc.abstractmethod
+    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]]) -> None:
+        """Durably record a batch of :class:`Transition` records on top of the last snapshot.
+
+        The batch is applied all or nothing.  :class:`~.errors.RunNotFoundError` if the
+        run was never saved, :class:`~.errors.CheckpointError` for invalid records.
+        """
+
+    @abc.abstractmethod
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
+        """A context manager holding the run for exclusive use.
+
+        Raises :class:`~.errors.RunLockedError` at once when another live process or
+        another store object (or this one) holds it; a lock left by a dead process is
+        taken over.  Locks are advisory: ``save`` and ``checkpoint`` do not check them.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store's resources; further use raises :class:`~.errors.StoreError`."""
+
+    def __enter__(self) -> Self:
+        """The store itself."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the store."""
+        self.close()
+
+
+@contextlib.contextmanager
+def held(acquire: Callable[[], T], release: Callable[[T], object]) -> Iterator[None]:
+    """Internal: a context manager calling ``acquire()`` then, on exit, ``release(token)``."""
+    token = acquire()
+    try:
+        yield
+    finally:
+        release(token)

@@ -1,0 +1,24 @@
+"""The errors of the storage layer, all :class:`~flow_orchestrator.errors.FlowError`."""
+
+from __future__ import annotations
+
+from ..errors import FlowError
+
+__all__ = ["CheckpointError", "RunLockedError", "RunNotFoundError", "StoreError"]
+
+
+class StoreError(FlowError):
+    """A store cannot do what was asked: closed, an invalid run id, an I/O failure."""
+
+
+class RunNotFoundError(StoreError, LookupError):
+    """The store holds no run with that id."""
+
+
+class RunLockedError(StoreError):
+    """The run is locked for exclusive use by another live process or another store object."""
+
+
+class CheckpointError(StoreError, ValueError):
+    """A checkpoint record is invalid (wrong types, unknown status, node id out of range,
+    an output on a node that did not complete or none on one that did)."""

@@ -1,0 +1,271 @@
+"""File stores: one snapshot file, one journal and one lock file per run, in a directory.
+
+For a run ``r``: ``r.state`` (the snapshot, written by the codec), ``r.journal`` (the
+checkpoint batches since that snapshot) and ``r.lock`` (for :func:`fcntl.flock`; never
+deleted, since unlinking a lock file races with its users).  Temporary files start
+with a dot, which run ids cannot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+
+from ..codecs import flatbuffers_codec, json_codec
+from ..state import CorruptStateError, RunState
+from . import journal
+from .base import RunInfo, Store, apply_batches, check_run_id, check_transitions, held
+from .errors import RunLockedError, RunNotFoundError, StoreError
+
+__all__ = ["FileStore", "FlatBuffersFileStore", "JsonFileStore"]
+
+_JOURNAL_MAGIC = b"FORS-JOURNAL-1\x00\x00"
+_HEADER = struct.Struct("<16sQ32s")  # magic, number of nodes, sha256 of the snapshot file
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> bytes | None:
+    """The file's bytes, or None if it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+
+
+def _header(snapshot: bytes, num_nodes: int) -> bytes:
+    return _HEADER.pack(_JOURNAL_MAGIC, num_nodes, hashlib.sha256(snapshot).digest())
+
+
+def _journal_frames(data: bytes | None, snapshot: bytes) -> tuple[int | None, list[bytes], int]:
+    """(number of nodes, batch payloads, end of the intact frames) of a journal that
+    belongs to ``snapshot``; (None, [], 0) when it is absent, stale or its header damaged."""
+    if not data:
+        return None, [], 0
+    payloads, end = journal.read_frames(data)
+    if not payloads or len(payloads[0]) != _HEADER.size:
+        return None, [], 0
+    magic, n, digest = _HEADER.unpack(payloads[0])
+    if magic != _JOURNAL_MAGIC or digest != hashlib.sha256(snapshot).digest():
+        return None, [], 0
+    return n, payloads[1:], end
+
+
+class FileStore(Store):
+    """A directory of runs whose snapshots are written by ``codec`` (a codec module).
+
+    Writes are atomic (temporary file, flush, fsync, :func:`os.replace`, fsync of the
+    directory); checkpoints are appended to the journal and fsynced.  Thread-safe.
+    """
+
+    suffix = ".state"
+
+    def __init__(self, directory: str | os.PathLike[str], codec: ModuleType) -> None:
+        self.directory = os.fspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self._codec = codec
+        self._mutex = threading.RLock()
+        self._journals: dict[str, tuple[tuple[object, ...], int, int]] = {}  # run: (files key, nodes, end)
+        self._closed = False
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _path(self, run_id: str, suffix: str) -> str:
+        if self._closed:
+            raise StoreError("the store is closed")
+        return os.path.join(self.directory, check_run_id(run_id) + suffix)
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        tmp = os.path.join(self.directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def save(self, state: RunState) -> None:
+        """Replace the run's snapshot atomically, then drop its journal.
+
+        A crash between the two leaves a journal whose header names the old snapshot's
+        digest: it is ignored on load.
+        """
+        path = self._path(state.run_id, self.suffix)
+        data = self._codec.encode(state)
+        with self._mutex:
+            self._journals.pop(state.run_id, None)
+            self._write_atomic(path, data)
+            with contextlib.suppress(OSError):  # a journal left behind is stale: ignored on load
+                os.unlink(self._path(state.run_id, ".journal"))
+
+    def _snapshot(self, run_id: str) -> bytes:
+        data = _read(self._path(run_id, self.suffix))
+        if data is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.directory}")
+        return data
+
+    def _decode(self, run_id: str, data: bytes) -> RunState:
+        state = self._codec.decode(data)
+        if state.run_id != run_id:
+            raise CorruptStateError(f"the file of run {run_id!r} holds run {state.run_id!r}")
+        return state
+
+    def load(self, run_id: str) -> RunState:
+        """The snapshot with the journal's intact batches replayed; never writes."""
+        snapshot = self._snapshot(run_id)
+        state = self._decode(run_id, snapshot)
+        _, payloads, _ = _journal_frames(_read(self._path(run_id, ".journal")), snapshot)
+        return apply_batches(state, map(journal.decode_batch, payloads))
+
+    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
+        """The runs whose state loads (damaged ones are left out), sorted by run id."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        infos = []
+        for name in sorted(os.listdir(self.directory)):
+            if not name.endswith(self.suffix) or name.startswith("."):
+                continue
+            with contextlib.suppress(CorruptStateError, RunNotFoundError, StoreError):
+                s = self.load(name[: -len(self.suffix)])
+                if workflow is None or s.workflow == workflow:
+                    infos.append(RunInfo(s.run_id, s.workflow, s.run_status, s.updated_at))
+        return infos
+
+    def delete(self, run_id: str) -> None:
+        """Remove the run's snapshot, then its journal (the lock file stays)."""
+        with self._mutex:
+            self._journals.pop(run_id, None)
+            try:
+                os.unlink(self._path(run_id, self.suffix))
+            except FileNotFoundError:
+                raise RunNotFoundError(f"no run {run_id!r} in {self.directory}") from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(run_id, ".journal"))
+            with contextlib.suppress(OSError):
+                _fsync_dir(self.directory)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def _open_journal(self, run_id: str) -> tuple[int, int]:
+        """(number of nodes, offset to append at) of a journal that fits the snapshot,
+        created (atomically) if absent or stale, its damaged tail cut off."""
+        snapshot = self._snapshot(run_id)
+        path = self._path(run_id, ".journal")
+        n, _, end = _journal_frames(_read(path), snapshot)
+        if n is None:
+            n = self._decode(run_id, snapshot).num_nodes
+            head = journal.frame(_header(snapshot, n))
+            self._write_atomic(path, head)
+            return n, len(head)
+        return n, end
+
+    def _files_key(self, run_id: str) -> tuple[object, ...]:
+        """Identity of the snapshot and journal files (inode, size, mtime), to tell
+        whether the cached journal position is still right."""
+        keys = []
+        for suffix in (self.suffix, ".journal"):
+            try:
+                st = os.stat(self._path(run_id, suffix))
+                keys.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except FileNotFoundError:
+                keys.append(None)
+        if keys[0] is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.directory}")
+        return tuple(keys)
+
+    def _journal_position(self, run_id: str) -> tuple[int, int]:
+        """:meth:`_open_journal`, skipped when the files did not change since the last append
+        by this object (so a checkpoint does not reread the snapshot and journal)."""
+        cached = self._journals.get(run_id)
+        if cached is not None and cached[0] == self._files_key(run_id):
+            return cached[1], cached[2]
+        return self._open_journal(run_id)
+
+    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]]) -> None:
+        """Append the batch as one framed record to the journal and fsync it."""
+        records = list(transitions)
+        with self._mutex:
+            n, end = self._journal_position(run_id)
+            data = journal.frame(journal.encode_batch(time.time(), check_transitions(records, n)))
+            try:
+                with open(self._path(run_id, ".journal"), "r+b") as f:
+                    f.truncate(end)
+                    f.seek(end)
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                self._journals.pop(run_id, None)
+                raise StoreError(f"cannot append to the journal of run {run_id!r}: {exc}") from exc
+            self._journals[run_id] = (self._files_key(run_id), n, end + len(data))
+
+    # -- locks -----------------------------------------------------------------------------
+
+    def _acquire(self, run_id: str) -> int:
+        path = self._path(run_id, ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLockedError(f"run {run_id!r} is locked by another process or store") from None
+            raise StoreError(f"cannot lock run {run_id!r}: {exc}") from exc
+        with contextlib.suppress(OSError):  # the holder's pid, for people; flock is what counts
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
+        """Hold ``<run>.lock`` with ``flock``: released by the kernel if the holder dies."""
+        self._path(run_id, ".lock")
+        return held(lambda: self._acquire(run_id), os.close)
+
+    def close(self) -> None:
+        """Mark the store closed (held locks are released when their ``with`` ends)."""
+        self._closed = True
+
+
+class JsonFileStore(FileStore):
+    """A :class:`FileStore` writing readable JSON snapshots (``<run>.json``)."""
+
+    suffix = ".json"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        super().__init__(directory, json_codec)
+
+
+class FlatBuffersFileStore(FileStore):
+    """A :class:`FileStore` writing compact FlatBuffers snapshots (``<run>.fbs``)."""
+
+    suffix = ".fbs"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        super().__init__(directory, flatbuffers_codec)

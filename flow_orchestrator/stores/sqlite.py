@@ -1,0 +1,193 @@
+"""A SQLite store (stdlib :mod:`sqlite3`, WAL): the embedded default for durable runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+
+from ..codecs import flatbuffers_codec
+from ..state import CorruptStateError, RunState
+from . import journal
+from .base import RunInfo, Store, apply_batches, check_run_id, check_transitions, held
+from .errors import RunLockedError, RunNotFoundError, StoreError
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
+    updated_at REAL NOT NULL, num_nodes INTEGER NOT NULL, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL, PRIMARY KEY (run_id, seq));
+CREATE TABLE IF NOT EXISTS locks (
+    run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, hostname TEXT NOT NULL,
+    acquired_at REAL NOT NULL, token TEXT NOT NULL);
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class SqliteStore(Store):
+    """Runs in one SQLite database: a ``runs`` table (snapshot encoded by the FlatBuffers
+    codec), a ``checkpoints`` table (one framed batch per row) and a ``locks`` table.
+
+    One connection shared by all threads under a mutex; every write is one transaction
+    (``BEGIN IMMEDIATE``).  ``timeout`` is how long to wait for another process's
+    write transaction.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = os.fspath(path)
+        self._mutex = threading.RLock()
+        self._verified: set[str] = set()  # runs whose checkpoint rows this object has checked
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        with self._mutex:
+            if self._conn is None:
+                raise StoreError("the store is closed")
+            db = self._conn
+            try:
+                db.execute(f"BEGIN {mode}")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot start a transaction on {self.path}: {exc}") from exc
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"{self.path}: {exc}") from exc
+                raise
+
+    def save(self, state: RunState) -> None:
+        """Replace the run's row and drop its checkpoints, in one transaction."""
+        check_run_id(state.run_id)
+        blob = flatbuffers_codec.encode(state)
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                       (state.run_id, state.workflow, state.run_status, state.updated_at, state.num_nodes, blob))
+            db.execute("DELETE FROM checkpoints WHERE run_id = ?", (state.run_id,))
+            self._verified.add(state.run_id)
+
+    def _num_nodes(self, db: sqlite3.Connection, run_id: str) -> int:
+        row = db.execute("SELECT num_nodes FROM runs WHERE run_id = ?", (check_run_id(run_id),)).fetchone()
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.path}")
+        return row[0]
+
+    def load(self, run_id: str) -> RunState:
+        """The snapshot with the checkpoints replayed in order (up to the first damaged one)."""
+        with self._transaction("DEFERRED") as db:
+            row = db.execute("SELECT state FROM runs WHERE run_id = ?", (check_run_id(run_id),)).fetchone()
+            records = [r[0] for r in db.execute(
+                "SELECT record FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,))]
+        if row is None:
+            raise RunNotFoundError(f"no run {run_id!r} in {self.path}")
+        if not isinstance(row[0], bytes):
+            raise CorruptStateError(f"the state of run {run_id!r} is not a blob")
+        state = flatbuffers_codec.decode(row[0])
+        if state.run_id != run_id:
+            raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
+        return apply_batches(state, map(journal.decode_batch, _intact(records)))
+
+    def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
+        """The runs, from the ``runs`` table, sorted by run id."""
+        sql, args = "SELECT run_id, workflow, status, updated_at FROM runs", ()
+        if workflow is not None:
+            sql, args = sql + " WHERE workflow = ?", (workflow,)
+        with self._transaction("DEFERRED") as db:
+            rows = db.execute(sql + " ORDER BY run_id", args).fetchall()
+        return [RunInfo(*row) for row in rows]
+
+    def delete(self, run_id: str) -> None:
+        """Delete the run's row and checkpoints."""
+        with self._transaction() as db:
+            self._num_nodes(db, run_id)
+            db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+            self._verified.discard(run_id)
+
+    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]]) -> None:
+        """Insert the batch as one row and bump ``updated_at``, in one transaction."""
+        records, stamp = list(transitions), time.time()
+        with self._transaction() as db:
+            payload = journal.encode_batch(stamp, check_transitions(records, self._num_nodes(db, run_id)))
+            self._cut_damaged(db, run_id)
+            db.execute("INSERT INTO checkpoints VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
+                       " WHERE run_id = ?), ?)", (run_id, run_id, journal.frame(payload)))
+            db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", (stamp, run_id))
+
+    def _cut_damaged(self, db: sqlite3.Connection, run_id: str) -> None:
+        """Delete the rows from the first damaged checkpoint on, so that a new batch is not
+        hidden behind them: every row once per run and store object, then the last row."""
+        last = db.execute("SELECT record FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+                          (run_id,)).fetchone()
+        if run_id in self._verified and (last is None or len(_intact([last[0]])) == 1):
+            return
+        rows = db.execute("SELECT seq, record FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        intact = len(_intact([record for _, record in rows]))
+        if intact < len(rows):
+            db.execute("DELETE FROM checkpoints WHERE run_id = ? AND seq >= ?", (run_id, rows[intact][0]))
+        self._verified.add(run_id)
+
+    def _acquire(self, run_id: str) -> str:
+        token, host = uuid.uuid4().hex, socket.gethostname()
+        with self._transaction() as db:
+            row = db.execute("SELECT pid, hostname FROM locks WHERE run_id = ?", (check_run_id(run_id),)).fetchone()
+            if row is not None and (row[1] != host or _pid_alive(row[0])):
+                raise RunLockedError(f"run {run_id!r} is locked by pid {row[0]} on {row[1]}")
+            db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)",
+                       (run_id, os.getpid(), host, time.time(), token))
+        return token
+
+    def _release(self, token: str) -> None:
+        with contextlib.suppress(StoreError), self._transaction() as db:
+            db.execute("DELETE FROM locks WHERE token = ?", (token,))
+
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
+        """A row in ``locks``; a row of a dead process on this host is taken over."""
+        check_run_id(run_id)
+        return held(lambda: self._acquire(run_id), self._release)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _intact(frames: list[object]) -> list[bytes]:
+    """The payloads of the checkpoint rows up to the first damaged one."""
+    payloads = []
+    for data in frames:
+        got, end = journal.read_frames(data) if isinstance(data, bytes) else ([], -1)
+        if len(got) != 1 or end != len(data):
+            break
+        payloads.append(got[0])
+    return payloads
