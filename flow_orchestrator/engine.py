@@ -730,9 +730,9 @@ class _Resume:
         if again:
             completed[workflow.graph.descendants(workflow.interner.ids(again), include_self=True)] = False
         outputs: list[Any] = [None] * n
-        for old in done.tolist():
+        for old, value in state.load_outputs().items():
             if completed[ids[old]]:
-                outputs[ids[old]] = state.output(old)
+                outputs[ids[old]] = value
         return cls(completed, outputs, attempts, state.load_data(), state.run_id)
 
 

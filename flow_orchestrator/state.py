@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CorruptStateError
+from .errors import CorruptStateError, UnknownNodeError
 from .serialization import JsonSerializer, SerializationError, Serializer
 from .status import NodeStatus
 
@@ -419,13 +419,23 @@ class RunState:
         try:
             return self.node_names.index(name)
         except ValueError:
-            raise KeyError(name) from None
+            raise UnknownNodeError(f"run {self.run_id} has no node {name!r}") from None
 
     def output(self, node: str | int, serializer: Serializer | None = None) -> Any:
         """The deserialized output of a completed node (by name or id); ``KeyError`` if
         it has none."""
         node_id = self.node_id(node) if isinstance(node, str) else node
         return self._serializer(serializer).loads(self.outputs[node_id])
+
+    def load_outputs(self, serializer: Serializer | None = None) -> dict[int, Any]:
+        """Every stored output, deserialized: ``{node id: value}`` (in bulk when the
+        serializer has ``loads_many``)."""
+        serializer = self._serializer(serializer)
+        ids = list(self.outputs)
+        blobs = [self.outputs[i] for i in ids]
+        many = getattr(serializer, "loads_many", None)
+        values = many(blobs) if many is not None else [serializer.loads(b) for b in blobs]
+        return dict(zip(ids, values))
 
     def load_data(self, serializer: Serializer | None = None) -> dict[str, Any]:
         """The deserialized workflow data."""

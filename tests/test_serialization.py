@@ -281,3 +281,18 @@ def test_serializers_are_picklable():
     # for process executors and stores that hand serializers to worker processes
     assert pickle.loads(pickle.dumps(JSON)).fast is True
     assert sys.getrecursionlimit() > 2 * MAX_DEPTH
+
+
+def test_loads_many_equals_loads_of_each():
+    ser = JsonSerializer()
+    values = [1, 2.5, float("inf"), b"\x00raw", (1, [2, {"k": None}]), {3: "int key"}, 2 ** 80, "text"]
+    blobs = [ser.dumps(v) for v in values]
+    many = ser.loads_many(blobs)
+    assert [repr(v) for v in many] == [repr(v) for v in values]
+    assert ser.loads_many([]) == []
+
+
+def test_loads_many_reports_the_bad_item():
+    ser = JsonSerializer()
+    with pytest.raises(SerializationError):
+        ser.loads_many([ser.dumps(1), b"{not json", ser.dumps(2)])

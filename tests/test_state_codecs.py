@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from flow_orchestrator.errors import UnknownNodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import dags
@@ -573,5 +575,5 @@ def test_initial_state():
     assert state.run_status == "running" and not state.statuses.any() and np.isnan(state.started).all()
     assert state.fingerprint == fingerprint(wf) and state.load_data() == {"k": 1}
     assert state.node_id("b") == 1
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownNodeError, match="zz"):
         state.node_id("zz")
