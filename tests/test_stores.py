@@ -149,8 +149,10 @@ def assert_same(a: RunState, b: RunState) -> None:
 
 def _spawn(env: Env, run_id: str, mode: str) -> subprocess.Popen[str]:
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    # cwd="/": ``python -c`` puts the working directory first on sys.path, and the
+    # uncompiled source package of a checkout there would shadow the installed one.
     return subprocess.Popen([sys.executable, "-c", CHILD, env.kind, env.where, run_id, mode],
-                            stdout=subprocess.PIPE, text=True, env=environment)
+                            stdout=subprocess.PIPE, text=True, env=environment, cwd="/")
 
 
 @pytest.fixture(params=list(FACTORIES))
