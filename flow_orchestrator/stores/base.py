@@ -100,7 +100,7 @@ def _check_one(record: Transition, num_nodes: int | None) -> None:
 def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | None = None) -> list[Transition]:
     """The records as :class:`Transition` tuples, checked; :class:`CheckpointError` if invalid."""
     try:
-        records = [Transition(*t) for t in transitions]
+        records = [Transition(*t) for t in transitions]  # type: ignore[arg-type]  # checked below
     except TypeError as exc:
         raise CheckpointError(f"a checkpoint record must have 5 to 7 fields: {exc}") from None
     for record in records:

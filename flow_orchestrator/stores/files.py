@@ -186,7 +186,7 @@ class FileStore(Store):
     def _files_key(self, run_id: str) -> tuple[object, ...]:
         """Identity of the snapshot and journal files (inode, size, mtime), to tell
         whether the cached journal position is still right."""
-        keys = []
+        keys: list[tuple[int, int, int] | None] = []
         for suffix in (self.suffix, ".journal"):
             try:
                 st = os.stat(self._path(run_id, suffix))

@@ -117,7 +117,8 @@ class SqliteStore(Store):
 
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
         """The runs, from the ``runs`` table, sorted by run id."""
-        sql, args = "SELECT run_id, workflow, status, updated_at FROM runs", ()
+        sql = "SELECT run_id, workflow, status, updated_at FROM runs"
+        args: tuple[str, ...] = ()
         if workflow is not None:
             sql, args = sql + " WHERE workflow = ?", (workflow,)
         with self._transaction("DEFERRED") as db:
@@ -186,7 +187,9 @@ def _intact(frames: list[object]) -> list[bytes]:
     """The payloads of the checkpoint rows up to the first damaged one."""
     payloads = []
     for data in frames:
-        got, end = journal.read_frames(data) if isinstance(data, bytes) else ([], -1)
+        if not isinstance(data, bytes):
+            break
+        got, end = journal.read_frames(data)
         if len(got) != 1 or end != len(data):
             break
         payloads.append(got[0])
