@@ -76,7 +76,6 @@ cdef extern from "_sync.h" nogil:
     int64_t fo_add_fetch_i64(int64_t* p, int64_t v)
     int64_t fo_load_i64(const int64_t* p)
     uint32_t fo_load_u32(const uint32_t* p)
-    void fo_store_u32(uint32_t* p, uint32_t v)
     int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired)
     void fo_store_i64(int64_t* p, int64_t v)
     int64_t fo_now_ns()
@@ -1026,10 +1025,6 @@ cdef class RunCore:
     def failures(self):
         """Number of nodes FAILED or TIMED_OUT so far."""
         return fo_load_i64(&self.counters[C_FAILURES])
-
-    def counts(self):
-        """Live ``uint64[7]`` count of nodes in each status."""
-        return np.bincount(self.statuses(), minlength=NUM_STATUSES)
 
     def statuses(self):
         """A snapshot of every node's status (``uint8``), safe while the run goes on."""

@@ -33,17 +33,8 @@ static inline int64_t fo_add_fetch_i64(int64_t* p, int64_t v) {
 static inline int64_t fo_load_i64(const int64_t* p) {
     return __atomic_load_n(p, __ATOMIC_SEQ_CST);
 }
-static inline int32_t fo_load_i32(const int32_t* p) {
-    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
-}
-static inline void fo_store_i32(int32_t* p, int32_t v) {
-    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
-}
 static inline uint32_t fo_load_u32(const uint32_t* p) {
     return __atomic_load_n(p, __ATOMIC_SEQ_CST);
-}
-static inline void fo_store_u32(uint32_t* p, uint32_t v) {
-    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
 static inline int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
@@ -153,11 +144,6 @@ struct FoReadyQueue {
             wake_all = 1;
         }
         cv.notify_all();
-    }
-
-    void clear_wake() {
-        std::lock_guard<std::mutex> lock(mutex);
-        wake_all = 0;
     }
 
     size_t capacity_bytes() {

@@ -181,6 +181,11 @@ def _call_external(action: Callable[..., Any], takes_context: bool,
 _COMPLETED = int(NodeStatus.COMPLETED)
 
 
+def _count_statuses(statuses: np.ndarray) -> dict[NodeStatus, int]:
+    counts = np.bincount(statuses, minlength=len(NodeStatus))
+    return {status: int(counts[status]) for status in NodeStatus}
+
+
 class RunResult:
     """The outcome of a run: overall and per-node status, outputs, errors, timings.
 
@@ -256,8 +261,7 @@ class RunResult:
 
     def counts(self) -> dict[NodeStatus, int]:
         """How many nodes ended in each status."""
-        counts = np.bincount(self.statuses, minlength=len(NodeStatus))
-        return {status: int(counts[status]) for status in NodeStatus}
+        return _count_statuses(self.statuses)
 
     def durations(self) -> np.ndarray:
         """Seconds each node's last attempt took (NaN for nodes that never ran)."""
@@ -343,8 +347,7 @@ class RunHandle:
 
     def progress(self) -> dict[NodeStatus, int]:
         """How many nodes are in each status now."""
-        counts = np.bincount(self.statuses(), minlength=len(NodeStatus))
-        return {status: int(counts[status]) for status in NodeStatus}
+        return _count_statuses(self.statuses())
 
 
 # -- the engine -------------------------------------------------------------------------------

@@ -742,3 +742,13 @@ def test_a_wide_workflow_completes_with_every_node_run_once(threaded):
     result = threaded.run(wf, data=counts)
     assert result.ok and result.counts()[NodeStatus.COMPLETED] == n
     assert all(counts[f"n{i}"] == 1 for i in range(n))
+
+
+def test_runs_of_a_workflow_reuse_one_pooled_arena():
+    wf = WorkflowBuilder("pooled").add("a", lambda: 1).add("b", lambda ctx: ctx.input("a") + 1, depends_on="a").build()
+    with Engine(1, executor="serial") as engine:
+        compiled = engine.compile(wf)
+        assert compiled.pool_size() == 0
+        for _ in range(5):
+            assert engine.run(wf).output("b") == 2
+            assert compiled.pool_size() == 1  # the finished arena went back, and was taken again
