@@ -259,6 +259,21 @@ class TestStoreContract:
         store.save(loaded)  # a snapshot supersedes the checkpoints
         assert_same(store.load("run-1"), loaded)
 
+    def test_checkpoint_data_replaces_workflow_data(self, env: Env) -> None:
+        """A batch carrying workflow data replaces the state's; one without keeps the last."""
+        store = env.open()
+        store.save(make_state())
+        store.checkpoint("run-1", [Transition(3, DONE, 1, 1.0, 2.0, b"3")], data=b'{"k": 1}')
+        store.checkpoint("run-1", [Transition(4, NodeStatus.RUNNING, 1, 2.0, float("nan"))])
+        store.checkpoint("run-1", [], data=b'{"k": 2, "z": [1]}')
+        store.checkpoint("run-1", [Transition(4, DONE, 1, 2.0, 3.0, b"4")])
+        loaded = env.open().load("run-1") if env.kind != "memory" else store.load("run-1")
+        assert loaded.data == b'{"k": 2, "z": [1]}'
+        assert loaded.load_data() == {"k": 2, "z": [1]}
+        assert loaded.outputs[4] == b"4"
+        with pytest.raises(CheckpointError):
+            store.checkpoint("run-1", [], data="not bytes")  # type: ignore[arg-type]
+
     def test_invalid_checkpoints_refused(self, env: Env) -> None:
         """Invalid records raise CheckpointError and change nothing."""
         store = env.open()

@@ -97,6 +97,12 @@ def _check_one(record: Transition, num_nodes: int | None) -> None:
         raise CheckpointError(f"node {node}: error must be an ErrorRecord or None")
 
 
+def _check_data(data: object) -> None:
+    """Internal: :class:`CheckpointError` unless ``data`` is ``None`` or ``bytes``."""
+    if data is not None and type(data) is not bytes:
+        raise CheckpointError(f"checkpoint data must be the serialized workflow data (bytes), got {type(data).__name__}")
+
+
 def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | None = None) -> list[Transition]:
     """The records as :class:`Transition` tuples, checked; :class:`CheckpointError` if invalid."""
     try:
@@ -141,18 +147,21 @@ def _put(mapping: dict, key: int, value: object) -> None:
         mapping[key] = value
 
 
-def apply_batches(state: RunState, batches: Iterable[tuple[float, list[Transition]]]) -> RunState:
+def apply_batches(state: RunState, batches: Iterable[tuple[float, list[Transition], bytes | None]]) -> RunState:
     """``state`` with the checkpoint batches applied in order (a new state when any).
 
-    Each batch is ``(timestamp, records)``; ``updated_at`` becomes the last batch's
-    timestamp.  A batch that does not fit the state raises :class:`CorruptStateError`.
+    Each batch is ``(timestamp, records, data)``; ``updated_at`` becomes the last
+    batch's timestamp and ``data`` (when not ``None``) replaces the state's workflow
+    data.  A batch that does not fit the state raises :class:`CorruptStateError`.
     """
     batches = list(batches)
     if not batches:
         return state
     state = copy_state(state)
-    for stamp, records in batches:
+    for stamp, records, data in batches:
         apply_transitions(state, records)
+        if data is not None:
+            state.data = data
         state.updated_at = stamp if math.isfinite(stamp) else state.updated_at
     state.validate()
     return state
@@ -184,10 +193,11 @@ class Store(abc.ABC):
         """Forget a run: its snapshot and checkpoints; :class:`~.errors.RunNotFoundError` if absent."""
 
     @abc.abstractmethod
-    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]]) -> None:
+    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Durably record a batch of :class:`Transition` records on top of the last snapshot.
 
-        The batch is applied all or nothing.  :class:`~.errors.RunNotFoundError` if the
+        ``data``, when given, is the run's serialized workflow data, replacing the
+        state's.  The batch is applied all or nothing.  :class:`~.errors.RunNotFoundError` if the
         run was never saved, :class:`~.errors.CheckpointError` for invalid records.
         """
 

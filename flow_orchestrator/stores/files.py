@@ -22,7 +22,7 @@ from types import ModuleType
 from ..codecs import flatbuffers_codec, json_codec
 from ..state import CorruptStateError, RunState
 from . import journal
-from .base import RunInfo, Store, apply_batches, check_run_id, check_transitions, held
+from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held
 from .errors import RunLockedError, RunNotFoundError, StoreError
 
 __all__ = ["FileStore", "FlatBuffersFileStore", "JsonFileStore"]
@@ -205,12 +205,13 @@ class FileStore(Store):
             return cached[1], cached[2]
         return self._open_journal(run_id)
 
-    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]]) -> None:
+    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Append the batch as one framed record to the journal and fsync it."""
         records = list(transitions)
+        _check_data(data)
         with self._mutex:
             n, end = self._journal_position(run_id)
-            data = journal.frame(journal.encode_batch(time.time(), check_transitions(records, n)))
+            data = journal.frame(journal.encode_batch(time.time(), check_transitions(records, n), data))
             try:
                 with open(self._path(run_id, ".journal"), "r+b") as f:
                     f.truncate(end)

@@ -7,8 +7,10 @@ damaged tail is ignored while every earlier record is kept.
 A batch payload is ``<f64 timestamp><u32 count>`` then per record
 ``<i32 node><u8 status><i32 attempt><f64 started><f64 ended><u8 flags>``, the output
 (``<u32 size>`` + bytes, if ``flags & 1``) and the error (three ``<u32 size>`` + UTF-8
-strings: type, message, traceback, if ``flags & 2``).  Decoding checks every size
-against the bytes left, so damaged input raises :class:`CorruptStateError` only.
+strings: type, message, traceback, if ``flags & 2``).  A batch that carries the
+workflow data ends with ``<u8 1><u32 size>`` + the serialized data.  Decoding checks
+every size against the bytes left, so damaged input raises :class:`CorruptStateError`
+only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ FRAME = struct.Struct("<II")
 _BATCH = struct.Struct("<dI")
 _RECORD = struct.Struct("<iBiddB")
 _SIZE = struct.Struct("<I")
+_DATA_TAG = b"\x01"
 
 
 def frame(payload: bytes) -> bytes:
@@ -62,9 +65,12 @@ def _encode_one(record: Transition) -> bytes:
     return b"".join(parts)
 
 
-def encode_batch(stamp: float, records: list[Transition]) -> bytes:
-    """The payload of one checkpoint batch."""
-    return _BATCH.pack(stamp, len(records)) + b"".join(map(_encode_one, records))
+def encode_batch(stamp: float, records: list[Transition], data: bytes | None = None) -> bytes:
+    """The payload of one checkpoint batch (with the serialized workflow data, if given)."""
+    payload = _BATCH.pack(stamp, len(records)) + b"".join(map(_encode_one, records))
+    if data is not None:
+        payload += _DATA_TAG + _SIZE.pack(len(data)) + data
+    return payload
 
 
 class _Reader:
@@ -102,16 +108,20 @@ def _decode_one(reader: _Reader) -> Transition:
     return Transition(node, status, attempt, started, ended, output, error)
 
 
-def decode_batch(payload: bytes) -> tuple[float, list[Transition]]:
-    """The timestamp and records of a batch payload; :class:`CorruptStateError` if malformed."""
+def decode_batch(payload: bytes) -> tuple[float, list[Transition], bytes | None]:
+    """The timestamp, records and data (``None``: unchanged) of a batch payload;
+    :class:`CorruptStateError` if malformed."""
     reader = _Reader(payload)
     stamp, count = reader.unpack(_BATCH)
     if count > len(payload) // _RECORD.size:
         raise CorruptStateError(f"a checkpoint batch claims {count} records in {len(payload)} bytes")
     records = [_decode_one(reader) for _ in range(count)]
+    data = None
+    if reader.pos < len(payload) and reader.take(1) == _DATA_TAG:
+        data = reader.blob()
     if reader.pos != len(payload):
         raise CorruptStateError("a checkpoint batch has trailing bytes")
     try:  # records from disk get the same checks as new ones
-        return stamp, check_transitions(records)
+        return stamp, check_transitions(records), data
     except Exception as exc:  # noqa: BLE001 - any invalid record is corruption here
         raise CorruptStateError(f"invalid checkpoint record: {exc}") from None

@@ -11,6 +11,7 @@ from ..state import RunState
 from .base import (
     RunInfo,
     Store,
+    _check_data,
     apply_transitions,
     check_run_id,
     check_transitions,
@@ -73,12 +74,15 @@ class MemoryStore(Store):
             self._get(run_id)
             del self._states[run_id]
 
-    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]]) -> None:
+    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Apply the batch to the stored state at once."""
         records = list(transitions)
+        _check_data(data)
         with self._mutex:
             state = self._get(run_id)
             apply_transitions(state, check_transitions(records, state.num_nodes))  # the store's own copy
+            if data is not None:
+                state.data = data
             state.updated_at = time.time()
 
     def _acquire(self, run_id: str) -> str:

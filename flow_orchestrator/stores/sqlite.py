@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from ..codecs import flatbuffers_codec
 from ..state import CorruptStateError, RunState
 from . import journal
-from .base import RunInfo, Store, apply_batches, check_run_id, check_transitions, held
+from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held
 from .errors import RunLockedError, RunNotFoundError, StoreError
 
 __all__ = ["SqliteStore"]
@@ -133,11 +133,12 @@ class SqliteStore(Store):
             db.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
             self._verified.discard(run_id)
 
-    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]]) -> None:
+    def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Insert the batch as one row and bump ``updated_at``, in one transaction."""
         records, stamp = list(transitions), time.time()
+        _check_data(data)
         with self._transaction() as db:
-            payload = journal.encode_batch(stamp, check_transitions(records, self._num_nodes(db, run_id)))
+            payload = journal.encode_batch(stamp, check_transitions(records, self._num_nodes(db, run_id)), data)
             self._cut_damaged(db, run_id)
             db.execute("INSERT INTO checkpoints VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
                        " WHERE run_id = ?), ?)", (run_id, run_id, journal.frame(payload)))
