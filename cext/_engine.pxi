@@ -447,6 +447,7 @@ cdef class RunCore:
     cdef int64_t* ready_ns          # when each node last became ready (metrics only)
     cdef NodeMetrics metrics        # None: no metrics (the hot path tests one pointer)
     cdef object events              # None, or the observers' dispatcher
+    cdef object checkpoint          # None, or the run's checkpointer (see begin_run)
     cdef int64_t counters[NUM_COUNTERS]
     cdef FoReadyQueue* queue
     cdef FoEvent* over
@@ -503,12 +504,13 @@ cdef class RunCore:
         self.generation += 1
 
     cdef int _prepare(self, data, run_id, timer, spawn, int max_helpers,
-                      bint continue_on_error, NodeMetrics metrics, events) except -1:
+                      bint continue_on_error, NodeMetrics metrics, events, checkpoint) except -1:
         self._reset()
         if metrics is not None and metrics.num_nodes != self.n:
             raise ValueError("metrics were made for another workflow")
         self.metrics = metrics
         self.events = events
+        self.checkpoint = checkpoint
         self.outputs = [None] * self.n
         self.errors = {}
         self.data = data
@@ -578,6 +580,7 @@ cdef class RunCore:
 
     cdef void _detach(self) noexcept:
         if fo_add_fetch_i64(&self.counters[C_ATTACHED], -1) == 0:
+            self.checkpoint = None  # a pooled arena must not keep a store alive
             self.wf.recycle(self)
 
     # -- status changes: the one place -------------------------------------------------
@@ -676,6 +679,16 @@ cdef class RunCore:
 
     cdef int32_t _attempt_succeeded(self, int32_t node, uint32_t running, object result,
                                     vector[int32_t]& ready, int64_t end) except -2:
+        cdef object payload = None
+        cdef object interrupt = None
+        if self.checkpoint is not None:
+            # Serialized before the node counts as completed: an output that cannot be
+            # saved fails its node (naming it) instead of being lost at the next save.
+            try:
+                payload = self.checkpoint.encode(node, result)
+            except Exception as exc:
+                self._attempt_failed(node, running, exc, end)
+                return -1
         if not self._transition(node, running, ST_COMPLETED, _attempt_of(running)):
             # The attempt timed out meanwhile: its late result and end time are dropped,
             # without touching what the current attempt or run recorded.
@@ -687,12 +700,38 @@ cdef class RunCore:
         self.outputs[node] = result
         if self.metrics is not None or self.events is not None:
             self._succeeded(node, _attempt_of(running))
+        if self.checkpoint is not None:
+            # Under the strict policy this returns once the completion is durable, so
+            # no dependent can start before it (the dependents are released below).
+            interrupt = self._checkpoint_call(node, _attempt_of(running), ST_COMPLETED, payload)
         ready.clear()
         self._release_successors(node, ready)
         cdef int32_t next_node = self._dispatch(ready)
         self._running_done()
         self._count_terminal(1)
+        if interrupt is not None:
+            raise interrupt
         return next_node
+
+    cdef object _checkpoint_call(self, int32_t node, uint32_t attempt, int status, object value):
+        """Hand a terminal node to the checkpointer; return a Ctrl-C/SystemExit to re-raise.
+
+        The checkpointer reports its own store failures by cancelling the run; anything
+        it raises here cancels the run too, after which the caller's bookkeeping goes on
+        (a node's dependents must still be released or skipped for the run to end).
+        """
+        cdef int64_t t0 = self.t0_ns
+        cdef int64_t a = fo_load_i64(&self.start_ns[node])
+        cdef int64_t b = fo_load_i64(&self.end_ns[node])
+        try:
+            self.checkpoint.node_ended(node, status, attempt, (a - t0) / 1e9 if a else NAN,
+                                       (b - t0) / 1e9 if b else NAN, value)
+        except (KeyboardInterrupt, SystemExit) as interrupt:
+            self._interrupted(interrupt)
+            return interrupt
+        except BaseException as failure:
+            self.cancel(f"checkpoint failed: {type(failure).__name__}: {failure}")
+        return None
 
     cdef int _release_successors(self, int32_t node, vector[int32_t]& ready) except -1:
         cdef const int64_t* sp = self.wf.graph.succ_ptr
@@ -835,8 +874,13 @@ cdef class RunCore:
         self.errors[node] = exc
         if self.metrics is not None or self.events is not None:
             self._ended_event(node, attempt, final_status, exc)
+        interrupt = None
+        if self.checkpoint is not None:
+            interrupt = self._checkpoint_call(node, attempt, final_status, exc)
         self._ended_badly(node, final_status)
         self._running_done()
+        if interrupt is not None:
+            raise interrupt
         return 0
 
     cdef int _ended_badly(self, int32_t node, int status) except -1:
@@ -952,6 +996,8 @@ cdef class RunCore:
             self.errors[node] = exc
             if self.metrics is not None or self.events is not None:
                 self._ended_event(node, attempt, ST_TIMED_OUT, exc)
+            if self.checkpoint is not None:
+                self._checkpoint_call(node, attempt, ST_TIMED_OUT, exc)
             self._ended_badly(node, ST_TIMED_OUT)
         self._running_done()
         self._maybe_spawn()
@@ -1120,7 +1166,7 @@ cdef class RunCore:
 
 
 def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
-              bint continue_on_error, NodeMetrics metrics=None, events=None):
+              bint continue_on_error, NodeMetrics metrics=None, events=None, checkpoint=None):
     """A reset arena from ``wf``'s pool (or a new one), ready for :meth:`RunCore.start`.
 
     ``metrics`` (a :class:`NodeMetrics` of this workflow) and ``events`` (an object with
@@ -1128,9 +1174,18 @@ def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
     ``node_failure(id, attempt, exc)``, ``node_retry(id, attempt, exc, delay)``,
     ``node_skip(id)``, ``node_cancel(id)``, ``node_timeout(id, attempt)``) are optional;
     without them the scheduler pays one pointer test per event.
+
+    ``checkpoint`` (optional) persists terminal nodes: ``encode(id, output) -> bytes``
+    runs before a node may complete (raising fails the attempt);
+    ``node_ended(id, status, attempt, started, ended, value)`` runs after the node
+    completed (``value``: the encoded output), failed, timed out or was cancelled by its
+    action (``value``: the exception), and before its dependents are released or
+    skipped, so a strict checkpointer that returns once the record is durable keeps
+    every dependent from starting before it.  Times are seconds since the run started
+    (NaN: unset).
     """
     cdef RunCore core = wf.acquire()
-    core._prepare(data, run_id, timer, spawn, max_helpers, continue_on_error, metrics, events)
+    core._prepare(data, run_id, timer, spawn, max_helpers, continue_on_error, metrics, events, checkpoint)
     return core
 
 

@@ -157,6 +157,7 @@ def begin_run(
     continue_on_error: bool,
     metrics: NodeMetrics | None = ...,
     events: Any = ...,
+    checkpoint: Any = ...,
 ) -> RunCore: ...
 
 METRIC_COUNTS: tuple[str, ...]

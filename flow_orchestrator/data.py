@@ -35,10 +35,11 @@ class WorkflowData(MutableMapping[str, Any]):
     :class:`DataTypeError` instead of handing back a value of the wrong type.
     """
 
-    __slots__ = ("_items", "_lock")
+    __slots__ = ("_items", "_lock", "_version")
 
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **items: Any) -> None:
         self._lock = threading.RLock()
+        self._version = 0
         self._items: dict[str, Any] = {}
         if initial is not None:
             self._items.update(initial)
@@ -55,6 +56,7 @@ class WorkflowData(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         with self._lock:
             self._items[key] = value
+            self._version += 1
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
@@ -62,6 +64,7 @@ class WorkflowData(MutableMapping[str, Any]):
                 del self._items[key]
             except KeyError:
                 raise MissingDataError(f"no workflow data under {key!r}") from None
+            self._version += 1
 
     def __iter__(self) -> Iterator[str]:
         with self._lock:
@@ -89,6 +92,8 @@ class WorkflowData(MutableMapping[str, Any]):
     def setdefault(self, key: str, default: Any = None) -> Any:
         """Atomically: the value under ``key``, storing ``default`` first if it is absent."""
         with self._lock:
+            if key not in self._items:
+                self._version += 1
             return self._items.setdefault(key, default)
 
     # -- atomic read-modify-write -----------------------------------------------------
@@ -104,6 +109,7 @@ class WorkflowData(MutableMapping[str, Any]):
                 raise MissingDataError(f"no workflow data under {key!r}")
             new = fn(value)
             self._items[key] = new
+            self._version += 1
             return new
 
     def increment(self, key: str, by: int | float = 1) -> int | float:
@@ -165,3 +171,13 @@ class WorkflowData(MutableMapping[str, Any]):
         items = copy.deepcopy(dict(snapshot))
         with self._lock:
             self._items = items
+            self._version += 1
+
+    @property
+    def version(self) -> int:
+        """A counter that every change increments: savers skip data that did not change.
+
+        A value changed in place (``data["list"].append(x)``) is not a change of the
+        data; store the value again (or use :meth:`update_with`) for it to count.
+        """
+        return self._version

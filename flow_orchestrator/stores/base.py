@@ -13,7 +13,7 @@ import numpy as np
 
 from ..state import CorruptStateError, ErrorRecord, RunState
 from ..status import NodeStatus
-from .errors import CheckpointError, StoreError
+from .errors import CheckpointError, RunNotFoundError, StoreError
 
 __all__ = ["RunInfo", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
            "check_transitions", "copy_state"]
@@ -183,6 +183,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def load(self, run_id: str) -> RunState:
         """The run's last snapshot with its checkpoints replayed in order."""
+
+    def exists(self, run_id: str) -> bool:
+        """Whether the store holds a run ``run_id`` (damaged or not); never writes."""
+        try:
+            self.load(run_id)
+        except RunNotFoundError:
+            return False
+        except CorruptStateError:
+            return True
+        return True
 
     @abc.abstractmethod
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import FlowError
 
-__all__ = ["CheckpointError", "RunLockedError", "RunNotFoundError", "StoreError"]
+__all__ = ["CheckpointError", "CheckpointFailedError", "RunExistsError", "RunLockedError", "RunNotFoundError",
+           "StoreError"]
 
 
 class StoreError(FlowError):
@@ -22,3 +23,19 @@ class RunLockedError(StoreError):
 class CheckpointError(StoreError, ValueError):
     """A checkpoint record is invalid (wrong types, unknown status, node id out of range,
     an output on a node that did not complete or none on one that did)."""
+
+
+class RunExistsError(StoreError):
+    """A new durable run was given the id of a run the store already holds (resume it,
+    or delete it first: a store never overwrites a run's state by accident)."""
+
+
+class CheckpointFailedError(StoreError):
+    """Saving a run's state failed while it ran (the store refused a write, or the
+    workflow data could not be serialized); the run was cancelled.
+
+    ``result`` is the run's :class:`~flow_orchestrator.engine.RunResult`; the store keeps
+    the state of the last successful save, from which the run can resume.
+    """
+
+    result: object = None

@@ -141,6 +141,10 @@ class FileStore(Store):
         _, payloads, _ = _journal_frames(_read(self._path(run_id, ".journal")), snapshot)
         return apply_batches(state, map(journal.decode_batch, payloads))
 
+    def exists(self, run_id: str) -> bool:
+        """Whether the run's snapshot file exists."""
+        return os.path.exists(self._path(run_id, self.suffix))
+
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
         """The runs whose state loads (damaged ones are left out), sorted by run id."""
         if self._closed:

@@ -60,6 +60,12 @@ class MemoryStore(Store):
         with self._mutex:  # checkpoints change the stored state in place
             return copy_state(self._get(run_id))
 
+    def exists(self, run_id: str) -> bool:
+        """Whether the store holds the run."""
+        with self._mutex:
+            self._check_open()
+            return check_run_id(run_id) in self._states
+
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
         """The runs held, sorted by run id."""
         with self._mutex:

@@ -115,6 +115,11 @@ class SqliteStore(Store):
             raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
         return apply_batches(state, map(journal.decode_batch, _intact(records)))
 
+    def exists(self, run_id: str) -> bool:
+        """Whether the ``runs`` table has a row for the run."""
+        with self._transaction("DEFERRED") as db:
+            return db.execute("SELECT 1 FROM runs WHERE run_id = ?", (check_run_id(run_id),)).fetchone() is not None
+
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
         """The runs, from the ``runs`` table, sorted by run id."""
         sql = "SELECT run_id, workflow, status, updated_at FROM runs"

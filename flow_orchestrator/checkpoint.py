@@ -1,0 +1,433 @@
+"""Durable runs: checkpoint policies, and the writer that saves a run while it goes on.
+
+How a durable run is saved
+==========================
+
+``engine.run(workflow, store=store, checkpoint=...)`` makes a run durable.  Before the
+first node starts, the run takes the store's lock on its run id (another process
+resuming the same run gets :class:`~flow_orchestrator.stores.RunLockedError` at once).
+Then a *writer thread* owned by the run does every write, in order:
+
+1. the initial snapshot: every node pending, or, when resuming, the completed nodes of
+   the saved state with their outputs (a full snapshot, so that the store's state is
+   the new workflow's even when it gained nodes or nodes are re-run);
+2. checkpoint batches: one :class:`~flow_orchestrator.stores.Transition` per node that
+   completed (with its serialized output), failed or timed out, plus the workflow data
+   whenever it changed since the last batch, appended on top of the snapshot;
+3. the final snapshot when the run ends, whatever way it ends (success, failure,
+   cancellation, Ctrl-C), which replaces the snapshot and its checkpoints.
+
+Workers never write.  A node's output is serialized by the worker that ran it, before
+the node counts as completed, so an output the serializer refuses fails its node with a
+:class:`~flow_orchestrator.serialization.SerializationError` naming it, instead of
+surfacing later in a save.  The record then goes to the writer's queue:
+
+* ``strict``: the worker waits until the writer has made the record durable before the
+  node's dependents are released.  So no node ever starts before the completions it
+  depends on are on disk: after a crash, a completed node is either saved or re-run,
+  never the cause of a dependent that ran on an output that was lost.  The writer takes
+  everything queued at once into one transaction (group commit), so with many workers
+  one fsync covers many completions.
+* ``batched``: workers go on at once; the writer commits every ``every`` records or
+  ``interval`` seconds after the oldest unsaved record, whichever comes first.  When
+  ``max_pending`` records wait, workers wait too (back-pressure), so a slow store
+  bounds the memory of the queue instead of the queue growing without limit.
+* ``end``: only the initial and final snapshots.
+
+Resuming (``engine.run(workflow, store=store, resume=run_id)`` or
+:meth:`~flow_orchestrator.engine.Engine.resume`) loads the saved state under the lock:
+completed nodes are not run again; every other node runs, including those that were
+running at the crash.  Execution is *at least once*: a node that completed but whose
+record was not yet durable (batched, end) runs again, so actions with side effects
+should be idempotent.
+
+A write that fails (a full disk, a lost database) cancels the run: nothing new starts,
+the run ends with :class:`~flow_orchestrator.stores.CheckpointFailedError`, and the
+store keeps the last state it accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .data import WorkflowData
+from .errors import DefinitionError
+from .serialization import JsonSerializer, SerializationError, Serializer
+from .state import ErrorRecord, RunState
+from .status import NodeStatus
+from .stores.base import Store, Transition
+from .stores.errors import CheckpointFailedError, RunExistsError
+
+if TYPE_CHECKING:
+    from .engine import RunResult
+    from .workflow import Workflow
+
+__all__ = ["CheckpointPolicy", "CheckpointSpec"]
+
+_log = logging.getLogger("flow_orchestrator.checkpoint")
+_COMPLETED = int(NodeStatus.COMPLETED)
+
+Mode = Literal["strict", "batched", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPolicy:
+    """When a durable run's progress is written to its store (see the module docs).
+
+    Args:
+        mode: ``"strict"`` (each completion durable before its dependents start),
+            ``"batched"`` (group commits every ``every`` records or ``interval``
+            seconds) or ``"end"`` (snapshots at the start and the end only).
+        every: batched: commit once this many records wait.
+        interval: batched: commit at the latest this many seconds after the oldest
+            unsaved record.
+        max_pending: batched: workers wait while this many records are unsaved.
+    """
+
+    mode: Mode = "batched"
+    every: int = 1000
+    interval: float = 1.0
+    max_pending: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("strict", "batched", "end"):
+            raise DefinitionError(f"checkpoint mode must be 'strict', 'batched' or 'end', got {self.mode!r}")
+        for name in ("every", "max_pending"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise DefinitionError(f"checkpoint {name} must be an int >= 1, got {value!r}")
+        if isinstance(self.interval, bool) or not isinstance(self.interval, (int, float)) \
+                or not math.isfinite(self.interval) or self.interval <= 0:
+            raise DefinitionError(f"checkpoint interval must be a positive number of seconds, got {self.interval!r}")
+        if self.max_pending < self.every:
+            raise DefinitionError(f"checkpoint max_pending ({self.max_pending}) must be >= every ({self.every})")
+
+    @classmethod
+    def strict(cls) -> CheckpointPolicy:
+        """Every completion durable before any dependent starts."""
+        return cls("strict")
+
+    @classmethod
+    def batched(cls, every: int = 1000, interval: float = 1.0, max_pending: int = 100_000) -> CheckpointPolicy:
+        """Group commits every ``every`` records or ``interval`` seconds."""
+        return cls("batched", every, interval, max_pending)
+
+    @classmethod
+    def at_end(cls) -> CheckpointPolicy:
+        """A snapshot when the run starts and one when it ends, nothing between."""
+        return cls("end")
+
+    @classmethod
+    def of(cls, spec: CheckpointSpec) -> CheckpointPolicy:
+        """A policy from a policy or its mode's name."""
+        if isinstance(spec, CheckpointPolicy):
+            return spec
+        if spec in ("strict", "batched", "end"):
+            return cls(spec)
+        raise DefinitionError(f"checkpoint must be 'strict', 'batched', 'end' or a CheckpointPolicy, got {spec!r}")
+
+
+CheckpointSpec = CheckpointPolicy | Literal["strict", "batched", "end"]
+
+
+class RunWriter:
+    """Internal: the checkpointer a durable run's core calls, and its writer thread.
+
+    The core calls :meth:`encode` and :meth:`node_ended` from worker threads (see
+    ``_ext.begin_run``); every store write happens on the writer thread, in order.
+    """
+
+    def __init__(self, store: Store, run_id: str, policy: CheckpointPolicy, serializer: Serializer,
+                 data: WorkflowData, names: list[str], on_failure: Callable[[str], None]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.policy = policy
+        self.serializer = serializer
+        self.data = data
+        self.names = names
+        self._on_failure = on_failure
+        self._strict = policy.mode == "strict"
+        self._journal = policy.mode != "end"
+        self.outputs: dict[int, bytes] = {}     # node id -> serialized output, completed nodes
+        self.errors: dict[int, ErrorRecord] = {}
+        self.failure: BaseException | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: list[Transition] = []
+        self._oldest = 0.0                      # monotonic time the oldest pending record came
+        self._queued = 0                        # records ever queued
+        self._durable = 0                       # records ever made durable
+        self._snapshot: RunState | None = None  # a snapshot to write before any batch
+        self._data_version = -1
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self.batches = 0                        # commits made (for tests and benchmarks)
+
+    # -- called by the core, on worker threads ----------------------------------------------
+
+    def encode(self, node: int, value: Any) -> bytes:
+        """``value`` serialized; :class:`SerializationError` naming the node if it cannot be."""
+        try:
+            return self.serializer.dumps(value)
+        except SerializationError as exc:
+            raise SerializationError(f"the output of node {self.names[node]!r} cannot be saved: {exc}", "") from exc
+        except Exception as exc:  # a user serializer's own failure
+            raise SerializationError(f"the output of node {self.names[node]!r} cannot be saved: "
+                                     f"{type(exc).__name__}: {exc}", "") from exc
+
+    def node_ended(self, node: int, status: int, attempt: int, started: float, ended: float, value: Any) -> None:
+        """Record a terminal node; under the strict policy, return once a completion is durable."""
+        if status == _COMPLETED:
+            self.outputs[node] = value
+            record = Transition(node, status, attempt, started, ended, value, None)
+        else:
+            error = ErrorRecord.from_exception(value)
+            self.errors[node] = error
+            record = Transition(node, status, attempt, started, ended, None, error)
+        if not self._journal:
+            return
+        cond = self._cond
+        with cond:
+            while len(self._pending) >= self.policy.max_pending and self.failure is None:
+                cond.wait()  # back-pressure: the store is slower than the workers
+            if self.failure is not None or self._closing:
+                return
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.append(record)
+            self._queued += 1
+            ticket = self._queued
+            if self._strict or len(self._pending) >= self.policy.every:
+                cond.notify_all()
+            if self._strict and status == _COMPLETED:
+                while self._durable < ticket and self.failure is None:
+                    cond.wait()
+
+    # -- the writer thread ------------------------------------------------------------------------
+
+    def start(self, snapshot: RunState) -> None:
+        """Start the writer; its first write is ``snapshot``."""
+        self._snapshot = snapshot
+        self._data_version = self.data.version
+        self._thread = threading.Thread(target=self._loop, name=f"flow-orchestrator-writer-{self.run_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            snapshot, self._snapshot = self._snapshot, None
+            if snapshot is not None:
+                self.store.save(snapshot)
+            while True:
+                batch, ticket = self._next_batch()
+                if batch is None:
+                    return
+                self.store.checkpoint(self.run_id, batch, self._changed_data())
+                with self._cond:
+                    self._durable = ticket
+                    self.batches += 1
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - reported through the run
+            self._fail(exc)
+
+    def _next_batch(self) -> tuple[list[Transition] | None, int]:
+        """Wait for the next group commit's records (``None``: closing and nothing left)."""
+        policy, cond = self.policy, self._cond
+        with cond:
+            while True:
+                if self.failure is not None:
+                    return None, 0
+                count = len(self._pending)
+                if count and (self._strict or self._closing or count >= policy.every):
+                    break
+                if self._closing:
+                    return None, 0
+                if count:
+                    wait = self._oldest + policy.interval - time.monotonic()
+                    if wait <= 0:
+                        break
+                    cond.wait(wait)
+                else:
+                    cond.wait()
+            batch, self._pending = self._pending, []
+            cond.notify_all()  # workers held back by max_pending
+            return batch, self._queued
+
+    def _changed_data(self) -> bytes | None:
+        version = self.data.version
+        if version == self._data_version:
+            return None
+        try:
+            blob = self.serializer.dumps(self.data.snapshot())
+        except Exception as exc:  # the copy (deepcopy) or the serializer refused a value
+            raise SerializationError(f"the workflow data cannot be saved: {type(exc).__name__}: {exc}", "") from exc
+        self._data_version = version
+        return blob
+
+    def _fail(self, exc: BaseException) -> None:
+        _log.error("run %s: saving to %r failed: %s: %s", self.run_id, self.store, type(exc).__name__, exc)
+        # Cancel first: workers waiting for this write must find the run aborted when
+        # they wake, so that no dependent of an unsaved completion starts.
+        try:
+            self._on_failure(f"saving the run failed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._cond:
+                if self.failure is None:
+                    self.failure = exc
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer (waits for it)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class DurableRun:
+    """Internal: the store side of one durable run (lock, writer, final snapshot)."""
+
+    def __init__(self, store: Store, run_id: str, policy: CheckpointPolicy,
+                 serializer: Serializer | None) -> None:
+        if not isinstance(store, Store):
+            raise DefinitionError(f"store must be a Store, got {type(store).__name__}")
+        self.store = store
+        self.run_id = run_id
+        self.policy = policy
+        self.serializer = serializer or JsonSerializer()
+        self.writer: RunWriter | None = None
+        self._exit = contextlib.ExitStack()
+        self._exit.enter_context(store.lock(run_id))
+        self._started_at = time.time()
+        self._restored: dict[int, bytes] = {}
+        self._restored_times: tuple[np.ndarray, np.ndarray] | None = None
+        self._initial: RunState | None = None
+        self._done = False
+
+    def load(self) -> RunState:
+        """The saved state of the run (under the lock)."""
+        return self.store.load(self.run_id)
+
+    def check_new(self) -> None:
+        """:class:`RunExistsError` if the store already holds this run id."""
+        if self.store.exists(self.run_id):
+            raise RunExistsError(f"the store already holds a run {self.run_id!r}: resume it "
+                                 "(resume=run_id) or delete it first")
+
+    def prepare(self, workflow: Workflow, data: WorkflowData, on_failure: Callable[[str], None],
+                resume: Any = None) -> RunWriter:
+        """The checkpointer for the run's core, with the run's initial snapshot ready.
+
+        ``resume`` is the engine's view of a resumed state (``completed`` over the
+        workflow's node ids, ``state`` the saved state and ``ids`` its ids mapped to the
+        workflow's).  Call :meth:`start` once the core exists.
+        """
+        state = RunState.initial(workflow, self.run_id, serializer=self.serializer, data=data,
+                                 started_at=self._started_at)
+        if resume is not None:
+            self._carry_over(state, resume.state, resume.completed, resume.ids)
+            self._started_at = state.started_at = resume.state.started_at
+        writer = RunWriter(self.store, self.run_id, self.policy, self.serializer, data, workflow.names, on_failure)
+        writer.outputs.update(self._restored)
+        self._initial = state
+        self.writer = writer
+        return writer
+
+    def start(self) -> None:
+        """Start the writer: it saves the initial snapshot first."""
+        assert self.writer is not None and self._initial is not None
+        self.writer.start(self._initial)
+        self._initial = None
+
+    def _carry_over(self, state: RunState, saved: RunState, completed: np.ndarray, old_ids: np.ndarray) -> None:
+        """Copy the restored nodes' status, attempts, times and outputs into ``state``."""
+        old = np.flatnonzero(completed[old_ids])  # saved ids of nodes that stay completed
+        new = old_ids[old]
+        state.statuses[new] = _COMPLETED
+        state.attempts[new] = saved.attempts[old]
+        state.started[new] = saved.started[old]
+        state.ended[new] = saved.ended[old]
+        outputs = saved.outputs
+        self._restored = {int(n): outputs[int(o)] for o, n in zip(old.tolist(), new.tolist())}
+        state.outputs = dict(self._restored)
+        self._restored_times = (state.started.copy(), state.ended.copy())
+        state.validate()
+
+    def finish(self, result: RunResult | None, data: WorkflowData) -> None:
+        """Flush the writer, save the final snapshot (of ``result``, if any), release the lock.
+
+        Raises :class:`CheckpointFailedError` (with ``result``) if any write failed.
+        Idempotent.
+        """
+        if self._done:
+            return
+        self._done = True
+        writer = self.writer
+        try:
+            if writer is not None:
+                writer.close()
+                if writer.failure is None and result is not None:
+                    self.store.save(self._final_state(result, data, writer))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            if writer is not None and writer.failure is None:
+                writer.failure = exc
+        finally:
+            self.release()
+        failure = writer.failure if writer is not None else None
+        if failure is not None:
+            error = CheckpointFailedError(f"run {self.run_id}: saving its state to the store failed: "
+                                          f"{type(failure).__name__}: {failure}")
+            error.result = result
+            raise error from failure
+
+    def finish_quietly(self, result: RunResult | None, data: WorkflowData) -> None:
+        """:meth:`finish` on the way out of an interrupt: a failed save is logged, the
+        interrupt goes on."""
+        try:
+            self.finish(result, data)
+        except CheckpointFailedError as exc:
+            _log.error("run %s: %s", self.run_id, exc)
+
+    def _final_state(self, result: RunResult, data: WorkflowData, writer: RunWriter) -> RunState:
+        statuses = np.array(result.statuses)
+        saved_outputs, saved_errors = dict(writer.outputs), dict(writer.errors)  # late nodes may add more
+        has_output = np.zeros(len(statuses), dtype=bool)
+        has_output[list(saved_outputs)] = True
+        # A node interrupted between completing and being recorded is saved as pending:
+        # it runs again on resume (at least once).
+        statuses[(statuses == _COMPLETED) & ~has_output] = NodeStatus.PENDING
+        done = statuses == _COMPLETED
+        outputs = {node: blob for node, blob in saved_outputs.items() if done[node]}
+        failed = set(result._errors)
+        errors = {node: record for node, record in saved_errors.items() if node in failed}
+        for node in failed - errors.keys():
+            errors[node] = ErrorRecord.from_exception(result._errors[node])
+        started, ended = np.array(result.started), np.array(result.ended)
+        if self._restored_times is not None:
+            keep = np.isnan(started) & ~np.isnan(self._restored_times[0])
+            started[keep], ended[keep] = self._restored_times[0][keep], self._restored_times[1][keep]
+        workflow = result.workflow
+        graph = workflow.graph
+        from .state import fingerprint
+        return RunState(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=self.run_id,
+                        run_status=str(result.status), node_names=workflow.names,
+                        succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+                        statuses=statuses, attempts=np.array(result.attempts), started=started, ended=ended,
+                        started_at=self._started_at, updated_at=time.time(), outputs=outputs, errors=errors,
+                        data=self.serializer.dumps(data.snapshot()), serializer=self.serializer.name)
+
+    def release(self) -> None:
+        """Stop the writer (if any) and release the lock (without a final save); idempotent."""
+        if self.writer is not None:
+            self.writer.close()
+        self._exit.close()
+
