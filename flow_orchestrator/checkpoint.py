@@ -62,7 +62,7 @@ import numpy as np
 from .data import WorkflowData
 from .errors import DefinitionError
 from .serialization import JsonSerializer, SerializationError, Serializer
-from .state import ErrorRecord, RunState
+from .state import ErrorRecord, RunState, fingerprint
 from .status import NodeStatus
 from .stores.base import Store, Transition
 from .stores.errors import CheckpointFailedError, RunExistsError
@@ -213,8 +213,8 @@ class RunWriter:
 
     # -- the writer thread ------------------------------------------------------------------------
 
-    def start(self, snapshot: RunState) -> None:
-        """Start the writer; its first write is ``snapshot``."""
+    def start(self, snapshot: RunState | None) -> None:
+        """Start the writer; its first write is ``snapshot`` (if any)."""
         self._snapshot = snapshot
         self._data_version = self.data.version
         self._thread = threading.Thread(target=self._loop, name=f"flow-orchestrator-writer-{self.run_id}",
@@ -225,6 +225,7 @@ class RunWriter:
         try:
             snapshot, self._snapshot = self._snapshot, None
             if snapshot is not None:
+                snapshot.validate()  # made unchecked on the run's critical path: checked here
                 self.store.save(snapshot)
             while True:
                 batch, ticket = self._next_batch()
@@ -311,11 +312,13 @@ class DurableRun:
         self._restored: dict[int, bytes] = {}
         self._restored_times: tuple[np.ndarray, np.ndarray] | None = None
         self._initial: RunState | None = None
+        self._loaded: RunState | None = None
         self._done = False
 
     def load(self) -> RunState:
         """The saved state of the run (under the lock)."""
-        return self.store.load(self.run_id)
+        self._loaded = self.store.load(self.run_id)
+        return self._loaded
 
     def check_new(self) -> None:
         """:class:`RunExistsError` if the store already holds this run id."""
@@ -331,20 +334,37 @@ class DurableRun:
         workflow's node ids, ``state`` the saved state and ``ids`` its ids mapped to the
         workflow's).  Call :meth:`start` once the core exists.
         """
-        state = RunState.initial(workflow, self.run_id, serializer=self.serializer, data=data,
-                                 started_at=self._started_at)
-        if resume is not None:
-            self._carry_over(state, resume.state, resume.completed, resume.ids)
-            self._started_at = state.started_at = resume.state.started_at
+        state: RunState | None = None
+        if resume is not None and self._continues_stored(resume):
+            # The stored snapshot and journal already say what this run starts from:
+            # append to them (no snapshot to write before the first checkpoint).
+            saved = resume.state
+            done = np.flatnonzero(resume.completed).tolist()
+            self._restored = {node: saved.outputs[node] for node in done}
+            self._restored_times = (saved.started, saved.ended)
+            self._started_at = saved.started_at
+        else:
+            state = _initial_state(workflow, self.run_id, self.serializer, data, self._started_at)
+            if resume is not None:
+                self._carry_over(state, resume.state, resume.completed, resume.ids)
+                self._started_at = state.started_at = resume.state.started_at
         writer = RunWriter(self.store, self.run_id, self.policy, self.serializer, data, workflow.names, on_failure)
         writer.outputs.update(self._restored)
         self._initial = state
         self.writer = writer
         return writer
 
+    def _continues_stored(self, resume: Any) -> bool:
+        """Whether a resume goes on from the store's state as it is: loaded from this
+        store, the same nodes in the same order, and no node to re-run."""
+        saved = resume.state
+        return (self._loaded is saved and len(resume.completed) == saved.num_nodes
+                and bool(np.array_equal(resume.ids, np.arange(saved.num_nodes)))
+                and bool(np.array_equal(resume.completed, saved.statuses == _COMPLETED)))
+
     def start(self) -> None:
-        """Start the writer: it saves the initial snapshot first."""
-        assert self.writer is not None and self._initial is not None
+        """Start the writer: it saves the initial snapshot (if any) first."""
+        assert self.writer is not None
         self.writer.start(self._initial)
         self._initial = None
 
@@ -360,7 +380,6 @@ class DurableRun:
         self._restored = {int(n): outputs[int(o)] for o, n in zip(old.tolist(), new.tolist())}
         state.outputs = dict(self._restored)
         self._restored_times = (state.started.copy(), state.ended.copy())
-        state.validate()
 
     def finish(self, result: RunResult | None, data: WorkflowData) -> None:
         """Flush the writer, save the final snapshot (of ``result``, if any), release the lock.
@@ -417,7 +436,6 @@ class DurableRun:
             started[keep], ended[keep] = self._restored_times[0][keep], self._restored_times[1][keep]
         workflow = result.workflow
         graph = workflow.graph
-        from .state import fingerprint
         return RunState(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=self.run_id,
                         run_status=str(result.status), node_names=workflow.names,
                         succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
@@ -431,3 +449,18 @@ class DurableRun:
             self.writer.close()
         self._exit.close()
 
+
+def _initial_state(workflow: Workflow, run_id: str, serializer: Serializer, data: WorkflowData,
+                   started_at: float) -> RunState:
+    """:meth:`RunState.initial`, unchecked (the writer validates it before saving)."""
+    n, graph = len(workflow), workflow.graph
+    try:
+        blob = serializer.dumps(data.snapshot())
+    except Exception as exc:  # the copy or the serializer refused a value
+        raise SerializationError(f"the workflow data cannot be saved: {type(exc).__name__}: {exc}", "") from exc
+    return RunState._unchecked(
+        workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=run_id, run_status="running",
+        node_names=workflow.names, succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+        statuses=np.zeros(n, np.uint8), attempts=np.zeros(n, np.int32), started=np.full(n, np.nan),
+        ended=np.full(n, np.nan), started_at=started_at, updated_at=time.time(), outputs={}, errors={},
+        data=blob, serializer=serializer.name)

@@ -29,7 +29,7 @@ import struct
 import time
 import traceback as _traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -284,6 +284,17 @@ class RunState:
         state = cls.__new__(cls)
         state.__dict__.update(fields)
         state._check(output_ids, names_utf8)
+        return state
+
+    @classmethod
+    def _unchecked(cls, **fields: Any) -> RunState:
+        """Internal: a state made from a workflow and an already validated state, not
+        checked here (its saver calls :meth:`validate` off the hot path)."""
+        defaults = {name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+                    for name, f in cls.__dataclass_fields__.items()
+                    if name not in fields}
+        state = cls.__new__(cls)
+        state.__dict__.update(defaults, **fields)
         return state
 
     # -- validation --------------------------------------------------------------------

@@ -35,6 +35,7 @@ from flow_orchestrator.stores import (
 )
 from flow_orchestrator.workflow import Workflow
 
+from pg_server import fresh_schema
 from strategies import dags
 
 DONE = int(NodeStatus.COMPLETED)
@@ -52,8 +53,15 @@ def open_store(kind: str, where: Path) -> Store:
     return SqliteStore(where / "runs.db")
 
 
-@pytest.fixture(params=["memory", "json", "flatbuffers", "sqlite"])
+@pytest.fixture(params=["memory", "json", "flatbuffers", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterable[Store]:
+    if request.param == "postgres":
+        with fresh_schema() as (conninfo, schema):
+            from flow_orchestrator.stores import PostgresStore
+
+            with PostgresStore(conninfo, schema=schema) as opened:
+                yield opened
+        return
     with open_store(request.param, tmp_path) as opened:
         yield opened
 

@@ -1,16 +1,26 @@
-"""The store contract: every store (memory, JSON files, FlatBuffers files, SQLite) passes it."""
+"""The store contract: every store (memory, JSON files, FlatBuffers files, SQLite, PostgreSQL) passes it.
+
+The PostgreSQL store runs against the server named by ``FLOW_ORCHESTRATOR_TEST_POSTGRES``
+(a libpq conninfo), else the first of a few local defaults that answers; each test gets
+a schema of its own, dropped after it.  When no server is reachable its tests skip,
+saying why, except under ``FLOW_ORCHESTRATOR_CI=1`` (``.ci/run``), where they fail.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +33,7 @@ from flow_orchestrator.stores import (
     FlatBuffersFileStore,
     JsonFileStore,
     MemoryStore,
+    PostgresStore,
     RunInfo,
     RunLockedError,
     RunNotFoundError,
@@ -36,7 +47,11 @@ CHILD = """
 import sys, time
 from flow_orchestrator.stores import FlatBuffersFileStore, JsonFileStore, SqliteStore, RunLockedError
 kind, where, run_id, mode = sys.argv[1:5]
-store = {"json": JsonFileStore, "flatbuffers": FlatBuffersFileStore, "sqlite": SqliteStore}[kind](where)
+if kind == "postgres":
+    from flow_orchestrator.stores import PostgresStore
+    store = PostgresStore(where, schema=sys.argv[5])
+else:
+    store = {"json": JsonFileStore, "flatbuffers": FlatBuffersFileStore, "sqlite": SqliteStore}[kind](where)
 if mode == "hold":
     with store.lock(run_id):
         print("locked", flush=True)
@@ -55,11 +70,23 @@ else:
 
 @dataclass
 class Env:
-    """One kind of store: how to open it (again, on the same storage) and reach its bytes."""
+    """One kind of store: how to open it (again, on the same storage) and reach its bytes.
+
+    ``where`` is a directory, a database file or (PostgreSQL) a conninfo, with ``schema``.
+    """
 
     kind: str
     where: str
     open: Callable[[], Store]
+    schema: str = ""
+
+    def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run ``query`` (``{s}``: the quoted schema) on the PostgreSQL store's database."""
+        import psycopg
+
+        with psycopg.connect(self.where, autocommit=True) as db:
+            cur = db.execute(query.format(s=f'"{self.schema}"'), args)
+            return cur.fetchall() if cur.description else []
 
     def snapshot_path(self, run_id: str) -> Path:
         """The snapshot file of a file store."""
@@ -68,6 +95,8 @@ class Env:
 
     def read_snapshot(self, run_id: str) -> bytes:
         """The stored snapshot bytes (file or ``runs.state`` blob)."""
+        if self.kind == "postgres":
+            return self.sql("SELECT state FROM {s}.runs WHERE run_id = %s", (run_id,))[0][0]
         if self.kind == "sqlite":
             with sqlite3.connect(self.where) as db:
                 return db.execute("SELECT state FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0]
@@ -75,15 +104,22 @@ class Env:
 
     def write_snapshot(self, run_id: str, data: bytes) -> None:
         """Overwrite the stored snapshot bytes behind the store's back."""
-        if self.kind == "sqlite":
+        if self.kind == "postgres":
+            self.sql("UPDATE {s}.runs SET state = %s WHERE run_id = %s", (data, run_id))
+        elif self.kind == "sqlite":
             with sqlite3.connect(self.where) as db:
                 db.execute("UPDATE runs SET state = ? WHERE run_id = ?", (data, run_id))
         else:
             self.snapshot_path(run_id).write_bytes(data)
 
     def damage_last_checkpoint(self, run_id: str, damage: Callable[[bytes], bytes]) -> None:
-        """Replace the journal (files) or the last checkpoint row (SQLite) by ``damage(bytes)``."""
-        if self.kind == "sqlite":
+        """Replace the journal (files) or the last checkpoint row (databases) by ``damage(bytes)``."""
+        if self.kind == "postgres":
+            seq, record = self.sql("SELECT seq, record FROM {s}.checkpoints WHERE run_id = %s ORDER BY seq DESC"
+                                   " LIMIT 1", (run_id,))[0]
+            self.sql("UPDATE {s}.checkpoints SET record = %s WHERE run_id = %s AND seq = %s",
+                     (damage(record), run_id, seq))
+        elif self.kind == "sqlite":
             with sqlite3.connect(self.where) as db:
                 seq, record = db.execute("SELECT seq, record FROM checkpoints WHERE run_id = ? ORDER BY seq DESC",
                                          (run_id,)).fetchone()
@@ -104,7 +140,39 @@ FACTORIES = {
     "flatbuffers": lambda p: Env("flatbuffers", str(p / "runs"), lambda: FlatBuffersFileStore(p / "runs")),
     "sqlite": lambda p: Env("sqlite", str(p / "runs.db"), lambda: SqliteStore(p / "runs.db")),
 }
-DURABLE = ["json", "flatbuffers", "sqlite"]
+KINDS = [*FACTORIES, "postgres"]
+DURABLE = ["json", "flatbuffers", "sqlite", "postgres"]
+from pg_server import postgres_conninfo as _postgres_conninfo
+
+
+@contextlib.contextmanager
+def _postgres_env() -> Iterator[Env]:
+    """A PostgreSQL env on a schema of its own, dropped (its stores closed) afterwards."""
+    conninfo, schema = _postgres_conninfo(), f"test_{uuid.uuid4().hex[:16]}"
+    opened: list[Store] = []
+
+    def open_store() -> Store:
+        """A new store object on the test's schema."""
+        opened.append(PostgresStore(conninfo, schema=schema, connect_timeout=5))
+        return opened[-1]
+
+    env = Env("postgres", conninfo, open_store, schema)
+    try:
+        yield env
+    finally:
+        for store in opened:
+            store.close()
+        env.sql("DROP SCHEMA IF EXISTS {s} CASCADE")
+
+
+@contextlib.contextmanager
+def _make_env(kind: str, tmp_path: Path) -> Iterator[Env]:
+    """The env of ``kind`` for one test."""
+    if kind == "postgres":
+        with _postgres_env() as env:
+            yield env
+    else:
+        yield FACTORIES[kind](tmp_path)
 
 
 def _noop() -> None:
@@ -151,20 +219,29 @@ def _spawn(env: Env, run_id: str, mode: str) -> subprocess.Popen[str]:
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     # cwd="/": ``python -c`` puts the working directory first on sys.path, and the
     # uncompiled source package of a checkout there would shadow the installed one.
-    return subprocess.Popen([sys.executable, "-c", CHILD, env.kind, env.where, run_id, mode],
+    return subprocess.Popen([sys.executable, "-c", CHILD, env.kind, env.where, run_id, mode, env.schema],
                             stdout=subprocess.PIPE, text=True, env=environment, cwd="/")
 
 
-@pytest.fixture(params=list(FACTORIES))
-def env(request: pytest.FixtureRequest, tmp_path: Path) -> Env:
+@pytest.fixture(params=KINDS)
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     """Every kind of store."""
-    return FACTORIES[request.param](tmp_path)
+    with _make_env(request.param, tmp_path) as made:
+        yield made
 
 
 @pytest.fixture(params=DURABLE)
-def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Env:
-    """The stores whose data outlives the process (files, SQLite)."""
-    return FACTORIES[request.param](tmp_path)
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
+    """The stores whose data outlives the process (files, SQLite, PostgreSQL)."""
+    with _make_env(request.param, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture
+def postgres() -> Iterator[Env]:
+    """The PostgreSQL store alone."""
+    with _postgres_env() as made:
+        yield made
 
 
 DONE = NodeStatus.COMPLETED
@@ -214,6 +291,11 @@ class TestStoreContract:
             with pytest.raises(RunNotFoundError) as info:
                 call("nope")
             assert isinstance(info.value, (FlowError, LookupError))
+        assert store.exists("nope") is False
+        store.save(make_state("nope"))
+        assert store.exists("nope") is True
+        store.delete("nope")
+        assert store.exists("nope") is False
 
     def test_list_and_delete(self, env: Env) -> None:
         """list_runs reports every run (or one workflow's), sorted; delete forgets a run."""
@@ -405,7 +487,7 @@ class TestStoreContract:
                 with pytest.raises(CorruptStateError):
                     reader.load("run-1")
             assert durable.read_snapshot("run-1") == damaged
-            assert "run-1" not in [r.run_id for r in store.list_runs()] or durable.kind == "sqlite"
+            assert "run-1" not in [r.run_id for r in store.list_runs()] or durable.kind in ("sqlite", "postgres")
 
     def test_lock_in_another_process(self, durable: Env) -> None:
         """A run locked here cannot be locked by another process until released."""
@@ -489,3 +571,102 @@ class TestStoreSpecifics:
             store.close()
             with pytest.raises(StoreError):
                 store.save(make_state())
+
+
+class TestPostgresStore:
+    """What is particular to the PostgreSQL store: lazy psycopg, errors, reconnection, locks."""
+
+    def test_import_needs_no_psycopg(self) -> None:
+        """Importing the stores (and naming PostgresStore) does not import psycopg."""
+        code = ("import sys, flow_orchestrator.stores as s; s.PostgresStore; "
+                "assert 'psycopg' not in sys.modules, 'psycopg imported'")
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        subprocess.run([sys.executable, "-c", code], check=True, env=environment, cwd="/")
+
+    def test_missing_psycopg_is_a_store_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without psycopg, creating the store says how to install it."""
+        monkeypatch.setitem(sys.modules, "psycopg", None)
+        with pytest.raises(StoreError, match=r"pip install 'flow-orchestrator\[postgres\]'"):
+            PostgresStore("host=127.0.0.1")
+
+    def test_bad_server_or_arguments_are_store_errors(self) -> None:
+        """An unreachable server, a malformed conninfo or schema raise StoreError (never psycopg's
+        errors), and no message shows the password."""
+        pytest.importorskip("psycopg")
+        for conninfo, schema, message in (
+                ("host=127.0.0.1 port=1 user=x password=s3cret dbname=x", "public", "cannot connect to PostgreSQL"),
+                ("nonsense", "public", "invalid PostgreSQL connection string"),
+                ("host=127.0.0.1", 'a"b', "invalid schema name"), ("host=127.0.0.1", "", "invalid schema name")):
+            with pytest.raises(StoreError, match=message) as info:
+                PostgresStore(conninfo, schema=schema, connect_timeout=2)
+            assert "s3cret" not in str(info.value)
+
+    def test_lost_connection_is_a_store_error_then_reopened(self, postgres: Env) -> None:
+        """A connection the server ended fails one call with StoreError; the next call reconnects."""
+        store = postgres.open()
+        store.save(make_state())
+        backend = store._conn.info.backend_pid  # type: ignore[attr-defined]
+        assert postgres.sql("SELECT pg_terminate_backend(%s)", (backend,)) == [(True,)]
+        with pytest.raises(StoreError) as info:
+            store.load("run-1")
+        assert type(info.value) is StoreError
+        assert_same(store.load("run-1"), make_state())
+
+    def test_lock_names_holder_and_schemas_are_apart(self, postgres: Env) -> None:
+        """RunLockedError names the holding process; the same run id on another schema is another lock."""
+        store = postgres.open()
+        other = Env("postgres", postgres.where, lambda: PostgresStore(postgres.where, schema=postgres.schema + "_b"),
+                    postgres.schema + "_b")
+        try:
+            with other.open() as elsewhere, store.lock("run-1"):
+                locked = pytest.raises(RunLockedError, match=f"locked by flow-orchestrator pid {os.getpid()} on ")
+                with locked, postgres.open().lock("run-1"):
+                    pass
+                with elsewhere.lock("run-1"):
+                    pass
+        finally:
+            other.sql("DROP SCHEMA IF EXISTS {s} CASCADE")
+
+    def test_lock_session_keepalives_and_close_releases(self, postgres: Env) -> None:
+        """The lock's own session has server keepalives and no idle timeout; close() releases the lock."""
+        store, other = postgres.open(), postgres.open()
+        lock = store.lock("run-1")
+        with lock:
+            [conn] = store._locks  # type: ignore[attr-defined]
+            assert conn.execute("SHOW idle_session_timeout").fetchone() == ("0",)
+            if not str(conn.info.host).startswith("/"):  # TCP, not a Unix socket
+                assert conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("10",)
+                assert conn.info.get_parameters()["keepalives"] == "1"
+            store.close()
+            with other.lock("run-1"):
+                pass
+        for call in (lambda: store.lock("run-2"), lambda: store.save(make_state()), lambda: store.load("run-1")):
+            with pytest.raises(StoreError):
+                call()
+
+    def test_session_of_dead_holder_is_waited_for(self, postgres: Env) -> None:
+        """A lock still held by the ending session of a dead local process is waited for, briefly;
+        one of a live process is refused at once."""
+        import psycopg
+
+        from flow_orchestrator.stores.postgres import _app_name
+
+        store = postgres.open()
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        key = store._lock_key("run-1")  # type: ignore[attr-defined]
+        for pid, refused in ((dead.pid, False), (os.getpid(), True)):
+            holder = psycopg.connect(postgres.where, autocommit=True,
+                                     application_name=_app_name(pid, socket.gethostname()))
+            assert holder.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)
+            timer = threading.Timer(0.3, holder.close)
+            timer.start()
+            try:
+                if refused:
+                    with pytest.raises(RunLockedError), store.lock("run-1"):
+                        pass
+                else:
+                    with store.lock("run-1"):
+                        pass
+            finally:
+                timer.join()

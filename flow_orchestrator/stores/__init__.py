@@ -3,7 +3,8 @@
 Every store implements :class:`Store`: ``save`` (a full snapshot), ``load``,
 ``list_runs``, ``delete``, ``checkpoint`` (a batch of node transitions on top of the
 last snapshot), ``lock`` and ``close``.  The stores are :class:`MemoryStore`,
-:class:`JsonFileStore`, :class:`FlatBuffersFileStore` and :class:`SqliteStore`.
+:class:`JsonFileStore`, :class:`FlatBuffersFileStore`, :class:`SqliteStore` and :class:`PostgresStore` (the
+``postgres`` extra: psycopg 3, imported only when ``PostgresStore`` is first used).
 
 Guarantees:
 
@@ -26,7 +27,11 @@ Guarantees:
   dies, so a killed process never blocks a run; the lock file itself is never deleted.
   SQLite keeps ``(run_id, pid, hostname, acquired_at)`` rows taken in an ``IMMEDIATE``
   transaction; a row of a dead pid on this host is taken over (a row from another host
-  is honoured until removed).  :class:`MemoryStore` locks are per store object.  Locks
+  is honoured until removed).  PostgreSQL takes a session-level advisory lock
+  (``pg_try_advisory_lock``, keyed by a 64-bit hash of the schema and run id) on a
+  connection of its own, with TCP keepalives both ways; the server frees it when that
+  session ends, so when the holder dies (at once for a killed process, after the
+  keepalive probes for a vanished host).  :class:`MemoryStore` locks are per store object.  Locks
   are advisory: ``save`` and ``checkpoint`` do not check them.
 * Run ids are checked (:func:`check_run_id`): no path separators, control characters
   or leading dot, so they cannot escape a store's directory.
@@ -35,23 +40,49 @@ Guarantees:
 from __future__ import annotations
 
 from .base import RunInfo, Store, Transition, check_run_id
-from .errors import CheckpointError, RunLockedError, RunNotFoundError, StoreError
+from .errors import (
+    CheckpointError,
+    CheckpointFailedError,
+    RunExistsError,
+    RunLockedError,
+    RunNotFoundError,
+    StoreError,
+)
 from .files import FileStore, FlatBuffersFileStore, JsonFileStore
 from .memory import MemoryStore
 from .sqlite import SqliteStore
+from .urls import StoreURLError, open_store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
 
 __all__ = [
     "CheckpointError",
+    "CheckpointFailedError",
     "FileStore",
     "FlatBuffersFileStore",
     "JsonFileStore",
     "MemoryStore",
+    "PostgresStore",
+    "RunExistsError",
     "RunInfo",
     "RunLockedError",
     "RunNotFoundError",
     "SqliteStore",
     "Store",
     "StoreError",
+    "StoreURLError",
     "Transition",
     "check_run_id",
+    "open_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PostgresStore``, imported on first use so that psycopg is needed only then."""
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
