@@ -357,7 +357,7 @@ class DurableRun:
     def _continues_stored(self, resume: Any) -> bool:
         """Whether a resume goes on from the store's state as it is: loaded from this
         store, the same nodes in the same order, and no node to re-run."""
-        saved = resume.state
+        saved: RunState = resume.state
         return (self._loaded is saved and len(resume.completed) == saved.num_nodes
                 and bool(np.array_equal(resume.ids, np.arange(saved.num_nodes)))
                 and bool(np.array_equal(resume.completed, saved.statuses == _COMPLETED)))

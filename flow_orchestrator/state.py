@@ -290,7 +290,7 @@ class RunState:
     def _unchecked(cls, **fields: Any) -> RunState:
         """Internal: a state made from a workflow and an already validated state, not
         checked here (its saver calls :meth:`validate` off the hot path)."""
-        defaults = {name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        defaults = {name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc,operator]
                     for name, f in cls.__dataclass_fields__.items()
                     if name not in fields}
         state = cls.__new__(cls)

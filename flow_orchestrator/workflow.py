@@ -370,6 +370,18 @@ class Workflow:
     def _ids(self, names: Iterable[str] | str) -> np.ndarray:
         return self._names.ids([names] if isinstance(names, str) else names)
 
+    # -- pictures ------------------------------------------------------------------
+
+    def to_dot(self, **options: Any) -> str:
+        """This workflow as Graphviz DOT (see :func:`flow_orchestrator.render.to_dot`)."""
+        from .render import to_dot
+        return to_dot(self, **options)
+
+    def to_mermaid(self, **options: Any) -> str:
+        """This workflow as a Mermaid flowchart (see :func:`flow_orchestrator.render.to_mermaid`)."""
+        from .render import to_mermaid
+        return to_mermaid(self, **options)
+
 
 def _check_workflow_name(name: object) -> None:
     if not isinstance(name, str) or not name:
