@@ -1,15 +1,29 @@
-"""The command line and the demo job it runs (README Quickstart line 1)."""
+"""The command line (``flow-orchestrator``, ``python -m flow_orchestrator``) and the demo job
+it runs (README Quickstart line 1).
+
+The workflow commands run end to end in subprocesses, in a temporary working directory
+outside the source tree (``-m`` puts the working directory on ``sys.path``, where the
+uncompiled source package would shadow the installed one), against temporary stores;
+error variants and help texts run in-process through :func:`cli.main`.
+"""
 
 from __future__ import annotations
 
 import io
+import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
-from flow_orchestrator import cli
+from flow_orchestrator import _cli_report, cli
 from flow_orchestrator.batch_demo import build_batch_workflow, run_batch_demo
+from flow_orchestrator.stores import SqliteStore
 
 
 def test_demo_runs_the_batch_workflow_and_orders_a_dag(capsys):
@@ -45,3 +59,424 @@ def test_module_entry_point_help(tmp_path):
     done = subprocess.run([sys.executable, "-m", "flow_orchestrator", "--help"],
                           capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "demo" in done.stdout and "examples:" in done.stdout
+
+
+# -- the workflow commands, end to end in subprocesses ----------------------------------------------
+
+# The actions log each call to $WF_LOG (so tests see what ran, also in worker processes);
+# the node named by $WF_FAIL raises.  Module-level functions: picklable for process pools.
+WORKFLOW_MODULE = '''
+import os
+import pathlib
+
+import flow_orchestrator as fo
+
+
+def _step(name, ctx):
+    with pathlib.Path(os.environ["WF_LOG"]).open("a") as log:
+        log.write(f"{name} factor={ctx.data.get('factor')}\\n")
+    if name == os.environ.get("WF_FAIL"):
+        raise RuntimeError(f"{name} exploded\\nwith a second line")
+    return name
+
+
+def extract(ctx):
+    return _step("extract", ctx)
+
+
+def transform(ctx):
+    return _step("transform", ctx)
+
+
+def report(ctx):
+    return _step("report", ctx)
+
+
+def load(ctx):
+    return _step("load", ctx)
+
+
+def build():
+    return (fo.WorkflowBuilder("etl")
+            .add("extract", extract)
+            .add("transform", transform, depends_on="extract")
+            .add("report", report, depends_on="extract")
+            .add("load", load, depends_on=["transform", "report"])
+            .build())
+
+
+workflow = build()
+not_a_workflow = 42
+builder = fo.WorkflowBuilder("unbuilt")
+
+
+def needs_args(x):
+    return x
+
+
+def broken_factory():
+    raise ValueError("no workflow today")
+'''
+
+EDGES = {("extract", "transform"), ("extract", "report"), ("transform", "load"), ("report", "load")}
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A working directory outside the source tree, holding the workflow module ``etl_flow.py``."""
+    (tmp_path / "etl_flow.py").write_text(WORKFLOW_MODULE)
+    return tmp_path
+
+
+def cli_run(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m flow_orchestrator ARGS`` in ``project`` (PYTHONPATH inherited), with env
+    overrides; ``WF_LOG`` is ``project/log.txt``."""
+    environ = {k: v for k, v in os.environ.items() if k != "WF_FAIL"}
+    environ.update(WF_LOG=str(project / "log.txt"), **env)
+    return subprocess.run([sys.executable, "-m", "flow_orchestrator", *args], capture_output=True, text=True,
+                          cwd=project, env=environ, timeout=300, check=False)
+
+
+def logged(project: Path) -> list[str]:
+    """The actions' calls, in order, then forgotten."""
+    path = project / "log.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return lines
+
+
+def one_error_line(done: subprocess.CompletedProcess[str], command: str) -> str:
+    """The stderr of a command that failed: exactly one line, no traceback."""
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"flow-orchestrator {command}: error: "), done.stderr
+    return lines[0]
+
+
+def test_run_then_status_list(project):
+    done = cli_run(project, "run", "etl_flow.py:workflow", "--store", "sqlite:///runs.db", "--run-id", "ok-1",
+                   "--data", "factor=3", "--workers", "2", "--checkpoint", "strict", "--progress")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("run ok-1 of workflow 'etl': completed\nwall time ")
+    assert re.search(r"^completed\s+4$", done.stdout, re.MULTILINE) and re.search(r"^total\s+4$", done.stdout, re.MULTILINE)
+    assert "slowest nodes" in done.stdout and "failures" not in done.stdout
+    assert "store: sqlite:///runs.db" in done.stdout
+    assert "4/4" in done.stderr  # --progress forces the bar, on stderr
+    assert sorted(logged(project)) == ["extract factor=3", "load factor=3", "report factor=3", "transform factor=3"]
+    assert (project / "runs.db").exists()  # three slashes: relative to the working directory
+
+    done = cli_run(project, "run", "etl_flow.py:workflow", "--store", "sqlite:///runs.db", "--run-id", "ok-2")
+    assert done.returncode == 0 and done.stderr == ""  # stderr is no terminal: no progress bar
+    listing = cli_run(project, "status", "--store", f"sqlite:////{project}/runs.db")
+    assert listing.returncode == 0, listing.stderr
+    header, *rows = listing.stdout.splitlines()
+    assert header.split() == ["run", "id", "workflow", "status", "updated", "at"]
+    assert [row.split()[:3] for row in rows] == [["ok-2", "etl", "completed"], ["ok-1", "etl", "completed"]]
+
+
+def test_failed_run_status_and_resume(project):
+    store = "json:///runs"
+    failed = cli_run(project, "run", "etl_flow:build", "--store", store, "--run-id", "r1", "--data", "factor=2",
+                     "--data", 'label="x"', "--continue-on-error", WF_FAIL="transform")
+    assert failed.returncode == 1
+    out = failed.stdout
+    assert out.startswith("run r1 of workflow 'etl': failed")
+    for status, count in (("completed", 2), ("failed", 1), ("skipped", 1)):
+        assert re.search(rf"^{status}\s+{count}$", out, re.MULTILINE), out
+    assert "failures (1)" in out
+    assert re.search(r"^transform\s+failed\s+1\s+RuntimeError: transform exploded with a second line$", out, re.MULTILINE)
+    assert "resume with: flow-orchestrator resume etl_flow:build r1 --store json:///runs" in out
+    assert sorted(logged(project)) == ["extract factor=2", "report factor=2", "transform factor=2"]
+
+    shown = cli_run(project, "status", "r1", "--store", store)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("run r1 of workflow 'etl': failed\nstarted ")
+    assert re.search(r"^transform\s+failed\s+1\s+RuntimeError: transform exploded", shown.stdout, re.MULTILINE)
+    report = json.loads(cli_run(project, "status", "r1", "--store", store, "--json").stdout)
+    assert report["run_id"] == "r1" and report["status"] == "failed" and report["nodes"] == 4
+    assert report["counts"] == {"pending": 0, "running": 0, "completed": 2, "failed": 1, "skipped": 1,
+                                "cancelled": 0, "timed_out": 0}
+    assert report["failures"] == [{"node": "transform", "status": "failed", "attempts": 1,
+                                   "error_type": "RuntimeError", "message": "transform exploded\nwith a second line"}]
+    assert {s["node"] for s in report["slowest"]} == {"extract", "report", "transform"}
+    assert report["updated_at"] >= report["started_at"] > 0
+
+    resumed = cli_run(project, "resume", "etl_flow.py:workflow", "r1", "--store", store)  # the fix: no WF_FAIL
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("run r1 of workflow 'etl': completed")
+    assert logged(project) == ["transform factor=2", "load factor=2"]  # completed nodes not run again; data kept
+
+    again = cli_run(project, "resume", "etl_flow.py:workflow", "r1", "--store", store, "--rerun", "report",
+                    "--data", "factor=5")
+    assert again.returncode == 0, again.stderr
+    assert logged(project) == ["report factor=5", "load factor=5"]  # report and what depends on it
+
+    listed = json.loads(cli_run(project, "status", "--store", store, "--json").stdout)
+    assert [(r["run_id"], r["workflow"], r["status"]) for r in listed] == [("r1", "etl", "completed")]
+    assert listed[0]["updated_at_iso"].endswith("+00:00")
+
+
+def test_processes_executor_imports_the_module_in_the_workers(project):
+    done = cli_run(project, "run", "etl_flow.py:workflow", "--executor", "processes", "--workers", "2",
+                   "--data", "factor=7")
+    assert done.returncode == 0, done.stderr
+    assert sorted(logged(project)) == ["extract factor=7", "load factor=7", "report factor=7", "transform factor=7"]
+
+
+def test_dask_executor_on_a_local_cluster(project):
+    pytest.importorskip("distributed")
+    done = cli_run(project, "run", "etl_flow.py:workflow", "--executor", "dask", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert len(logged(project)) == 4
+
+
+def parse_dot(text: str) -> tuple[dict[str, dict[str, str]], set[tuple[str, str]]]:
+    """``{label: attributes}`` of the nodes and the ``(label, label)`` edges of our DOT output."""
+    ids, nodes, edges = {}, {}, set()
+    for line in text.splitlines():
+        node = re.fullmatch(r'\s*(n\d+) \[(.*)\];', line)
+        edge = re.fullmatch(r'\s*(n\d+) -> (n\d+);', line)
+        if node:
+            attrs = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', node.group(2)))
+            ids[node.group(1)] = attrs["label"]
+            nodes[attrs["label"]] = attrs
+        elif edge:
+            edges.add((ids[edge.group(1)], ids[edge.group(2)]))
+    assert text.startswith("digraph ") and text.rstrip().endswith("}")
+    return nodes, edges
+
+
+def test_graph_dot_of_a_workflow_and_of_a_stored_run(project):
+    done = cli_run(project, "graph", "etl_flow:workflow")  # a module name, found in the working directory
+    assert done.returncode == 0, done.stderr
+    nodes, edges = parse_dot(done.stdout)
+    assert set(nodes) == {"extract", "transform", "report", "load"} and edges == EDGES
+
+    assert cli_run(project, "run", "etl_flow.py:workflow", "--store", "sqlite:///runs.db", "--run-id", "g1",
+                   WF_FAIL="report").returncode == 1
+    done = cli_run(project, "graph", "etl_flow.py:workflow", "--store", "sqlite:///runs.db", "--run-id", "g1",
+                   "-o", "run.dot")
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    text = (project / "run.dot").read_text()
+    assert text.startswith('digraph "etl run g1 (failed)"')
+    nodes, edges = parse_dot(text)
+    assert edges == EDGES
+    assert nodes["extract"]["tooltip"] == "extract: completed" and nodes["report"]["tooltip"] == "report: failed"
+    assert nodes["load"]["tooltip"] == "load: skipped"
+    assert nodes["report"]["fillcolor"] != nodes["extract"]["fillcolor"]
+
+
+def test_graph_svg_and_png_through_graphviz(project):
+    if shutil.which("dot") is None:
+        if os.environ.get("FLOW_ORCHESTRATOR_CI") == "1":
+            pytest.fail("FLOW_ORCHESTRATOR_CI=1 but Graphviz's dot is not installed", pytrace=False)
+        pytest.skip("Graphviz's dot is not installed")
+    done = cli_run(project, "graph", "etl_flow.py:workflow", "--format", "svg", "--direction", "LR")
+    assert done.returncode == 0, done.stderr
+    assert "<svg" in done.stdout and all(f">{name}</text>" in done.stdout for name in ("extract", "load"))
+    done = cli_run(project, "graph", "etl_flow.py:workflow", "-o", "flow.png")
+    assert done.returncode == 0, done.stderr
+    assert (project / "flow.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+# -- errors: one line on stderr, exit 2 for usage and 1 for the rest ---------------------------------
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("run", "no_such_module:workflow"), 2, "cannot import module 'no_such_module'"),
+    (("run", "etl_flow:nope"), 2, "module 'etl_flow' has no attribute 'nope' (workflows there: workflow)"),
+    (("run", "etl_flow.py:workflow", "--store", "mysql://db/runs"), 2, "unknown scheme 'mysql'"),
+    (("status", "missing", "--store", "sqlite:///runs.db"), 1, "no run 'missing' in sqlite:///runs.db"),
+    (("run", "etl_flow.py:workflow", "--store", "postgresql://u:pw@127.0.0.1:1/db?connect_timeout=2"), 1,
+     "Postgre"),  # cannot connect to PostgreSQL (or PostgresStore needs psycopg)
+])
+def test_errors_in_a_subprocess(project, args, code, message):
+    if args[0] == "status":
+        SqliteStore(project / "runs.db").close()
+    done = cli_run(project, *args)
+    assert done.returncode == code
+    assert message in one_error_line(done, args[0])
+    assert "pw@" not in done.stderr
+    assert logged(project) == []
+
+
+def test_a_locked_run_is_refused(project):
+    assert cli_run(project, "run", "etl_flow.py:workflow", "--store", "sqlite:///runs.db", "--run-id", "busy",
+                   WF_FAIL="load").returncode == 1
+    logged(project)
+    with SqliteStore(project / "runs.db") as store, store.lock("busy"):
+        done = cli_run(project, "resume", "etl_flow.py:workflow", "busy", "--store", "sqlite:///runs.db")
+    assert done.returncode == 1
+    line = one_error_line(done, "resume")
+    assert "run 'busy' is locked by pid" in line and "another process is running or resuming it" in line
+    assert logged(project) == []
+
+
+def in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """``cli.main(args)``: its exit status, stdout and stderr."""
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("attr", "code", "message"), [
+    ("not_a_workflow", 2, "is not a Workflow (nor a callable returning one): it is of type int"),
+    ("builder", 2, "is a WorkflowBuilder, not a Workflow"),
+    ("needs_args", 2, "takes arguments"),
+    ("broken_factory", 1, "broken_factory() failed: ValueError: no workflow today"),
+    ("", 2, "expected MODULE:WORKFLOW"),
+])
+def test_workflow_errors(project, capsys, monkeypatch, attr, code, message):
+    monkeypatch.setenv("WF_LOG", str(project / "log.txt"))
+    status, out, err = in_process(capsys, "run", f"{project}/etl_flow.py:{attr}")
+    assert status == code and out == ""
+    assert err.startswith("flow-orchestrator run: error: ") and message in err and err.count("\n") == 1
+
+
+def test_module_errors(project, capsys):
+    (project / "raises_on_import.py").write_text("x = 1\nraise KeyError('config')\n")
+    (project / "bad_syntax.py").write_text("def broken(:\n")
+    cases = [
+        (f"{project}/missing.py:workflow", 2, "no such file:"),
+        (f"{project}/raises_on_import.py:workflow", 1, "importing"),
+        (f"{project}/bad_syntax.py:workflow", 1, "SyntaxError"),
+    ]
+    for target, code, message in cases:
+        status, _, err = in_process(capsys, "graph", target)
+        assert status == code and message in err and err.count("\n") == 1, err
+
+
+def test_usage_errors(project, capsys, monkeypatch):
+    monkeypatch.chdir(project)
+    wf = f"{project}/etl_flow.py:workflow"
+    cases = [
+        (("run", wf, "--checkpoint", "end"), "--checkpoint needs --store"),
+        (("run", wf, "--data", "novalue"), "--data takes KEY=VALUE"),
+        (("graph", wf, "--run-id", "x"), "--store and --run-id go together"),
+        (("graph",), "give MODULE:WORKFLOW, or --store and --run-id"),
+        (("graph", wf, "-o", "picture.jpeg"), "cannot tell the format"),
+        (("status", "--store", "sqlite://runs.db"), "sqlite URLs name no host"),
+    ]
+    for args, message in cases:
+        status, _, err = in_process(capsys, *args)
+        assert status == 2 and message in err and err.count("\n") == 1, (args, err)
+    status, _, err = in_process(capsys, "status", "--store", "sqlite:///missing.db")
+    assert status == 1 and "no store at sqlite:///missing.db" in err
+    assert not (project / "missing.db").exists()
+
+
+def test_resume_errors(project, capsys, monkeypatch):
+    monkeypatch.setenv("WF_LOG", str(project / "log.txt"))
+    monkeypatch.setenv("WF_FAIL", "load")
+    wf = f"{project}/etl_flow.py:workflow"
+    store = f"flatbuffers:///{project}/runs"
+    assert in_process(capsys, "run", wf, "--store", store, "--run-id", "f1")[0] == 1
+    status, _, err = in_process(capsys, "run", wf, "--store", store, "--run-id", "f1")
+    assert status == 1 and "run 'f1' already exists" in err
+    status, _, err = in_process(capsys, "resume", wf, "f1", "--store", store, "--rerun", "nope")
+    assert status == 2 and "--rerun: workflow 'etl' has no node 'nope'" in err
+    status, _, err = in_process(capsys, "resume", wf, "missing", "--store", store)
+    assert status == 1 and "no run 'missing'" in err
+    (project / "bigger.py").write_text(textwrap.dedent("""
+        from etl_flow import build, extract
+        workflow = build()
+        def grown():
+            import flow_orchestrator as fo
+            b = fo.WorkflowBuilder("etl")
+            for name in workflow.names:
+                b.add(name, workflow.action(name), depends_on=list(workflow.dependencies(name)))
+            return b.add("extra", extract, depends_on="load").build()
+    """))
+    status, _, err = in_process(capsys, "resume", f"{project}/bigger.py:grown", "f1", "--store", store)
+    assert status == 1 and "node 'extra' was added" in err and "--allow-new-nodes" in err
+    monkeypatch.delenv("WF_FAIL")
+    status, out, err = in_process(capsys, "resume", f"{project}/bigger.py:grown", "f1", "--store", store,
+                                  "--allow-new-nodes")
+    assert status == 0 and re.search(r"^completed\s+5$", out, re.MULTILINE), err
+
+
+def test_graph_mermaid_and_stored_run_without_the_workflow(project, capsys, monkeypatch):
+    monkeypatch.setenv("WF_LOG", str(project / "log.txt"))
+    wf = f"{project}/etl_flow.py:workflow"
+    status, out, _ = in_process(capsys, "graph", wf, "--format", "mermaid", "--direction", "LR")
+    assert status == 0 and "flowchart LR" in out and out.count(" --> ") == len(EDGES)
+    store = f"sqlite:///{project}/runs.db"
+    assert in_process(capsys, "run", wf, "--store", store, "--run-id", "m1")[0] == 0
+    status, out, _ = in_process(capsys, "graph", "--store", store, "--run-id", "m1")
+    nodes, edges = parse_dot(out)
+    assert status == 0 and edges == EDGES and nodes["load"]["tooltip"] == "load: completed"
+
+
+def test_data_values_are_json_or_strings():
+    assert _cli_report.parse_data(["n=3", "f=1.5", "s=text", 'q="7"', "l=[1, 2]", "e=", "k=a=b"]) == {
+        "n": 3, "f": 1.5, "s": "text", "q": "7", "l": [1, 2], "e": "", "k": "a=b"}
+
+
+# -- help ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "status", "graph", "demo", "bench"])
+def test_every_command_has_help_with_examples(command, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(_cli_report, "bench_candidates", lambda: [tmp_path])
+    try:
+        code = cli.main([command, "--help"])
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(f"usage: flow-orchestrator {command}")
+    assert "examples:" in out and f"flow-orchestrator {command}" in out.split("examples:")[1]
+
+
+def test_help_in_a_subprocess(project):
+    done = cli_run(project, "run", "--help")
+    assert done.returncode == 0 and "--store URL" in done.stdout and "sqlite:////var/lib/runs.db" in done.stdout
+    top = cli_run(project, "--help").stdout
+    assert all(name in top for name in ("run", "resume", "status", "graph", "demo", "bench", "exit status"))
+
+
+# -- bench --------------------------------------------------------------------------------------------
+
+
+def test_bench_runs_the_runner_of_the_working_directory(tmp_path):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "__init__.py").write_text("")
+    (bench / "helper.py").write_text("NAME = 'fake runner'\n")
+    (bench / "run.py").write_text(textwrap.dedent("""
+        import sys
+        from bench.helper import NAME
+
+        def main(argv=None):
+            print(NAME, sys.argv[0], list(argv))
+            return 3
+    """))
+    done = subprocess.run([sys.executable, "-m", "flow_orchestrator", "bench", "--suite", "graph", "--repeat", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "fake runner flow-orchestrator bench ['--suite', 'graph', '--repeat', '1']\n"
+
+
+def test_bench_explains_where_to_get_it(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(_cli_report, "bench_candidates", lambda: [tmp_path])
+    status, out, err = in_process(capsys, "bench", "--suite", "graph")
+    assert status == 1 and out == ""
+    assert "not installed with the package" in err and "source checkout" in err and "sdist" in err
+
+
+def test_bench_finds_the_checkout_next_to_the_tests(capsys, monkeypatch):
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "run.py").is_file():
+        pytest.skip("no bench/ in this tree")
+    monkeypatch.setattr(_cli_report, "bench_candidates", lambda: [root])
+    status, out, _ = in_process(capsys, "bench", "--help")
+    assert status == 0 and "The runner's options" in out and "--suite" in out and "usage: flow-orchestrator bench" in out
+
+
+# -- report helpers -----------------------------------------------------------------------------------
+
+
+def test_format_table_aligns_columns():
+    text = _cli_report.format_table(("name", "n"), [("a", 1), ("long name", 10)], right=(1,))
+    assert text.splitlines() == ["name        n", "a           1", "long name  10"]
+    assert _cli_report.format_seconds(0.0000123) == "12 us" and _cli_report.format_seconds(2) == "2.000 s"
