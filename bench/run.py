@@ -258,13 +258,15 @@ def _version(dist: str) -> str | None:
 # -- command line --------------------------------------------------------------------
 
 
-SUITES = ("graph", "engine", "middleware", "observability", "state", "resume")
+SUITES = ("graph", "engine", "middleware", "observability", "state", "resume", "processes")
 
 TITLES = {
     "middleware": "middleware with nothing to do: cost added per node (10,000 no-op nodes)",
     "observability": "metrics and observers: cost per node (100,000-node no-op workflow)",
     "state": "run state of 100,000 nodes: save (encode) and load (decode), FlatBuffers vs stdlib JSON",
     "resume": "resume of a 100,000-node run 99% complete: time to the first new node",
+    "processes": "process pools: pure-Python CPU-bound workflows (serial vs 2 processes, target >= 1.8x) "
+                 "and the per-node cost of the process path",
 }
 
 
@@ -281,7 +283,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the rows and machine info to this file")
     parser.add_argument("--suite", nargs="+", choices=SUITES, default=list(SUITES),
                         help="what to measure: the graph core, the execution engine, the built-in "
-                        "middleware, observers and metrics, run-state codecs, resume (default: all)")
+                        "middleware, observers and metrics, run-state codecs, resume, process pools (default: all)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads for the engine suite (default: 2)")
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.nodes) < 1:

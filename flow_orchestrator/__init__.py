@@ -30,6 +30,7 @@ from .errors import (
 from .data import WorkflowData
 from .engine import CancellationToken, Engine, ExternalContext, NodeContext, RunHandle, RunResult
 from .errors import NodeFailedError, RunCancelledError, WorkflowFailedError
+from .render import to_dot, to_mermaid
 from .status import NodeStatus, RunStatus
 from .workflow import Node, NodeOptions, Workflow, WorkflowBuilder
 
@@ -64,6 +65,8 @@ __all__ = [
     "Workflow",
     "WorkflowBuilder",
     "errors",
+    "to_dot",
+    "to_mermaid",
 ]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

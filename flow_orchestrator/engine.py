@@ -12,10 +12,21 @@ Executors
     * a ``concurrent.futures.ThreadPoolExecutor`` of yours: helpers run on it.
     * ``"serial"``: every node runs in the calling thread, in a topological order; for
       debugging.
-    * any other ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor`` for
-      pure-Python CPU-bound actions): the scheduler stays in this process and submits
-      one attempt at a time; actions, their inputs and outputs must be picklable, and
-      the context they receive is a snapshot (:class:`ExternalContext`).
+    * ``"processes"`` (for pure-Python CPU-bound actions): the engine's own
+      ``ProcessPoolExecutor`` of ``max_workers`` processes, started with
+      ``"forkserver"`` on Linux and ``"spawn"`` elsewhere (never ``fork``: see
+      :func:`flow_orchestrator.external.process_pool`), created on first use and shut
+      down by :meth:`Engine.close`.
+    * any other ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor`` of yours, a
+      :class:`~flow_orchestrator.dask_executor.DaskExecutor`): the scheduler stays in
+      this process and submits one attempt at a time, up to ``max_workers`` in flight;
+      retries, timeouts, cancellation, observers and metrics work as with threads.  The
+      context an action receives is a snapshot (:class:`ExternalContext`).  For
+      executors that run attempts in other processes, actions, their inputs, the run's
+      data and outputs must be picklable, and :mod:`flow_orchestrator.external` checks
+      it: an action that cannot be pickled stops the run before any node starts with a
+      :class:`~flow_orchestrator.errors.DefinitionError`, anything else fails its node
+      with a :class:`~flow_orchestrator.errors.PicklingError`, both naming the node.
 
 Actions
     An action takes no argument, or one: the :class:`~flow_orchestrator._ext.NodeContext`
@@ -68,7 +79,10 @@ from .errors import (
     UnknownNodeError,
     WorkflowFailedError,
 )
+from .checkpoint import CheckpointPolicy, CheckpointSpec, DurableRun
+from .serialization import Serializer
 from .state import RunState, diff_workflow
+from .stores.base import Store, check_run_id
 from .status import NodeStatus, RunStatus
 from .workflow import NodeOptions, Workflow, check_middleware
 
@@ -132,6 +146,9 @@ class ExternalContext:
 
     ``data`` is a copy of the run's data taken when the attempt started; changes made
     to it stay in the child process.  There is no live cancellation across processes.
+    ``inputs`` hold the dependencies' outputs as values (with a
+    :class:`~flow_orchestrator.dask_executor.DaskExecutor` keeping outputs on the
+    cluster too: dask resolves them on the worker).
     """
 
     node: str
@@ -170,7 +187,11 @@ class ExternalContext:
 
 def _call_external(action: Callable[..., Any], takes_context: bool,
                    middleware: tuple[Callable[..., Any], ...], ctx: ExternalContext) -> Any:
-    # Runs in the worker process: middleware is applied there, around the action.
+    """Call ``action`` with ``ctx`` (or without, per ``takes_context``) inside its middleware.
+
+    Runs where the executor runs the attempt: middleware is applied there, around the
+    action (see also :func:`flow_orchestrator.external.run_attempt`).
+    """
     if middleware:
         return _with_middleware(action, takes_context, middleware)(ctx)
     return action(ctx) if takes_context else action()
@@ -304,6 +325,16 @@ class RunResult:
     def __repr__(self) -> str:
         return f"<RunResult {self.workflow.name!r} {self.run_id} {self.status}>"
 
+    def to_dot(self, **options: Any) -> str:
+        """This run as Graphviz DOT, coloured by status (:func:`flow_orchestrator.render.to_dot`)."""
+        from .render import to_dot
+        return to_dot(self, **options)
+
+    def to_mermaid(self, **options: Any) -> str:
+        """This run as a Mermaid flowchart, coloured by status (:func:`flow_orchestrator.render.to_mermaid`)."""
+        from .render import to_mermaid
+        return to_mermaid(self, **options)
+
 
 # -- handles ----------------------------------------------------------------------------------
 
@@ -352,7 +383,7 @@ class RunHandle:
 
 # -- the engine -------------------------------------------------------------------------------
 
-ExecutorSpec = cf.Executor | Literal["serial"] | None
+ExecutorSpec = cf.Executor | Literal["serial", "processes"] | None
 
 
 class Engine:
@@ -360,8 +391,10 @@ class Engine:
 
     Args:
         max_workers: threads that execute nodes of one run at most (the calling thread
-            included); default ``os.cpu_count()``.
-        executor: ``None`` for the engine's own thread pool, ``"serial"``, or any
+            included), or with another executor the attempts of one run in flight at
+            most (and the processes of ``"processes"``); default ``os.cpu_count()``.
+        executor: ``None`` for the engine's own thread pool, ``"serial"``,
+            ``"processes"`` for the engine's own process pool, or any
             ``concurrent.futures.Executor`` (see the module documentation).
         continue_on_error: the default for runs: keep running independent branches
             after a failure instead of failing fast.
@@ -382,12 +415,14 @@ class Engine:
             max_workers = os.cpu_count() or 1
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise DefinitionError(f"max_workers must be an int >= 1, got {max_workers!r}")
-        if not (executor is None or executor == "serial" or isinstance(executor, cf.Executor)):
-            raise DefinitionError(f"executor must be None, 'serial' or a concurrent.futures.Executor, got {executor!r}")
+        if not (executor is None or isinstance(executor, cf.Executor)
+                or (isinstance(executor, str) and executor in ("serial", "processes"))):
+            raise DefinitionError("executor must be None, 'serial', 'processes' or a concurrent.futures.Executor, "
+                                  f"got {executor!r}")
         self.max_workers = max_workers
         self.continue_on_error = bool(continue_on_error)
         self._executor_spec = executor
-        self._own_pool: cf.ThreadPoolExecutor | None = None
+        self._own_pool: cf.Executor | None = None
         self._lock = threading.Lock()
         self._compiled: weakref.WeakKeyDictionary[Workflow, CompiledWorkflow] = weakref.WeakKeyDictionary()
         self._timer = Timer()
@@ -450,7 +485,9 @@ class Engine:
         with self._lock:
             pool, self._own_pool = self._own_pool, None
         if pool is not None:
-            pool.shutdown(wait=wait)
+            # Attempts still queued in the engine's own process pool belong to runs that
+            # are over (they timed out): dropped rather than run.
+            pool.shutdown(wait=wait, cancel_futures=isinstance(pool, cf.ProcessPoolExecutor))
         self._timer.close()
 
     def _run_started(self) -> None:
@@ -481,15 +518,21 @@ class Engine:
             return "serial"
         if spec is None or isinstance(spec, cf.ThreadPoolExecutor):
             return "threads"
-        return "external"
+        return "external"  # "processes" too
 
     def _pool(self) -> cf.Executor:
+        """The executor nodes run on: the user's, or the engine's own (made on first use)."""
         spec = self._executor_spec
         if isinstance(spec, cf.Executor):
             return spec
         with self._lock:
             if self._own_pool is None:
-                self._own_pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flow-orchestrator")
+                if spec == "processes":
+                    from .external import process_pool
+
+                    self._own_pool = process_pool(self.max_workers)
+                else:
+                    self._own_pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flow-orchestrator")
             return self._own_pool
 
     # -- compiling ------------------------------------------------------------------------
@@ -511,8 +554,9 @@ class Engine:
             run_id: str | None = None, continue_on_error: bool | None = None,
             max_concurrency: int | None = None, cancel: CancellationToken | None = None,
             raise_on_failure: bool = True, observers: Iterable[Observer] = (),
-            resume: RunState | None = None, rerun: Iterable[str] = (),
-            allow_new_nodes: bool = False) -> RunResult:
+            resume: RunState | str | None = None, rerun: Iterable[str] = (),
+            allow_new_nodes: bool = False, store: Store | None = None,
+            checkpoint: CheckpointSpec = "batched", serializer: Serializer | None = None) -> RunResult:
         """Run ``workflow`` to the end in the calling thread (with helpers); return its result.
 
         Args:
@@ -523,23 +567,36 @@ class Engine:
             cancel: a :class:`CancellationToken` to cancel the run from elsewhere.
             raise_on_failure: raise instead of returning a failed or cancelled result.
             observers: observers of this run only, besides the engine's.
-            resume: a saved :class:`~flow_orchestrator.state.RunState` to continue: its
-                completed nodes are not run again (their outputs are restored, and so
-                are its data and run id unless given); every other node runs, including
-                those that were running when it was saved (at least once semantics).
+            resume: a saved :class:`~flow_orchestrator.state.RunState` to continue, or
+                with ``store`` the id of a run saved there: its completed nodes are not
+                run again (their outputs are restored, and so are its data and run id
+                unless given); every other node runs, including those that were
+                running when it was saved (at least once semantics).
             rerun: with ``resume``, names of nodes to run again anyway, with everything
                 that depends on them.
             allow_new_nodes: with ``resume``, accept a workflow with nodes the state does
                 not know (they run); any other difference raises
                 :class:`~flow_orchestrator.errors.IncompatibleStateError`.
+            store: make the run durable: saved to this
+                :class:`~flow_orchestrator.stores.Store` under its run id while it runs
+                and when it ends, and locked there for the run's duration (see
+                :mod:`flow_orchestrator.checkpoint`).  A new run's id must not exist in
+                the store yet (:class:`~flow_orchestrator.stores.RunExistsError`).
+            checkpoint: with ``store``: ``"strict"``, ``"batched"`` (default), ``"end"``
+                or a :class:`~flow_orchestrator.checkpoint.CheckpointPolicy`.
+            serializer: with ``store``: how outputs and data are saved (JSON by default;
+                must be the one the resumed run was saved with).
 
         Raises :class:`WorkflowFailedError` when a node failed or timed out and
         :class:`RunCancelledError` when the run was cancelled, unless
         ``raise_on_failure`` is false; ``KeyboardInterrupt`` and ``SystemExit`` (from
-        Ctrl-C or an action) cancel the run, then propagate.
+        Ctrl-C or an action) cancel the run, then propagate.  With a store:
+        :class:`~flow_orchestrator.stores.RunLockedError` when another process holds
+        the run, and :class:`~flow_orchestrator.stores.CheckpointFailedError` when a
+        save failed during the run (which was then cancelled).
         """
         run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
-                   _Resume.of(workflow, resume, rerun, allow_new_nodes))
+                   resume, rerun, allow_new_nodes, store, checkpoint, serializer)
         result = run.drive()
         if raise_on_failure:
             result.raise_for_status()
@@ -549,15 +606,16 @@ class Engine:
                run_id: str | None = None, continue_on_error: bool | None = None,
                max_concurrency: int | None = None, cancel: CancellationToken | None = None,
                raise_on_failure: bool = True, observers: Iterable[Observer] = (),
-               resume: RunState | None = None, rerun: Iterable[str] = (),
-               allow_new_nodes: bool = False) -> RunHandle:
+               resume: RunState | str | None = None, rerun: Iterable[str] = (),
+               allow_new_nodes: bool = False, store: Store | None = None,
+               checkpoint: CheckpointSpec = "batched", serializer: Serializer | None = None) -> RunHandle:
         """Start ``workflow`` in the background and return a :class:`RunHandle` at once.
 
         Takes the options of :meth:`run`.  The run is driven by a thread of its own, so
         a busy pool never delays its start.
         """
         run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
-                   _Resume.of(workflow, resume, rerun, allow_new_nodes))
+                   resume, rerun, allow_new_nodes, store, checkpoint, serializer)
         future: cf.Future[RunResult] = cf.Future()
         future.set_running_or_notify_cancel()
 
@@ -573,6 +631,11 @@ class Engine:
 
         threading.Thread(target=drive, name=f"flow-orchestrator-{run.run_id}", daemon=True).start()
         return RunHandle(run, future)
+
+    def resume(self, workflow: Workflow, run_id: str, *, store: Store, **options: Any) -> RunResult:
+        """Continue the run ``run_id`` saved in ``store``: ``run(workflow, store=store,
+        resume=run_id, **options)`` (every option of :meth:`run` applies)."""
+        return self.run(workflow, store=store, resume=run_id, **options)
 
     def _workers(self, max_concurrency: int | None) -> int:
         if max_concurrency is None:
@@ -593,10 +656,36 @@ class _Run:
     def __init__(self, engine: Engine, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
                  run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
                  cancel: CancellationToken | None, observers: Iterable[Observer] = (),
-                 resume: _Resume | None = None) -> None:
+                 resume: RunState | str | None = None, rerun: Iterable[str] = (), allow_new_nodes: bool = False,
+                 store: Store | None = None, checkpoint: CheckpointSpec = "batched",
+                 serializer: Serializer | None = None) -> None:
         self.engine = engine
         self.workflow = workflow  # strong while the run lasts: compiled workflows hold it weakly
         self.compiled = engine.compile(workflow)
+        self.durable: DurableRun | None = None
+        if store is not None:
+            self.durable, run_id, resume = _open_durable(store, run_id, resume, checkpoint, serializer)
+        elif isinstance(resume, str):
+            raise DefinitionError("resume=<run id> needs store=, the store the run was saved in")
+        try:
+            self._setup(workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
+                        _Resume.of(workflow, resume, rerun, allow_new_nodes,
+                                   self.durable.serializer if self.durable is not None else serializer))
+        except BaseException:
+            if self.durable is not None:
+                self.durable.release()
+            raise
+
+    def _setup(self, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
+               run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
+               cancel: CancellationToken | None, observers: Iterable[Observer],
+               resume: _Resume | None) -> None:
+        engine = self.engine
+        if engine.mode == "external":
+            # Refuse actions another process cannot receive before anything starts.
+            from .external import check_actions
+            check_actions(engine._pool(), self.compiled, workflow.name,
+                          resume.completed if resume is not None else None)
         if data is None and resume is not None:
             data = resume.data
         self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
@@ -627,9 +716,12 @@ class _Run:
         node_metrics = self.metrics.node_metrics(self.compiled) if self.metrics is not None else None
         engine._run_started()
         node_events = self.events if self.events is not None and self.events.has_node_hooks else None
+        writer = None
+        if self.durable is not None:
+            writer = self.durable.prepare(workflow, self.data, self._save_failed, resume)
         try:
             self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
-                                       max_helpers, coe, node_metrics, node_events)
+                                       max_helpers, coe, node_metrics, node_events, writer)
             if resume is not None:
                 self.core.restore(resume.completed, resume.outputs, resume.attempts)
         except BaseException:
@@ -639,6 +731,12 @@ class _Run:
             raise
         self.generation = self.core.generation
         self.cancel = cancel
+        if self.durable is not None:
+            self.durable.start()
+
+    def _save_failed(self, reason: str) -> None:
+        """The writer could not save: stop the run (it ends with CheckpointFailedError)."""
+        self.core.cancel(reason, self.generation)
 
     def drive(self) -> RunResult:
         core = self.core
@@ -660,12 +758,16 @@ class _Run:
             if core.interrupt is not None:
                 raise core.interrupt
             result = self._result(time.perf_counter() - start)
+            if self.durable is not None:
+                self.durable.finish(result, self.data)
             self._finished(result)
             return result
         except BaseException as exc:
             core.cancel("interrupted", generation)
             _attach_result(exc, self, time.perf_counter() - start)
             attached = getattr(exc, "result", None)
+            if self.durable is not None:
+                self.durable.finish_quietly(attached if isinstance(attached, RunResult) else None, self.data)
             if isinstance(attached, RunResult):
                 self._finished(attached)
             raise
@@ -699,19 +801,21 @@ class _Run:
 class _Resume:
     """What a saved state contributes to a run, mapped onto the workflow's node ids."""
 
-    __slots__ = ("completed", "outputs", "attempts", "data", "run_id")
+    __slots__ = ("completed", "outputs", "attempts", "data", "run_id", "state", "ids")
 
     def __init__(self, completed: np.ndarray, outputs: list[Any], attempts: np.ndarray,
-                 data: dict[str, Any], run_id: str) -> None:
+                 data: dict[str, Any], run_id: str, state: RunState, ids: np.ndarray) -> None:
         self.completed = completed
         self.outputs = outputs
         self.attempts = attempts
         self.data = data
         self.run_id = run_id
+        self.state = state
+        self.ids = ids  # the state's node ids -> the workflow's
 
     @classmethod
     def of(cls, workflow: Workflow, state: RunState | None, rerun: Iterable[str],
-           allow_new_nodes: bool) -> _Resume | None:
+           allow_new_nodes: bool, serializer: Serializer | None = None) -> _Resume | None:
         if state is None:
             if tuple(rerun):
                 raise DefinitionError("rerun= needs resume=, the state to re-run nodes of")
@@ -733,10 +837,34 @@ class _Resume:
         if again:
             completed[workflow.graph.descendants(workflow.interner.ids(again), include_self=True)] = False
         outputs: list[Any] = [None] * n
-        for old, value in state.load_outputs().items():
+        for old, value in state.load_outputs(serializer).items():
             if completed[ids[old]]:
                 outputs[ids[old]] = value
-        return cls(completed, outputs, attempts, state.load_data(), state.run_id)
+        return cls(completed, outputs, attempts, state.load_data(serializer), state.run_id, state, ids)
+
+
+def _open_durable(store: Store, run_id: str | None, resume: RunState | str | None, checkpoint: CheckpointSpec,
+                  serializer: Serializer | None) -> tuple[DurableRun, str, RunState | None]:
+    """Lock the run in ``store`` (and load it when resuming by id): the durable run, its
+    id and the state to resume (if any)."""
+    policy = CheckpointPolicy.of(checkpoint)
+    if isinstance(resume, str):
+        if run_id is not None and run_id != resume:
+            raise DefinitionError(f"run_id={run_id!r} differs from the run to resume, {resume!r}")
+        run_id = resume
+    elif isinstance(resume, RunState) and run_id is None:
+        run_id = resume.run_id
+    run_id = check_run_id(run_id) if run_id is not None else _new_run_id()
+    durable = DurableRun(store, run_id, policy, serializer)  # takes the lock
+    try:
+        if isinstance(resume, str):
+            resume = durable.load()
+        elif resume is None:
+            durable.check_new()
+    except BaseException:
+        durable.release()
+        raise
+    return durable, run_id, resume
 
 
 class _WorkerState(threading.local):
@@ -776,10 +904,22 @@ def _attach_result(exc: BaseException, run: _Run, wall: float) -> None:
 
 
 def _dispatch_external(run: _Run, core: Any) -> None:
-    """One attempt at a time to a non-thread executor, up to ``run.workers`` in flight."""
-    executor = run.engine._executor_spec
-    assert isinstance(executor, cf.Executor)
-    slots = threading.BoundedSemaphore(run.workers)
+    """One attempt at a time to a non-thread executor, up to ``run.workers`` in flight
+    (one more queued in a process pool: :func:`flow_orchestrator.external.queue_ahead`).
+
+    For an executor that runs attempts in other processes (see
+    :func:`flow_orchestrator.external.codec_for`) the actions are checked to pickle
+    before anything is submitted (:class:`DefinitionError` naming the nodes), and each
+    attempt goes through :class:`flow_orchestrator.external.Shipper`, which names what
+    cannot be pickled.
+    """
+    from .external import codec_for, queue_ahead, shipper
+
+    executor = run.engine._pool()
+    codec = codec_for(executor)
+    ship = (shipper(executor, codec, run.compiled, core.statuses(), run.workflow.name)
+            if codec is not None else None)
+    slots = threading.BoundedSemaphore(run.workers + queue_ahead(executor, run.workers, run.compiled))
     actions = run.compiled.external_actions
     while not core.is_over and not core.aborted:
         if not slots.acquire(timeout=0.05):
@@ -793,19 +933,28 @@ def _dispatch_external(run: _Run, core: Any) -> None:
             slots.release()
             continue
         inputs, name, attempt, deadline = core.external_context(node, word)
-        action, accepts, middleware = actions[node]
-        ctx = ExternalContext(name, node, attempt, deadline, inputs, WorkflowData(run.data.snapshot()),
-                              run.run_id, run.workflow.name)
         try:
-            future = executor.submit(_call_external, action, accepts, middleware, ctx)
-        except Exception as exc:  # e.g. the executor is shut down
+            if ship is not None:
+                # Pickling the run's data is the snapshot: WorkflowData pickles a copy
+                # taken under its lock.
+                future = ship.submit(node, ExternalContext(name, node, attempt, deadline, inputs, run.data,
+                                                           run.run_id, run.workflow.name))
+            else:
+                ctx = ExternalContext(name, node, attempt, deadline, inputs, WorkflowData(run.data.snapshot()),
+                                      run.run_id, run.workflow.name)
+                action, accepts, middleware = actions[node]
+                future = executor.submit(_call_external, action, accepts, middleware, ctx)
+        except Exception as exc:  # data or a context that cannot be copied or pickled; a shut-down executor
             slots.release()
             core.finish_attempt(node, word, False, exc)
             continue
-        future.add_done_callback(_external_done(core, node, word, slots))
+        future.add_done_callback(_external_done(core, node, word, slots, ship))
 
 
-def _external_done(core: Any, node: int, word: int, slots: threading.BoundedSemaphore) -> Callable[[cf.Future[Any]], None]:
+def _external_done(core: Any, node: int, word: int, slots: threading.BoundedSemaphore,
+                   ship: Any = None) -> Callable[[cf.Future[Any]], None]:
+    """The done callback of an attempt's future: record its outcome (decoded by ``ship``,
+    a :class:`flow_orchestrator.external.Shipper`, when the attempt was shipped)."""
     def done(future: cf.Future[Any]) -> None:
         slots.release()
         try:
@@ -813,7 +962,14 @@ def _external_done(core: Any, node: int, word: int, slots: threading.BoundedSema
         except cf.CancelledError as cancelled:
             exc = cancelled
         if exc is None:
-            core.finish_attempt(node, word, True, future.result())
+            value = future.result()
+            if ship is not None:
+                try:
+                    value = ship.output(node, value)
+                except Exception as error:  # noqa: BLE001 - an output that cannot be unpickled here
+                    core.finish_attempt(node, word, False, error)
+                    return
+            core.finish_attempt(node, word, True, value)
         else:
             core.finish_attempt(node, word, False, exc)
     return done

@@ -11,6 +11,7 @@ standard library keeps working.  The core never lets a bare ``KeyError`` or
 from __future__ import annotations
 
 import graphlib as _std_graphlib
+import pickle as _pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,8 +41,13 @@ __all__ = [
     "CorruptStateError",
     "IncompatibleStateError",
     "SerializationError",
+    "PicklingError",
     "SorterStateError",
     "SorterCycleError",
+    "RenderError",
+    "RenderTooLargeError",
+    "GraphvizError",
+    "GraphvizNotFoundError",
 ]
 
 
@@ -239,3 +245,46 @@ class SerializationError(FlowError, ValueError):
 
 class IncompatibleStateError(FlowError, ValueError):
     """A saved run cannot resume on this workflow: the message names each difference."""
+
+
+class RenderError(FlowError):
+    """A workflow or run cannot be drawn (base class of the :mod:`flow_orchestrator.render` errors)."""
+
+
+class RenderTooLargeError(RenderError, GraphTooLargeError):
+    """A graph has more nodes than a drawing allows (``max_nodes``); pass a larger
+    ``max_nodes`` (or ``None``) to draw it anyway."""
+
+
+class GraphvizError(RenderError, RuntimeError):
+    """Graphviz's ``dot`` failed (or timed out) while rendering a drawing.
+
+    ``returncode`` is its exit status (``None`` when it did not exit) and ``stderr``
+    what it wrote on its standard error.
+    """
+
+    def __init__(self, message: str, *, returncode: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class GraphvizNotFoundError(GraphvizError):
+    """Graphviz's ``dot`` program is not installed (or not on ``PATH``)."""
+
+
+class PicklingError(SerializationError, _pickle.PicklingError):
+    """What a node needs in another process, or what it returns from there, cannot be
+    pickled or unpickled (an executor running attempts elsewhere: a process pool, dask).
+
+    The message names the node and the value: its ``"action"``, an ``"input 'name'"``,
+    ``"data['key']"`` of the run, its ``"output"``, the ``"exception"`` it raised, or
+    its ``"context"``; ``node`` and ``what`` (also ``path``) hold them.  Also a
+    :class:`pickle.PicklingError`.
+    """
+
+    def __init__(self, message: str, node: str | None = None, what: str = "") -> None:
+        super().__init__(message, "")
+        self.node = node
+        self.what = what
+        self.path = what

@@ -46,3 +46,69 @@ def flaky(ctx):
     if ctx.attempt == 1:
         raise ConnectionError("first attempt")
     return ctx.attempt
+
+
+# -- values that do not cross process boundaries (module level: the workers import them) -------
+
+
+class Holder:
+    """Holds a lock: cannot be pickled."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def _make_holder() -> Holder:
+    return Holder()
+
+
+class Reborn:
+    """Pickles fine, but unpickles into a :class:`Holder` (which does not pickle): an
+    output that reaches the engine and then cannot be sent to its dependents."""
+
+    def __reduce__(self):
+        return (_make_holder, ())
+
+
+class LockedError(Exception):
+    """An exception that cannot be pickled (it holds a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__("locked")
+        self.lock = threading.Lock()
+
+
+def _refuse_to_load(message: str) -> Exception:
+    raise TypeError(f"refusing to unpickle {message!r}")
+
+
+class UnloadableError(Exception):
+    """Pickles, but cannot be unpickled: would break a ProcessPoolExecutor if it reached
+    the pool's result thread.  (A custom ``__reduce__``, so that tblib's exception
+    pickling, installed by ``import distributed``, does not make it loadable.)"""
+
+    def __reduce__(self):
+        return (_refuse_to_load, (str(self),))
+
+
+def returns_lock():
+    """An output that cannot be pickled."""
+    return threading.Lock()
+
+
+def returns_reborn():
+    return Reborn()
+
+
+def raises_locked():
+    raise LockedError()
+
+
+def raises_unloadable():
+    raise UnloadableError("x and y")
+
+
+def with_lock(ctx, lock=None):
+    """Meant for ``functools.partial(with_lock, lock=threading.Lock())``: an action that
+    cannot be pickled, by pickle or cloudpickle."""
+    return 1

@@ -1,10 +1,13 @@
 """One behavioural contract, run by every executor.
 
 The same workflows run on: the engine's own threads (``Engine(2)``), a thread pool of the
-user's (``Engine(executor=ThreadPoolExecutor(3))``), the serial executor, and a process
-pool (``Engine(2, executor=ProcessPoolExecutor(2))``).  Outputs, statuses, attempts and
-errors must be the same whatever runs the nodes.  Actions are module-level functions (or
-partials of them) so that they can be pickled; in a process the context is an
+user's (``Engine(executor=ThreadPoolExecutor(3))``), the serial executor, a process pool of
+the user's (``Engine(2, executor=ProcessPoolExecutor(2, mp_context=forkserver))``), the
+engine's own process pool (``Engine(2, executor="processes")``), and a dask.distributed
+cluster of 2 worker processes (``Engine(2, executor=DaskExecutor(client))``; skipped when
+distributed is not installed).  Outputs, statuses, attempts and errors must be the same
+whatever runs the nodes.  Actions are module-level functions (or partials of them) so
+that they can be pickled; in another process the context is an
 :class:`~flow_orchestrator.engine.ExternalContext` snapshot.
 """
 
@@ -12,24 +15,47 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import importlib.util
+import itertools
 import os
 import pathlib
+import pickle
+import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
+from engine_helpers import (
+    raises_locked,
+    raises_unloadable,
+    returns_lock,
+    returns_reborn,
+    with_lock,
+)
 
 from flow_orchestrator.data import WorkflowData
-from flow_orchestrator.engine import CancellationToken, Engine, ExternalContext, RunResult
+from flow_orchestrator.engine import (
+    CancellationToken,
+    Engine,
+    ExternalContext,
+    RunResult,
+)
 from flow_orchestrator.errors import (
+    DefinitionError,
+    EngineClosedError,
     NodeCancelledError,
-    RunCancelledError,
     NodeFailedError,
     NodeTimeoutError,
+    PicklingError,
+    RunCancelledError,
+    SerializationError,
     UnknownNodeError,
     WorkflowFailedError,
 )
+from flow_orchestrator.external import check_actions, process_pool, queue_ahead
+from flow_orchestrator.state import RunState
 from flow_orchestrator.status import TERMINAL, NodeStatus, RunStatus
 from flow_orchestrator.workflow import Workflow, WorkflowBuilder
 
@@ -114,17 +140,36 @@ def gated(ctx):
 
 # -- executors ----------------------------------------------------------------------------------------
 
-KINDS = ["threads", "user-pool", "serial", "processes"]
+KINDS = ["threads", "user-pool", "serial", "processes", "own-processes", "dask"]
+#: Executors whose actions run in other processes, on an ExternalContext.
+ELSEWHERE = {"processes", "own-processes", "dask"}
+
+# Not imported at module level: the worker processes import this module (for its actions).
+HAVE_DASK = importlib.util.find_spec("distributed") is not None
 
 
 @pytest.fixture(scope="module")
 def pools():
     threads = cf.ThreadPoolExecutor(3, thread_name_prefix="user-pool")
-    processes = cf.ProcessPoolExecutor(2)
-    list(processes.map(abs, [-1, -2]))  # start the workers now, while few threads exist
-    yield {"user-pool": threads, "processes": processes}
+    processes = process_pool(2)  # forkserver: no fork of this multi-threaded process
+    list(processes.map(abs, [-1, -2]))  # start the workers now
+    found = {"user-pool": threads, "processes": processes}
+    cluster = client = None
+    if HAVE_DASK:
+        import distributed
+
+        from flow_orchestrator.dask_executor import DaskExecutor
+
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        client = distributed.Client(cluster)
+        found["dask"] = DaskExecutor(client)
+    yield found
     threads.shutdown(wait=True)
     processes.shutdown(wait=True)
+    if client is not None:
+        client.close()
+        cluster.close()
 
 
 def make_engine(kind: str, pools) -> Engine:
@@ -134,6 +179,12 @@ def make_engine(kind: str, pools) -> Engine:
         return Engine(executor=pools["user-pool"])
     if kind == "serial":
         return Engine(1, executor="serial")
+    if kind == "own-processes":
+        return Engine(2, executor="processes")
+    if kind == "dask":
+        if "dask" not in pools:
+            pytest.skip("dask.distributed is not installed")
+        return Engine(2, executor=pools["dask"])
     return Engine(2, executor=pools["processes"])
 
 
@@ -319,7 +370,7 @@ def test_context_contents(engine):
     wf = WorkflowBuilder("w").add("facts", context_facts, timeout=30.0).build()
     result = engine.run(wf, data={"k": 1}, run_id="rid")
     facts = result.output("facts")
-    expected_cls = "ExternalContext" if engine.kind == "processes" else "NodeContext"
+    expected_cls = "ExternalContext" if engine.kind in ELSEWHERE else "NodeContext"
     expected_data = "WorkflowData"  # a snapshot copy in processes, the live one in threads
     assert facts == dict(cls=expected_cls, node="facts", node_id=0, run_id="rid", attempt=1, cancelled=False,
                          has_deadline=True, remaining_ok=True, data_type=expected_data)
@@ -328,7 +379,8 @@ def test_context_contents(engine):
 def test_every_executor_agrees(pools):
     """The same workflows, run by each executor: identical statuses, attempts, outputs, errors."""
     seen = {}
-    for kind in KINDS:
+    kinds = [kind for kind in KINDS if kind != "dask" or "dask" in pools]
+    for kind in kinds:
         with make_engine(kind, pools) as eng:
             runs = [
                 eng.run(data_flow_workflow(), data={"factor": 5}),
@@ -338,7 +390,7 @@ def test_every_executor_agrees(pools):
             seen[kind] = [(r.status, r.statuses.tolist(), r.attempts.tolist(), r.outputs,
                            {k: (type(v), str(v)) for k, v in r.errors.items()}) for r in runs]
     reference = seen["serial"]
-    for kind in KINDS:
+    for kind in kinds:
         assert seen[kind] == reference, kind
 
 
@@ -415,9 +467,152 @@ def test_a_late_result_from_a_previous_process_run_is_not_taken_for_the_next_one
         g2.touch()
 
 
-def test_an_unpicklable_action_fails_its_node_in_a_process_pool(pools):
+# -- what cannot cross to another process -------------------------------------------------------------
+
+
+@pytest.fixture(params=sorted(ELSEWHERE))
+def elsewhere(request, pools):
+    """An engine of each executor that runs actions in other processes."""
+    with make_engine(request.param, pools) as eng:
+        eng.kind = request.param
+        yield eng
+
+
+def test_an_unpicklable_action_stops_the_run_before_any_node_starts(elsewhere):
+    locked = functools.partial(with_lock, lock=threading.Lock())
+    wf = (WorkflowBuilder("w").add("ok", seed).add("locked", locked).add("dep", add_inputs, depends_on="locked")
+          .add("locked2", locked).build())
+    with pytest.raises(DefinitionError) as info:
+        elsewhere.run(wf)
+    message = str(info.value)
+    assert "2 node(s)" in message and "node 'locked'" in message and "node 'locked2'" in message
+    assert "cannot be pickled" in message and "_thread.lock" in message
+    assert not hasattr(info.value, "result")  # refused before the run started: there is none
+    with pytest.raises(DefinitionError):  # checked once per compiled workflow, reported every run
+        elsewhere.run(wf)
+
+
+def test_a_lambda_cannot_run_in_a_process_pool(pools):
     wf = WorkflowBuilder("w").add("lam", lambda: 1).add("dep", add_inputs, depends_on="lam").add("ok", seed).build()
+    with Engine(2, executor=pools["processes"]) as eng, \
+            pytest.raises(DefinitionError, match=r"node 'lam': its action <function .*<lambda>"):
+        eng.run(wf)
+
+
+def test_check_actions_before_a_run(pools):
+    wf = WorkflowBuilder("w").add("lam", lambda: 1).add("ok", seed).build()
+    compiled = Engine(1).compile(wf)
+    with pytest.raises(DefinitionError, match="workflow 'w': 1 node.*node 'lam'"):
+        check_actions(pools["processes"], compiled, "w")
+    check_actions(pools["processes"], compiled, "w", np.array([True, False]))  # 'lam' completed
+    check_actions(pools["user-pool"], compiled, "w")  # threads: nothing to pickle
+
+
+def test_a_resumed_run_never_ships_an_unpicklable_action_that_completed(pools):
+    locked = functools.partial(with_lock, lock=threading.Lock())
+    wf = WorkflowBuilder("w").add("locked", locked).add("dep", add_inputs, depends_on="locked").build()
+    with Engine(2) as threads:
+        state = RunState.from_result(threads.run(wf))
     with Engine(2, executor=pools["processes"]) as eng:
-        result = eng.run(wf, continue_on_error=True, raise_on_failure=False)
-    assert statuses(result) == {"lam": NodeStatus.FAILED, "dep": NodeStatus.SKIPPED, "ok": NodeStatus.COMPLETED}
-    assert result.error("lam") is not None
+        result = eng.run(wf, resume=state, rerun=["dep"])
+    assert result.outputs == {"locked": 1, "dep": 2}
+
+
+def test_what_cannot_be_pickled_fails_its_node_naming_it(elsewhere):
+    wf = (WorkflowBuilder("w")
+          .add("lock_out", returns_lock)
+          .add("reborn", returns_reborn)
+          .add("uses_reborn", add_inputs, depends_on="reborn")
+          .add("raises_locked", raises_locked)
+          .add("raises_unloadable", raises_unloadable)
+          .add("ok", seed)
+          .add("after", add_inputs, depends_on=["ok", "raises_unloadable"], continue_on_error=True)
+          .add("later", add_inputs, depends_on="ok")
+          .build())
+    result = elsewhere.run(wf, continue_on_error=True, raise_on_failure=False)
+    assert statuses(result) == {
+        "lock_out": NodeStatus.FAILED, "reborn": NodeStatus.COMPLETED, "uses_reborn": NodeStatus.FAILED,
+        "raises_locked": NodeStatus.FAILED, "raises_unloadable": NodeStatus.FAILED, "ok": NodeStatus.COMPLETED,
+        "after": NodeStatus.SKIPPED, "later": NodeStatus.COMPLETED}
+    errors = result.errors
+    assert all(isinstance(errors[n], PicklingError) for n in ("lock_out", "uses_reborn", "raises_locked",
+                                                              "raises_unloadable"))
+    assert {n: (errors[n].node, errors[n].what) for n in errors} == {
+        "lock_out": ("lock_out", "output"), "uses_reborn": ("uses_reborn", "input 'reborn'"),
+        "raises_locked": ("raises_locked", "exception"), "raises_unloadable": ("raises_unloadable", "exception")}
+    assert str(errors["lock_out"]).startswith("node 'lock_out': its output (_thread.lock) cannot be pickled")
+    assert str(errors["uses_reborn"]).startswith(
+        "node 'uses_reborn': input 'reborn' (engine_helpers.Holder) cannot be pickled")
+    assert str(errors["raises_locked"]).startswith("node 'raises_locked' raised LockedError: locked, which cannot")
+    assert str(errors["raises_unloadable"]).startswith("node 'raises_unloadable' raised UnloadableError: x and y")
+    assert isinstance(errors["lock_out"], SerializationError) and isinstance(errors["lock_out"], pickle.PicklingError)
+    # the pool survived an exception it could not have unpickled
+    assert elsewhere.run(data_flow_workflow(), data={"factor": 1}).ok
+
+
+def test_unpicklable_run_data_fails_the_nodes_naming_the_key(elsewhere):
+    wf = WorkflowBuilder("w").add("a", read_data).add("b", add_inputs, depends_on="a").build()
+    result = elsewhere.run(wf, data={"factor": 2, "conn": threading.Lock()}, raise_on_failure=False)
+    assert statuses(result) == {"a": NodeStatus.FAILED, "b": NodeStatus.SKIPPED}
+    error = result.error("a")
+    assert isinstance(error, PicklingError) and error.what == "data['conn']"
+    assert str(error).startswith("node 'a': the run's data['conn'] (_thread.lock) cannot be pickled")
+
+
+def test_unpicklable_failures_are_retried_like_any_failure(elsewhere):
+    wf = WorkflowBuilder("w").add("lock_out", returns_lock, retries=1).build()
+    result = elsewhere.run(wf, raise_on_failure=False)
+    assert result.attempts.tolist() == [2] and isinstance(result.error("lock_out"), PicklingError)
+
+
+def span(ctx, seconds=0.05):
+    start = time.time()
+    time.sleep(seconds)
+    return (start, time.time())
+
+
+def test_one_attempt_queued_ahead_in_a_process_pool_only_when_it_is_safe(pools):
+    compiled = Engine(1).compile(WorkflowBuilder("w").add("a", seed).build())
+    timed = Engine(1).compile(WorkflowBuilder("w").add("a", seed, timeout=5.0).build())
+    processes = pools["processes"]  # 2 processes
+    assert queue_ahead(processes, 2, compiled) == 1
+    assert queue_ahead(processes, 3, compiled) == 1
+    assert queue_ahead(processes, 1, compiled) == 0  # max_concurrency=1: never 2 at once
+    assert queue_ahead(processes, 2, timed) == 0  # a queued attempt's deadline would run
+    assert queue_ahead(pools["user-pool"], 3, compiled) == 0
+
+
+def test_max_concurrency_holds_in_a_process_pool(pools):
+    wf = Workflow.from_arrays("w", [f"n{i}" for i in range(6)], [], [], span)
+    with Engine(2, executor=pools["processes"]) as eng:
+        spans = sorted(eng.run(wf, max_concurrency=1).outputs.values())
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "two nodes ran at once"
+        spans = sorted(eng.run(wf).outputs.values())
+        assert any(a[1] > b[0] for a, b in itertools.pairwise(spans)), "never two at once with 2 processes"
+
+
+# -- the engine's own process pool -------------------------------------------------------------------------
+
+
+def test_the_engines_own_process_pool_uses_forkserver_and_close_shuts_it_down():
+    eng = Engine(2, executor="processes")
+    assert eng.mode == "external" and eng._own_pool is None  # made on first use
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DeprecationWarning about fork in a threaded process
+        result = eng.run(WorkflowBuilder("w").add("where", where).add("again", where).build())
+    pool = eng._own_pool
+    assert isinstance(pool, cf.ProcessPoolExecutor)
+    assert pool._mp_context.get_start_method() == ("forkserver" if sys.platform.startswith("linux") else "spawn")
+    assert pool._max_workers == 2
+    processes = list(pool._processes.values())
+    assert {out[0] for out in result.outputs.values()} <= {p.pid for p in processes}
+    eng.close()
+    assert eng._own_pool is None and all(not p.is_alive() for p in processes)
+    with pytest.raises(EngineClosedError):
+        eng.run(WorkflowBuilder("w").add("seed", seed).build())
+
+
+def test_executor_names_are_checked():
+    with pytest.raises(DefinitionError, match="'serial', 'processes'"):
+        Engine(executor="process")
+    assert Engine(executor="processes").max_workers == (os.cpu_count() or 1)

@@ -14,7 +14,6 @@ For a random DAG (``strategies.dags``) and a random set of failing nodes:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import functools
 import threading
 import time
@@ -26,6 +25,7 @@ from hypothesis import strategies as st
 
 from flow_orchestrator.engine import Engine
 from flow_orchestrator.errors import NodeCancelledError, RunCancelledError, WorkflowFailedError
+from flow_orchestrator.external import process_pool
 from flow_orchestrator.status import TERMINAL, NodeStatus, RunStatus
 from flow_orchestrator.workflow import NodeOptions, Workflow, WorkflowBuilder
 
@@ -191,7 +191,7 @@ def serial():
 
 @pytest.fixture(scope="module")
 def processes():
-    pool = cf.ProcessPoolExecutor(2)
+    pool = process_pool(2)  # forkserver (Linux) or spawn: never fork this multi-threaded process
     list(pool.map(abs, [-1, -2]))  # start the workers now
     eng = Engine(2, executor=pool)
     yield eng

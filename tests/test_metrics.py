@@ -175,11 +175,12 @@ def test_an_interrupted_run_is_counted_cancelled():
 
 
 def test_process_pool_runs_are_counted():
-    import concurrent.futures as cf
+    # forkserver or spawn, never fork
+    from flow_orchestrator.external import process_pool
 
     wf = (WorkflowBuilder("processes").add("a", ok).add("b", fail, depends_on="a")
           .add("c", ok, depends_on="b").add("d", ok).build())
-    with cf.ProcessPoolExecutor(2) as pool, Engine(2, executor=pool, metrics=True) as engine:
+    with process_pool(2) as pool, Engine(2, executor=pool, metrics=True) as engine:
         results = [engine.run(wf, continue_on_error=True, raise_on_failure=False) for _ in range(2)]
         m = engine.metrics.workflow("processes")
     assert (m.counts == expected_counts(results)).all()

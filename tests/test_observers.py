@@ -4,7 +4,6 @@ isolated; engine-level, run-level and scoped (``engine.observe``) registration."
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import re
 import threading
@@ -16,6 +15,7 @@ import pytest
 
 from flow_orchestrator import CancellationToken, Engine, NodeStatus, RunStatus, WorkflowBuilder
 from flow_orchestrator.errors import DefinitionError, NodeCancelledError, NodeTimeoutError
+from flow_orchestrator.external import process_pool
 from flow_orchestrator.observers import CallbackObserver, NodeEvent, Observer, RunEvent
 
 TIMER_THREAD = "flow-orchestrator-timer"
@@ -128,8 +128,8 @@ class Recorder(Observer):
 
 @pytest.fixture(scope="module")
 def processes():
-    pool = cf.ProcessPoolExecutor(2)
-    list(pool.map(abs, [-1, -2]))  # start the workers now, while few threads exist
+    pool = process_pool(2)  # forkserver (Linux) or spawn: never fork this multi-threaded process
+    list(pool.map(abs, [-1, -2]))  # start the workers now
     yield pool
     pool.shutdown(wait=True)
 
