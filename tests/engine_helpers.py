@@ -112,3 +112,36 @@ def with_lock(ctx, lock=None):
     """Meant for ``functools.partial(with_lock, lock=threading.Lock())``: an action that
     cannot be pickled, by pickle or cloudpickle."""
     return 1
+
+
+def local_dask_cluster():  # type: ignore[no-untyped-def]
+    """A LocalCluster of 2 worker processes that can import the test modules.
+
+    pytest (``--import-mode=importlib``) names a test module ``tests.<name>``, and dask
+    pickles its functions by that name; the workers find it through a directory holding
+    only a ``tests`` link, so they never see the source tree's uncompiled package.
+    """
+    import os
+    import pathlib
+    import sys
+    import tempfile
+
+    import distributed
+
+    tests = pathlib.Path(__file__).resolve().parent
+    shim = pathlib.Path(tempfile.mkdtemp(prefix="fo-dask-path-"))
+    (shim / "tests").symlink_to(tests, target_is_directory=True)
+    # Spawned workers start with this process's sys.path (and environment).
+    for entry in (str(shim), str(tests)):
+        if entry not in sys.path:
+            sys.path.append(entry)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), str(tests), before) if p)
+    try:
+        return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                        dashboard_address=None)
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before

@@ -97,7 +97,9 @@ class Tracked:
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    from engine_helpers import local_dask_cluster
+
+    cluster = local_dask_cluster()
     with distributed.Client(cluster) as c:
         c.wait_for_workers(2)
         yield c
@@ -163,11 +165,12 @@ def test_dumps_uses_cloudpickle_only_when_pickle_cannot():
         dask_dumps(threading.Lock())
 
 
-def test_importing_flow_orchestrator_does_not_import_dask():
+def test_importing_flow_orchestrator_does_not_import_dask(tmp_path):
     code = ("import sys, flow_orchestrator, flow_orchestrator.engine, flow_orchestrator.external; "
             "print(sorted(m for m in ('dask', 'distributed', 'cloudpickle') if m in sys.modules))")
+    # cwd outside the source tree: the child imports the installed (compiled) package.
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 

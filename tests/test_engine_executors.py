@@ -160,8 +160,9 @@ def pools():
 
         from flow_orchestrator.dask_executor import DaskExecutor
 
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+        from engine_helpers import local_dask_cluster
+
+        cluster = local_dask_cluster()
         client = distributed.Client(cluster)
         found["dask"] = DaskExecutor(client)
     yield found
