@@ -908,17 +908,15 @@ def _dispatch_external(run: _Run, core: Any) -> None:
     (one more queued in a process pool: :func:`flow_orchestrator.external.queue_ahead`).
 
     For an executor that runs attempts in other processes (see
-    :func:`flow_orchestrator.external.codec_for`) the actions are checked to pickle
-    before anything is submitted (:class:`DefinitionError` naming the nodes), and each
-    attempt goes through :class:`flow_orchestrator.external.Shipper`, which names what
-    cannot be pickled.
+    :func:`flow_orchestrator.external.codec_for`) the actions were checked to pickle
+    before the run started (``_Run._setup``), and each attempt goes through
+    :class:`flow_orchestrator.external.Shipper`, which names what cannot be pickled.
     """
     from .external import codec_for, queue_ahead, shipper
 
     executor = run.engine._pool()
     codec = codec_for(executor)
-    ship = (shipper(executor, codec, run.compiled, core.statuses(), run.workflow.name)
-            if codec is not None else None)
+    ship = shipper(executor, codec, run.compiled) if codec is not None else None
     slots = threading.BoundedSemaphore(run.workers + queue_ahead(executor, run.workers, run.compiled))
     actions = run.compiled.external_actions
     while not core.is_over and not core.aborted:

@@ -64,7 +64,6 @@ import numpy as np
 
 from ._ext import CompiledWorkflow
 from .errors import DefinitionError, PicklingError
-from .status import NodeStatus
 
 __all__ = [
     "PICKLE_CODEC",
@@ -433,13 +432,8 @@ def check_actions(executor: cf.Executor, compiled: CompiledWorkflow, workflow: s
                               f"their action cannot be pickled: {shown}{more}. {hint}")
 
 
-def shipper(executor: cf.Executor, codec: AttemptCodec, compiled: CompiledWorkflow,
-            statuses: np.ndarray, workflow: str) -> Shipper:
-    """A :class:`Shipper` for one run of ``compiled`` (``statuses``: its nodes' now).
-
-    Raises :class:`DefinitionError` as :func:`check_actions` does, completed nodes
-    excepted (a resumed run never runs them).
-    """
-    check_actions(executor, compiled, workflow, statuses == int(NodeStatus.COMPLETED))
+def shipper(executor: cf.Executor, codec: AttemptCodec, compiled: CompiledWorkflow) -> Shipper:
+    """A :class:`Shipper` for one run of ``compiled``, whose actions passed
+    :func:`check_actions` (the engine checks them before the run starts)."""
     blobs, _ = _pickled_actions(compiled, codec)
     return Shipper(executor, codec, blobs, compiled.labels)
