@@ -62,7 +62,7 @@ import numpy as np
 from .data import WorkflowData
 from .errors import DefinitionError
 from .serialization import JsonSerializer, SerializationError, Serializer
-from .state import ErrorRecord, RunState, fingerprint
+from .state import ErrorRecord, RunState, dump_data, fingerprint
 from .status import NodeStatus
 from .stores.base import Store, Transition
 from .stores.errors import CheckpointFailedError, RunExistsError
@@ -266,10 +266,7 @@ class RunWriter:
         version = self.data.version
         if version == self._data_version:
             return None
-        try:
-            blob = self.serializer.dumps(self.data.snapshot())
-        except Exception as exc:  # the copy (deepcopy) or the serializer refused a value
-            raise SerializationError(f"the workflow data cannot be saved: {type(exc).__name__}: {exc}", "") from exc
+        blob = dump_data(self.data, self.serializer)
         self._data_version = version
         return blob
 
@@ -344,7 +341,8 @@ class DurableRun:
             self._restored_times = (saved.started, saved.ended)
             self._started_at = saved.started_at
         else:
-            state = _initial_state(workflow, self.run_id, self.serializer, data, self._started_at)
+            state = RunState.initial(workflow, self.run_id, serializer=self.serializer, data=data,
+                                     started_at=self._started_at, check=False)
             if resume is not None:
                 self._carry_over(state, resume.state, resume.completed, resume.ids)
                 self._started_at = state.started_at = resume.state.started_at
@@ -441,26 +439,10 @@ class DurableRun:
                         succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
                         statuses=statuses, attempts=np.array(result.attempts), started=started, ended=ended,
                         started_at=self._started_at, updated_at=time.time(), outputs=outputs, errors=errors,
-                        data=self.serializer.dumps(data.snapshot()), serializer=self.serializer.name)
+                        data=dump_data(data, self.serializer), serializer=self.serializer.name)
 
     def release(self) -> None:
         """Stop the writer (if any) and release the lock (without a final save); idempotent."""
         if self.writer is not None:
             self.writer.close()
         self._exit.close()
-
-
-def _initial_state(workflow: Workflow, run_id: str, serializer: Serializer, data: WorkflowData,
-                   started_at: float) -> RunState:
-    """:meth:`RunState.initial`, unchecked (the writer validates it before saving)."""
-    n, graph = len(workflow), workflow.graph
-    try:
-        blob = serializer.dumps(data.snapshot())
-    except Exception as exc:  # the copy or the serializer refused a value
-        raise SerializationError(f"the workflow data cannot be saved: {type(exc).__name__}: {exc}", "") from exc
-    return RunState._unchecked(
-        workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=run_id, run_status="running",
-        node_names=workflow.names, succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
-        statuses=np.zeros(n, np.uint8), attempts=np.zeros(n, np.int32), started=np.full(n, np.nan),
-        ended=np.full(n, np.nan), started_at=started_at, updated_at=time.time(), outputs={}, errors={},
-        data=blob, serializer=serializer.name)

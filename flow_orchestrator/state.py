@@ -379,19 +379,25 @@ class RunState:
 
     @classmethod
     def initial(cls, workflow: Workflow, run_id: str, *, serializer: Serializer | None = None,
-                data: Mapping[str, Any] | None = None, started_at: float | None = None) -> RunState:
-        """The state of a run that has not started: every node pending, status ``running``."""
+                data: Mapping[str, Any] | None = None, started_at: float | None = None,
+                check: bool = True) -> RunState:
+        """The state of a run that has not started: every node pending, status ``running``.
+
+        ``check=False`` skips :meth:`validate` (its caller validates later, off the
+        critical path: a durable run's writer does before saving).
+        """
         serializer = serializer or JsonSerializer()
         n = len(workflow)
         now = time.time()
         graph = workflow.graph
-        return cls(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=run_id,
-                   run_status="running", node_names=workflow.names,
-                   succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
-                   statuses=np.zeros(n, np.uint8), attempts=np.zeros(n, np.int32),
-                   started=np.full(n, np.nan), ended=np.full(n, np.nan),
-                   started_at=now if started_at is None else started_at, updated_at=now,
-                   data=_dump_data(data, serializer), serializer=serializer.name)
+        make = cls if check else cls._unchecked
+        return make(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=run_id,
+                    run_status="running", node_names=workflow.names,
+                    succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+                    statuses=np.zeros(n, np.uint8), attempts=np.zeros(n, np.int32),
+                    started=np.full(n, np.nan), ended=np.full(n, np.nan),
+                    started_at=now if started_at is None else started_at, updated_at=now,
+                    data=dump_data(data, serializer), serializer=serializer.name)
 
     @classmethod
     def from_result(cls, result: RunResult, serializer: Serializer | None = None,
@@ -415,7 +421,7 @@ class RunState:
                    started=result.started, ended=result.ended,
                    started_at=now - result.wall_seconds if started_at is None else started_at,
                    updated_at=now, outputs=_dump_outputs(result, serializer),
-                   errors=_error_records(result), data=_dump_data(data, serializer),
+                   errors=_error_records(result), data=dump_data(data, serializer),
                    serializer=serializer.name)
 
     # -- reading -------------------------------------------------------------------------------
@@ -492,13 +498,17 @@ def _dump_outputs(result: RunResult, serializer: Serializer) -> dict[int, bytes]
     return outputs
 
 
-def _dump_data(data: Mapping[str, Any] | None, serializer: Serializer) -> bytes:
-    snapshot = getattr(data, "snapshot", None)
-    items = {} if data is None else snapshot() if callable(snapshot) else dict(data)
+def dump_data(data: Mapping[str, Any] | None, serializer: Serializer) -> bytes:
+    """The workflow data (a :class:`~flow_orchestrator.data.WorkflowData`, a mapping or
+    ``None``) serialized; :class:`SerializationError` if it cannot be copied or saved."""
     try:
+        snapshot = getattr(data, "snapshot", None)
+        items = {} if data is None else snapshot() if callable(snapshot) else dict(data)
         return serializer.dumps(items)
     except SerializationError as exc:
         raise SerializationError(f"workflow data: {exc}", "") from exc
+    except Exception as exc:  # the copy (deepcopy) or a serializer of the user's refused a value
+        raise SerializationError(f"workflow data: {type(exc).__name__}: {exc}", "") from exc
 
 
 def _error_records(result: RunResult) -> dict[int, ErrorRecord]:

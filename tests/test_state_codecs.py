@@ -577,3 +577,10 @@ def test_initial_state():
     assert state.node_id("b") == 1
     with pytest.raises(UnknownNodeError, match="zz"):
         state.node_id("zz")
+    unchecked = RunState.initial(wf, "r", data={"k": 1}, check=False, started_at=state.started_at)
+    unchecked.updated_at = state.updated_at
+    unchecked.validate()
+    assert unchecked == state
+    import threading
+    with pytest.raises(SerializationError, match="workflow data: TypeError"):  # cannot be deep-copied
+        RunState.initial(wf, "r", data=WorkflowData(lock=threading.Lock()))
