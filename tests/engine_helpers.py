@@ -121,7 +121,6 @@ def local_dask_cluster():  # type: ignore[no-untyped-def]
     pickles its functions by that name; the workers find it through a directory holding
     only a ``tests`` link, so they never see the source tree's uncompiled package.
     """
-    import os
     import pathlib
     import sys
     import tempfile
@@ -131,17 +130,8 @@ def local_dask_cluster():  # type: ignore[no-untyped-def]
     tests = pathlib.Path(__file__).resolve().parent
     shim = pathlib.Path(tempfile.mkdtemp(prefix="fo-dask-path-"))
     (shim / "tests").symlink_to(tests, target_is_directory=True)
-    # Spawned workers start with this process's sys.path (and environment).
+    # Spawned workers start with this process's sys.path.
     for entry in (str(shim), str(tests)):
         if entry not in sys.path:
             sys.path.append(entry)
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), str(tests), before) if p)
-    try:
-        return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
-    finally:
-        if before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = before
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
