@@ -269,6 +269,12 @@ class PostgresStore(Store):
             raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
         return apply_batches(state, map(journal.decode_batch, _intact(list(records or ()))))
 
+    def exists(self, run_id: str) -> bool:
+        """Whether the ``runs`` table has a row for the run."""
+        check_run_id(run_id)
+        with self._cursor(transaction=False) as cur:
+            return cur.execute(f"SELECT 1 FROM {self._runs} WHERE run_id = %s", (run_id,)).fetchone() is not None
+
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
         """The runs, from the ``runs`` table, sorted by run id (code points)."""
         sql = f"SELECT run_id, workflow, status, updated_at FROM {self._runs}"
