@@ -133,8 +133,9 @@ def fingerprint_arrays(names: Sequence[str], succ_indptr: np.ndarray, succ_indic
     digest = hashlib.sha256(_FINGERPRINT_TAG)
     digest.update(struct.pack("<QQ", n, indices.size))
     _hash_names(digest, names, names_utf8)
-    digest.update(indptr.astype("<i8", copy=False).tobytes())
-    digest.update(indices.astype("<i4", copy=False).tobytes())
+    # Hashed through the buffer protocol: no copy of the arrays (little-endian hosts).
+    digest.update(np.ascontiguousarray(indptr, dtype="<i8"))
+    digest.update(np.ascontiguousarray(indices, dtype="<i4"))
     return digest.hexdigest()
 
 
