@@ -31,6 +31,8 @@ def test_demo_runs_the_batch_workflow_and_orders_a_dag(capsys):
     out = capsys.readouterr().out
     assert "completed" in out and "273 completed" in out
     assert "checked: all 8 group totals match" in out
+    assert "saved to SQLite while it ran (batched checkpoints): run 'demo-1' completed, 273 outputs" in out
+    assert "resuming it ran 0 node(s) again" in out
     assert "layered DAG: 1,000 nodes" in out
 
 
