@@ -10,16 +10,20 @@ Every measurement runs in this process, on the same graph, so ratios are fair:
 
 Every run checks that every node ran: actions count their calls into a shared array.
 Use :func:`compare_shapes` and friends from ``bench/run.py``, or ``bench_engine.py``
-for pytest-benchmark.
+for pytest-benchmark.  The last section holds what ``bench/compare.py`` (each engine
+and shape in its own process) adds: the numpy and pure-Python work, picklable nodes
+for process pools, dask's synchronous scheduler and OpenStack TaskFlow's engine.
 """
 
 from __future__ import annotations
 
+import functools
 import graphlib
 import statistics
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -35,16 +39,28 @@ SHAPES: dict[str, Callable[[], Graph]] = {
 
 
 class Counter:
-    """No-op actions that count their calls, to verify that every node ran."""
+    """Actions that count their calls, to verify that every node ran.
 
-    def __init__(self, n: int) -> None:
+    Without ``work`` they do nothing else (no-op nodes); with it, node ``i``'s action
+    calls ``work(i)`` first, then counts.
+    """
+
+    def __init__(self, n: int, work: Callable[[int], Any] | None = None) -> None:
         self.calls = np.zeros(n, dtype=np.int64)
-        self.actions = [self._action(i) for i in range(n)]
+        self.actions = [self._action(i) if work is None else self._work_action(i, work) for i in range(n)]
 
     def _action(self, i: int) -> Callable[[], None]:
         calls = self.calls
 
         def action() -> None:
+            calls[i] += 1
+        return action
+
+    def _work_action(self, i: int, work: Callable[[int], Any]) -> Callable[[], None]:
+        calls = self.calls
+
+        def action() -> None:
+            work(i)
             calls[i] += 1
         return action
 
@@ -68,11 +84,19 @@ def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float]]:
     return min(times), times
 
 
-def naive_graphlib_loop(graph: Graph, actions: list[Callable[[], Any]], workers: int) -> None:
-    """The loop most people write with the standard library."""
-    sorter = graphlib.TopologicalSorter(predecessor_dict(graph))
+def naive_graphlib_loop(graph: Graph, actions: list[Callable[[], Any]], workers: int, *,
+                        pool: Executor | None = None, preds: dict[int, list[int]] | None = None) -> None:
+    """The loop most people write with the standard library.
+
+    ``pool``: an executor to reuse (default: a new ``ThreadPoolExecutor(workers)`` for
+    this call); ``preds``: :func:`predecessor_dict` of ``graph``, made beforehand
+    (default: made here, as part of the call).
+    """
+    sorter = graphlib.TopologicalSorter(predecessor_dict(graph) if preds is None else preds)
     sorter.prepare()
-    with ThreadPoolExecutor(workers) as pool:
+    with ExitStack() as stack:
+        if pool is None:
+            pool = stack.enter_context(ThreadPoolExecutor(workers))
         pending: dict[Any, int] = {}
         while sorter.is_active():
             for node in sorter.get_ready():
@@ -157,9 +181,8 @@ def numpy_speedup(workers: int = 2, size: int = 600_000, repeat: int = 3) -> dic
     def work() -> float:
         return float(np.sort(data)[size // 2])
 
-    sources = np.repeat(np.arange(56, dtype=np.int32), 8)
-    targets = np.array([(u // 8 + 1) * 8 + k for u in range(56) for k in range(8)], dtype=np.int32)
-    wf = Workflow.from_arrays("numpy", [f"n{i}" for i in range(64)], sources, targets, work)
+    graph = numpy_graph()
+    wf = Workflow.from_arrays("numpy", [f"n{i}" for i in range(64)], graph.sources, graph.targets, work)
     serial = Engine(1, executor="serial")
     serial.run(wf)
     serial_s, _ = best_of(lambda: serial.run(wf), repeat)
@@ -219,6 +242,100 @@ def run_state_bytes(num_nodes: int = 1_000_000) -> dict[str, float]:
 
 def _noop() -> None:
     return None
+
+
+# -- work for the cross-engine comparison (bench/compare.py) --------------------------------
+
+
+def numpy_graph(layers: int = 8, width: int = 8) -> Graph:
+    """``layers`` layers of ``width`` nodes, each depending on every node of the layer
+    before (all-to-all): the GIL-releasing numpy workflow's graph (64 nodes, 448 edges)."""
+    n = layers * width
+    sources = np.repeat(np.arange(n - width, dtype=np.int32), width)
+    targets = np.array([(u // width + 1) * width + k for u in range(n - width) for k in range(width)],
+                       dtype=np.int32)
+    return Graph(n, sources, targets)
+
+
+@functools.cache
+def _numpy_data(size: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(size)
+
+
+def numpy_work(size: int) -> float:
+    """GIL-releasing work: sort ``size`` float64 values (made once per process, seed 0),
+    return the median."""
+    return float(np.sort(_numpy_data(size))[size // 2])
+
+
+def cpu_work(iterations: int, seed: int) -> int:
+    """Pure-Python work, GIL held: ``bench_processes.burn`` (a small LCG) ``iterations`` times."""
+    from bench.bench_processes import burn
+
+    return burn(iterations, seed)
+
+
+def ran() -> int:
+    """A picklable no-op node for process pools: returns 1, and the caller counts the 1s
+    among the run's outputs to verify that every node ran (calls in another process
+    cannot be counted here)."""
+    return 1
+
+
+def remote_work(ctx: Any, kind: str, param: int) -> int:
+    """A picklable node for process pools doing ``kind`` of work (``"numpy"``: sort
+    ``param`` values; ``"cpu"``: ``param`` LCG rounds seeded by the node id), then
+    returning 1 like :func:`ran`."""
+    if kind == "numpy":
+        numpy_work(param)
+    elif kind == "cpu":
+        cpu_work(param, ctx.node_id)
+    else:
+        raise ValueError(f"unknown kind of work {kind!r}")
+    return 1
+
+
+def dask_sync() -> Any:
+    """dask's synchronous scheduler (``dask.local.get_sync``), or ``None`` without dask."""
+    try:
+        import dask.local
+    except ImportError:
+        return None
+    return dask.local.get_sync
+
+
+def taskflow_engine(graph: Graph, actions: list[Callable[[], Any]], workers: int) -> tuple[Any, Any]:
+    """The same DAG as an OpenStack TaskFlow ``graph_flow`` (one task per node, one
+    ``link`` per edge) loaded on its parallel engine with a ``futurist`` thread pool of
+    ``workers``; compiled, prepared and validated.  Returns ``(engine, executor)``:
+    run with ``engine.run()``, again after ``engine.reset()``; shut the executor down
+    when done.  Raises ``ImportError`` without taskflow."""
+    import futurist
+    from taskflow import engines
+    from taskflow import task as tf_task
+    from taskflow.patterns import graph_flow
+
+    class Node(tf_task.Task):  # type: ignore[misc]
+        """Calls one action; no inputs, no outputs (``requires``/``provides`` unused)."""
+
+        def __init__(self, node: int, action: Callable[[], Any]) -> None:
+            super().__init__(name=f"n{node}")
+            self._action = action
+
+        def execute(self) -> None:
+            self._action()
+
+    flow = graph_flow.Flow("bench")
+    tasks = [Node(i, action) for i, action in enumerate(actions)]
+    flow.add(*tasks)
+    for u, v in zip(graph.sources.tolist(), graph.targets.tolist()):
+        flow.link(tasks[u], tasks[v])
+    executor = futurist.ThreadPoolExecutor(max_workers=workers)
+    engine = engines.load(flow, engine="parallel", executor=executor)
+    engine.compile()
+    engine.prepare()
+    engine.validate()
+    return engine, executor
 
 
 def median(values: list[float]) -> float:

@@ -281,9 +281,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="largest graph networkx runs on; it takes ~13 s a round at 1M nodes on "
                         "a 2-core machine (default: 200000)")
     parser.add_argument("--json", type=Path, help="also write the rows and machine info to this file")
-    parser.add_argument("--suite", nargs="+", choices=SUITES, default=list(SUITES),
+    parser.add_argument("--suite", nargs="+", choices=(*SUITES, "compare"), default=list(SUITES),
                         help="what to measure: the graph core, the execution engine, the built-in "
-                        "middleware, observers and metrics, run-state codecs, resume, process pools (default: all)")
+                        "middleware, observers and metrics, run-state codecs, resume, process pools (default: all "
+                        "of these); or 'compare' alone: every engine on every workflow shape, each in its own "
+                        "process (bench/compare.py, which takes its own options: --suite compare --help)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads for the engine suite (default: 2)")
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.nodes) < 1:
@@ -301,7 +303,31 @@ def _import_peers(notes: list[str]) -> dict[str, ModuleType]:
     return peers
 
 
+def compare_argv(argv: Sequence[str]) -> list[str] | None:
+    """With ``--suite compare`` (alone), the other options, for ``bench/compare.py``;
+    else ``None``.  ``compare`` with another suite is a usage error."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--suite" or arg.startswith("--suite="):
+            if arg == "--suite":
+                end = next((j for j in range(i + 1, len(argv)) if argv[j].startswith("-")), len(argv))
+                values, rest = argv[i + 1:end], argv[:i] + argv[end:]
+            else:
+                values, rest = [arg.split("=", 1)[1]], argv[:i] + argv[i + 1:]
+            if "compare" not in values:
+                return None
+            if values != ["compare"]:
+                raise SystemExit("run.py: error: --suite compare runs alone (it takes bench/compare.py's options)")
+            return rest
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    rest = compare_argv(sys.argv[1:] if argv is None else argv)
+    if rest is not None:
+        from bench import compare
+
+        return compare.main(rest)
     args = parse_args(argv)
     notes: list[str] = []
     peers = _import_peers(notes)

@@ -134,8 +134,8 @@ def fingerprint_arrays(names: Sequence[str], succ_indptr: np.ndarray, succ_indic
     digest.update(struct.pack("<QQ", n, indices.size))
     _hash_names(digest, names, names_utf8)
     # Hashed through the buffer protocol: no copy of the arrays (little-endian hosts).
-    digest.update(np.ascontiguousarray(indptr, dtype="<i8"))
-    digest.update(np.ascontiguousarray(indices, dtype="<i4"))
+    digest.update(np.ascontiguousarray(indptr, dtype="<i8").data)
+    digest.update(np.ascontiguousarray(indices, dtype="<i4").data)
     return digest.hexdigest()
 
 
