@@ -41,6 +41,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .errors import RetryRequested
+
 if TYPE_CHECKING:
     from .engine import RunResult
 
@@ -186,6 +188,9 @@ class Dispatcher:
         self._node("on_node_failure", node_id, attempt=attempt, error=error)
 
     def node_retry(self, node_id: int, attempt: int, error: BaseException, delay: float) -> None:
+        # A retry asked for by middleware (RetryRequested) reports the error that caused it.
+        if isinstance(error, RetryRequested) and error.__cause__ is not None:
+            error = error.__cause__
         self._node("on_node_retry", node_id, attempt=attempt, error=error, delay=delay)
 
     def node_skip(self, node_id: int) -> None:

@@ -183,6 +183,24 @@ def test_retry_after_a_delay_reports_it(local_engine):
     assert rec.one("retry", "a").event.delay == pytest.approx(0.01)
 
 
+def test_retry_by_middleware_reports_the_error_that_caused_it(local_engine):
+    from flow_orchestrator.middleware import retry
+
+    calls = []
+
+    def shaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("first attempt")
+        return 1
+
+    wf = WorkflowBuilder("mw-retry").add("a", shaky, middleware=[retry(max_attempts=2, base_delay=0.0)]).build()
+    rec = Recorder()
+    local_engine.run(wf, observers=[rec])
+    assert rec.trace("a") == [("start", 1), ("retry", 1), ("start", 2), ("success", 2)]
+    assert isinstance(rec.one("retry", "a").event.error, ConnectionError)
+
+
 def test_failure_then_skips(engine):
     wf = (WorkflowBuilder("fail").add("bad", fail).add("dep", ok, depends_on="bad")
           .add("dep2", ok, depends_on="dep").build())
