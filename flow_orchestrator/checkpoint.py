@@ -200,12 +200,16 @@ class RunWriter:
                 cond.wait()  # back-pressure: the store is slower than the workers
             if self.failure is not None or self._closing:
                 return
-            if not self._pending:
+            first = not self._pending
+            if first:
                 self._oldest = time.monotonic()
             self._pending.append(record)
             self._queued += 1
             ticket = self._queued
-            if self._strict or len(self._pending) >= self.policy.every:
+            # The writer sleeps with no deadline while nothing is pending: the first
+            # record starts its ``interval`` clock, the ``every``-th (or any strict one)
+            # makes it commit at once.
+            if first or self._strict or len(self._pending) >= self.policy.every:
                 cond.notify_all()
             if self._strict and status == _COMPLETED:
                 while self._durable < ticket and self.failure is None:

@@ -681,11 +681,6 @@ class _Run:
                cancel: CancellationToken | None, observers: Iterable[Observer],
                resume: _Resume | None) -> None:
         engine = self.engine
-        if engine.mode == "external":
-            # Refuse actions another process cannot receive before anything starts.
-            from .external import check_actions
-            check_actions(engine._pool(), self.compiled, workflow.name,
-                          resume.completed if resume is not None else None)
         if data is None and resume is not None:
             data = resume.data
         self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
@@ -714,12 +709,17 @@ class _Run:
                        if observers else None)
         self.metrics = engine.metrics
         node_metrics = self.metrics.node_metrics(self.compiled) if self.metrics is not None else None
-        engine._run_started()
         node_events = self.events if self.events is not None and self.events.has_node_hooks else None
         writer = None
-        if self.durable is not None:
+        if self.durable is not None:  # before the run counts as started: it may refuse the data
             writer = self.durable.prepare(workflow, self.data, self._save_failed, resume)
+        engine._run_started()  # raises when the engine is closed
         try:
+            if self.mode == "external":
+                # Refuse actions another process cannot receive before anything starts.
+                from .external import check_actions
+                check_actions(engine._pool(), self.compiled, workflow.name,
+                              resume.completed if resume is not None else None)
             self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
                                        max_helpers, coe, node_metrics, node_events, writer)
             if resume is not None:

@@ -200,14 +200,29 @@ def test_journal_holds_progress_before_the_end(tmp_path: Path, policy: str) -> N
         seen["data"] = state.load_data()
         return 0
 
+    def first(ctx):  # type: ignore[no-untyped-def]
+        time.sleep(0.2)  # the writer has saved the first snapshot and sleeps, idle
+        ctx.data["first"] = 1
+        return 1
+
     b = WorkflowBuilder("progress")
-    b.add("first", lambda ctx: ctx.data.__setitem__("first", 1) or 1)
+    b.add("first", first)
     b.add("probe", probe, depends_on=["first"])
     spec = CheckpointPolicy.batched(every=1000, interval=0.1) if policy == "batched" else policy
     with inner, Engine(2) as engine:
         engine.run(b.build(), store=inner, checkpoint=spec, run_id="r1")
     assert seen["statuses"] == [DONE, int(NodeStatus.PENDING)]
     assert seen["data"] == {"first": 1}
+
+
+def test_unsaveable_initial_data_is_refused_and_the_engine_still_closes() -> None:
+    engine = Engine(2)
+    with pytest.raises(SerializationError, match="workflow data"):
+        engine.run(layered(1, 2, writer_of), store=MemoryStore(), data={"lock": threading.Lock()})
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "Engine.close() waits for a run that never started"
 
 
 def test_end_policy_writes_only_snapshots(tmp_path: Path) -> None:

@@ -611,6 +611,7 @@ def test_the_engines_own_process_pool_uses_forkserver_and_close_shuts_it_down():
     assert eng._own_pool is None and all(not p.is_alive() for p in processes)
     with pytest.raises(EngineClosedError):
         eng.run(WorkflowBuilder("w").add("seed", seed).build())
+    assert eng._own_pool is None  # a run refused by a closed engine starts no new pool
 
 
 def test_executor_names_are_checked():
