@@ -42,8 +42,8 @@ cdef class CSRGraph:
     """An immutable directed acyclic graph in compressed sparse row form.
 
     Build one with :meth:`from_edges`.  Construction validates the graph (id ranges,
-    self-loops, cycles) and computes its topological order and levels once; every
-    accessor afterwards is a read-only view.  Instances are safe to share between
+    self-loops, cycles) and computes its topological order once; the predecessor arrays
+    and levels are built on first use (under a lock), then read-only like the rest.  Instances are safe to share between
     threads.  An edge ``(u, v)`` means "``v`` depends on ``u``": ``u`` runs first.
     """
 

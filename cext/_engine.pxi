@@ -60,10 +60,11 @@
 #
 # Observers and metrics: when a run has them, each transition also calls the observers'
 # dispatcher and adds to per-node counters and latency histograms (NodeMetrics, C arrays
-# updated with relaxed atomics); when it has none, each costs one pointer test.
+# updated with plain adds under the GIL, relaxed atomics on free-threaded builds); when it
+# has none, each costs one pointer test.
 #
-# Memory: 24 bytes a node in the arrays above, 8 for the outputs list, at most 4 in the
-# FIFO.  Finished arenas go back to a small pool on their CompiledWorkflow and are
+# Memory: 24 bytes a node in the arrays above, 8 for ready_ns (the metrics' queue wait),
+# 8 for the outputs list, at most 4 in the FIFO.  Finished arenas go back to a small pool on their CompiledWorkflow and are
 # reset with memcpy/memset, so running a small workflow many times allocates little.
 
 from cpython.exc cimport PyErr_CheckSignals
@@ -185,8 +186,9 @@ cdef inline int _bucket(int64_t ns) noexcept nogil:
 cdef class NodeMetrics:
     """Per-node counters and latency histograms of one workflow, across its runs.
 
-    Kept in C arrays and updated with relaxed atomic adds by the thread that makes each
-    transition: no Python object and no lock per node event.  Read with
+    Kept in C arrays and updated by the thread that makes each transition (plain adds
+    under the GIL, relaxed atomic adds on free-threaded builds): no Python object and no
+    lock per node event.  Read with
     :meth:`snapshot` (a copy; counts of runs still going on may be mid-update).
     """
 
@@ -1054,7 +1056,7 @@ cdef class RunCore:
         (outputs themselves excluded)."""
         import sys
         return (self._state.nbytes + self._remaining.nbytes + self._start.nbytes + self._end.nbytes
-                + (sys.getsizeof(self.outputs) if self.outputs is not None else 0)
+                + self._ready.nbytes + (sys.getsizeof(self.outputs) if self.outputs is not None else 0)
                 + self.queue.capacity_bytes())
 
     @property

@@ -8,8 +8,9 @@ every run of every workflow on it is counted:
 * per node, in the compiled core: attempts started, completed, failed, retried, timed
   out, skipped and cancelled; the total and a histogram of attempt durations and of
   queue wait (from ready to started).  These live in C arrays of the workflow
-  (:class:`~flow_orchestrator._ext.NodeMetrics`) updated with relaxed atomic adds by
-  the thread that makes each transition: no Python object and no lock per node event.
+  (:class:`~flow_orchestrator._ext.NodeMetrics`) updated by the thread that makes each
+  transition (plain adds under the GIL, relaxed atomic adds on free-threaded builds): no
+  Python object and no lock per node event.
 
 Read everything with :meth:`MetricsRegistry.snapshot` (copies, safe at any time), or
 expose it through ``flow_orchestrator.exporters.prometheus`` at scrape time.

@@ -433,15 +433,16 @@ class RunState:
         return len(self.node_names)
 
     def node_id(self, name: str) -> int:
-        """The id of the node called ``name`` in this state; ``KeyError`` if none."""
+        """The id of the node called ``name`` in this state;
+        :class:`~flow_orchestrator.errors.UnknownNodeError` (a ``LookupError``) if none."""
         try:
             return self.node_names.index(name)
         except ValueError:
             raise UnknownNodeError(f"run {self.run_id} has no node {name!r}") from None
 
     def output(self, node: str | int, serializer: Serializer | None = None) -> Any:
-        """The deserialized output of a completed node (by name or id); ``KeyError`` if
-        it has none."""
+        """The deserialized output of a completed node (by name or id): ``KeyError`` if it
+        has none, :class:`~flow_orchestrator.errors.UnknownNodeError` for an unknown name."""
         node_id = self.node_id(node) if isinstance(node, str) else node
         return self._serializer(serializer).loads(self.outputs[node_id])
 

@@ -448,8 +448,8 @@ class WorkflowBuilder:
             name: a unique, non-empty node name.
             action: the callable to run; it takes no argument or one (the run
                 context), see the engine's documentation.
-            depends_on: names of nodes, or actions already added, that must
-                complete first.  Names may refer to nodes added later.
+            depends_on: names of nodes, or their actions, that must complete
+                first; both may refer to nodes added later (resolved by :meth:`build`).
             options: a whole :class:`NodeOptions`; or give single fields as keywords
                 (``retries=3, timeout=10.0, tags={"io"}, continue_on_error=True, ...``),
                 which override the builder's defaults.
