@@ -317,7 +317,8 @@ def compare_argv(argv: Sequence[str]) -> list[str] | None:
             if "compare" not in values:
                 return None
             if values != ["compare"]:
-                raise SystemExit("run.py: error: --suite compare runs alone (it takes bench/compare.py's options)")
+                sys.stderr.write("error: --suite compare runs alone (it takes bench/compare.py's options)\n")
+                raise SystemExit(2)
             return rest
     return None
 
@@ -327,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest is not None:
         from bench import compare
 
-        return compare.main(rest)
+        return compare.main(rest, prog=f"{Path(sys.argv[0]).name} --suite compare")
     args = parse_args(argv)
     notes: list[str] = []
     peers = _import_peers(notes)
