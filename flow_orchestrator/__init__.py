@@ -6,6 +6,9 @@ decorators) or in bulk with :meth:`Workflow.from_arrays`; the compiled core
 a thread pool with an atomic-counter scheduler (:mod:`flow_orchestrator.engine`).  :mod:`flow_orchestrator.graphlib`
 is a faster drop-in for the standard library's :mod:`graphlib`.
 
+Where it sits: layer L6 (interfaces), the public face; ``docs/internals.md`` opens
+with the map of the layers below it.
+
 The library logs through the standard :mod:`logging` module under the
 ``flow_orchestrator`` logger and configures nothing at import.
 """
@@ -28,13 +31,14 @@ from .errors import (
     UnknownNodeError,
 )
 from .data import WorkflowData
-from .engine import CancellationToken, Engine, ExternalContext, NodeContext, RunHandle, RunResult
+from .context import ExternalContext, NodeContext
+from .engine import CancellationToken, Engine, RunHandle
 from .errors import NodeFailedError, RunCancelledError, WorkflowFailedError
 from .render import to_dot, to_mermaid
+from .result import RunResult
 from .status import NodeStatus, RunStatus
+from ._version import __version__
 from .workflow import Node, NodeOptions, Workflow, WorkflowBuilder
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CancellationToken",

@@ -1,4 +1,8 @@
-"""Durable runs: checkpoint policies, and the writer that saves a run while it goes on.
+"""Durable runs: checkpoint policies, and the whole lifecycle of a run saved while it goes on.
+
+Layer L4 (services, durability).  The engine enters one :class:`DurableRun` per durable
+run (lock, resume plan, writer, final snapshot); everything a store sees of a run goes
+through it.  It knows stores, run states and results, never the engine.
 
 How a durable run is saved
 ==========================
@@ -56,23 +60,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .data import WorkflowData
 from .errors import DefinitionError
+from .result import RunResult, new_run_id
+from .resume import ResumePlan
 from .serialization import JsonSerializer, SerializationError, Serializer
 from .state import ErrorRecord, RunState, dump_data, fingerprint
 from .status import NodeStatus
-from .stores.base import Store, Transition
+from .stores.base import Store, Transition, check_run_id
 from .stores.errors import CheckpointFailedError, RunExistsError
+from .workflow import Workflow
 
-if TYPE_CHECKING:
-    from .engine import RunResult
-    from .workflow import Workflow
-
-__all__ = ["CheckpointPolicy", "CheckpointSpec"]
+__all__ = ["CheckpointPolicy", "CheckpointSpec", "DurableRun"]
 
 _log = logging.getLogger("flow_orchestrator.checkpoint")
 _COMPLETED = int(NodeStatus.COMPLETED)
@@ -297,7 +300,23 @@ class RunWriter:
 
 
 class DurableRun:
-    """Internal: the store side of one durable run (lock, writer, final snapshot)."""
+    """Internal: the whole store side of one durable run, from lock to final snapshot.
+
+    The engine goes through it in this order, once per durable run:
+
+    1. :meth:`open`: take the store's lock on the run id (and load the state when
+       resuming by id, or check that a new id is free);
+    2. :meth:`plan`: the :class:`~flow_orchestrator.resume.ResumePlan` of the state to
+       resume, if any, with the serializer the run saves with;
+    3. :meth:`prepare`: the writer the core calls, with the initial snapshot ready
+       (none when the run appends to the stored journal as it is);
+    4. :meth:`start` once the core exists, then :meth:`finish` (or
+       :meth:`finish_quietly` on the way out of an interrupt) when the run ends.
+
+    It is a context manager: leaving the ``with`` block by an exception before
+    :meth:`finish` releases the lock without a final save, so a run that could not start
+    never leaves its run id locked.
+    """
 
     def __init__(self, store: Store, run_id: str, policy: CheckpointPolicy,
                  serializer: Serializer | None) -> None:
@@ -315,7 +334,45 @@ class DurableRun:
         self._restored_times: tuple[np.ndarray, np.ndarray] | None = None
         self._initial: RunState | None = None
         self._loaded: RunState | None = None
+        self.resume_state: RunState | None = None  # the state this run continues, if any
         self._done = False
+
+    @classmethod
+    def open(cls, store: Store, run_id: str | None, resume: RunState | str | None, checkpoint: CheckpointSpec,
+             serializer: Serializer | None) -> DurableRun:
+        """Lock the run in ``store``; ``resume`` is a run id to load from ``store``, a
+        :class:`RunState` to continue, or ``None`` for a new run (whose id must be free).
+
+        The run id is ``run_id``, else the id of the run to resume, else a new one.
+        """
+        policy = CheckpointPolicy.of(checkpoint)
+        if isinstance(resume, str):
+            if run_id is not None and run_id != resume:
+                raise DefinitionError(f"run_id={run_id!r} differs from the run to resume, {resume!r}")
+            run_id = resume
+        elif isinstance(resume, RunState) and run_id is None:
+            run_id = resume.run_id
+        run_id = check_run_id(run_id) if run_id is not None else new_run_id()
+        durable = cls(store, run_id, policy, serializer)  # takes the lock
+        with durable:
+            if isinstance(resume, str):
+                durable.resume_state = durable.load()
+            elif resume is None:
+                durable.check_new()
+            else:
+                durable.resume_state = resume
+        return durable
+
+    def __enter__(self) -> DurableRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and not self._done:
+            self.release()
+
+    def plan(self, workflow: Workflow, rerun: Any = (), allow_new_nodes: bool = False) -> ResumePlan | None:
+        """The plan for resuming the state this run continues (``None`` for a new run)."""
+        return ResumePlan.build(workflow, self.resume_state, rerun, allow_new_nodes, self.serializer)
 
     def load(self) -> RunState:
         """The saved state of the run (under the lock)."""
@@ -329,15 +386,14 @@ class DurableRun:
                                  "(resume=run_id) or delete it first")
 
     def prepare(self, workflow: Workflow, data: WorkflowData, on_failure: Callable[[str], None],
-                resume: Any = None) -> RunWriter:
+                resume: ResumePlan | None = None) -> RunWriter:
         """The checkpointer for the run's core, with the run's initial snapshot ready.
 
-        ``resume`` is the engine's view of a resumed state (``completed`` over the
-        workflow's node ids, ``state`` the saved state and ``ids`` its ids mapped to the
-        workflow's).  Call :meth:`start` once the core exists.
+        ``resume`` is the plan of a resumed run (see :meth:`plan`).  Call :meth:`start`
+        once the core exists.
         """
         state: RunState | None = None
-        if resume is not None and self._continues_stored(resume):
+        if resume is not None and self._loaded is not None and resume.continues(self._loaded):
             # The stored snapshot and journal already say what this run starts from:
             # append to them (no snapshot to write before the first checkpoint).
             saved = resume.state
@@ -356,14 +412,6 @@ class DurableRun:
         self._initial = state
         self.writer = writer
         return writer
-
-    def _continues_stored(self, resume: Any) -> bool:
-        """Whether a resume goes on from the store's state as it is: loaded from this
-        store, the same nodes in the same order, and no node to re-run."""
-        saved: RunState = resume.state
-        return (self._loaded is saved and len(resume.completed) == saved.num_nodes
-                and bool(np.array_equal(resume.ids, np.arange(saved.num_nodes)))
-                and bool(np.array_equal(resume.completed, saved.statuses == _COMPLETED)))
 
     def start(self) -> None:
         """Start the writer: it saves the initial snapshot (if any) first."""
@@ -429,10 +477,11 @@ class DurableRun:
         statuses[(statuses == _COMPLETED) & ~has_output] = NodeStatus.PENDING
         done = statuses == _COMPLETED
         outputs = {node: blob for node, blob in saved_outputs.items() if done[node]}
-        failed = set(result._errors)
+        ended_with = result.errors_by_id
+        failed = set(ended_with)
         errors = {node: record for node, record in saved_errors.items() if node in failed}
         for node in failed - errors.keys():
-            errors[node] = ErrorRecord.from_exception(result._errors[node])
+            errors[node] = ErrorRecord.from_exception(ended_with[node])
         started, ended = np.array(result.started), np.array(result.ended)
         if self._restored_times is not None:
             keep = np.isnan(started) & ~np.isnan(self._restored_times[0])

@@ -50,13 +50,10 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import inspect
-import itertools
 import logging
 import os
 import threading
 import time
-import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,43 +62,31 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _ext
+from ._compile import compile_workflow
 from ._ext import CompiledWorkflow, NodeContext
 from ._timer import Timer
+from .checkpoint import CheckpointSpec, DurableRun
+from .context import ExternalContext, takes_context
 from .data import WorkflowData
+from .errors import DefinitionError, EngineClosedError
+from .external import check_actions, dispatch, process_pool
 from .metrics import MetricsRegistry
 from .observers import Dispatcher, Observer
-from .errors import (
-    DefinitionError,
-    EngineClosedError,
-    IncompatibleStateError,
-    NodeFailedError,
-    RunCancelledError,
-    UnknownNodeError,
-    WorkflowFailedError,
-)
-from .checkpoint import CheckpointPolicy, CheckpointSpec, DurableRun
+from .result import RunResult, count_statuses, new_run_id
+from .resume import ResumePlan
 from .serialization import Serializer
-from .state import RunState, diff_workflow
-from .stores.base import Store, check_run_id
+from .state import RunState
 from .status import NodeStatus, RunStatus
-from .workflow import NodeOptions, Workflow, check_middleware
+from .stores.base import Store
+from .workflow import Workflow, check_middleware
 
-__all__ = ["Engine", "RunResult", "RunHandle", "CancellationToken", "ExternalContext", "NodeContext"]
+# RunResult, ExternalContext, NodeContext, takes_context and compile_workflow live in
+# the modules below the engine (result, context, _ext, _compile); they stay importable
+# from here, where they used to live.
+__all__ = ["Engine", "RunResult", "RunHandle", "CancellationToken", "ExternalContext", "NodeContext",
+           "RunOptions", "compile_workflow", "takes_context"]
 
 _log = logging.getLogger("flow_orchestrator.engine")
-_run_ids = itertools.count(1)
-_run_id_prefix = os.urandom(5).hex()
-
-
-def _new_run_id_prefix() -> None:
-    global _run_id_prefix
-    _run_id_prefix = os.urandom(5).hex()
-
-
-# A forked child must not hand out the ids its parent will.
-os.register_at_fork(after_in_child=_new_run_id_prefix)
-
-
 class CancellationToken:
     """Cancel runs from another thread: ``token.cancel()``; pass it as ``cancel=token``."""
 
@@ -138,202 +123,6 @@ class CancellationToken:
         with self._lock:
             if callback in self._callbacks:
                 self._callbacks.remove(callback)
-
-
-@dataclass(frozen=True)
-class ExternalContext:
-    """The context an action receives when it runs in another process: a snapshot.
-
-    ``data`` is a copy of the run's data taken when the attempt started; changes made
-    to it stay in the child process.  There is no live cancellation across processes.
-    ``inputs`` hold the dependencies' outputs as values (with a
-    :class:`~flow_orchestrator.dask_executor.DaskExecutor` keeping outputs on the
-    cluster too: dask resolves them on the worker).
-    """
-
-    node: str
-    node_id: int
-    attempt: int
-    deadline: float | None
-    inputs: dict[str, Any]
-    data: WorkflowData
-    run_id: str
-    workflow: str = ""
-
-    @property
-    def cancelled(self) -> bool:
-        """Always False: cancellation does not cross process boundaries."""
-        return False
-
-    def raise_if_cancelled(self) -> None:
-        """Does nothing (see :attr:`cancelled`)."""
-
-    def remaining(self) -> float | None:
-        """Seconds left before the deadline, or ``None``."""
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep ``seconds``; returns False (never cancelled, see :attr:`cancelled`)."""
-        time.sleep(max(0.0, seconds))
-        return False
-
-    def input(self, name: str) -> Any:
-        """The output of the dependency called ``name``."""
-        try:
-            return self.inputs[name]
-        except KeyError:
-            raise UnknownNodeError(f"node {self.node!r} has no dependency {name!r}") from None
-
-
-def _call_external(action: Callable[..., Any], takes_context: bool,
-                   middleware: tuple[Callable[..., Any], ...], ctx: ExternalContext) -> Any:
-    """Call ``action`` with ``ctx`` (or without, per ``takes_context``) inside its middleware.
-
-    Runs where the executor runs the attempt: middleware is applied there, around the
-    action (see also :func:`flow_orchestrator.external.run_attempt`).
-    """
-    if middleware:
-        return _with_middleware(action, takes_context, middleware)(ctx)
-    return action(ctx) if takes_context else action()
-
-
-# -- results --------------------------------------------------------------------------------
-
-_COMPLETED = int(NodeStatus.COMPLETED)
-
-
-def _count_statuses(statuses: np.ndarray) -> dict[NodeStatus, int]:
-    counts = np.bincount(statuses, minlength=len(NodeStatus))
-    return {status: int(counts[status]) for status in NodeStatus}
-
-
-class RunResult:
-    """The outcome of a run: overall and per-node status, outputs, errors, timings.
-
-    Per-node arrays are indexed by node id (the workflow's definition order):
-    ``statuses`` (``uint8`` :class:`~flow_orchestrator.status.NodeStatus` values),
-    ``attempts`` (``int32``), ``started`` and ``ended`` (``float64`` seconds since the
-    run started, NaN for nodes that never ran).
-    """
-
-    __slots__ = ("workflow", "run_id", "status", "statuses", "attempts", "started", "ended",
-                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason")
-
-    def __init__(self, workflow: Workflow, run_id: str, status: RunStatus, statuses: np.ndarray,
-                 attempts: np.ndarray, started: np.ndarray, ended: np.ndarray,
-                 outputs: list[Any], errors: dict[int, BaseException], wall_seconds: float,
-                 cancel_reason: str | None = None) -> None:
-        self.workflow = workflow
-        self.run_id = run_id
-        self.status = status
-        for arr in (statuses, attempts, started, ended):
-            arr.flags.writeable = False
-        self.statuses = statuses
-        self.attempts = attempts
-        self.started = started
-        self.ended = ended
-        self._outputs = outputs
-        self._errors = errors
-        self.wall_seconds = wall_seconds
-        self.cancel_reason = cancel_reason
-        self._names = workflow.interner
-
-    @property
-    def ok(self) -> bool:
-        """True when every node completed."""
-        return self.status is RunStatus.COMPLETED
-
-    def _id(self, name: str | int) -> int:
-        if isinstance(name, str):
-            return self._names.id(name)
-        if isinstance(name, (int, np.integer)) and not isinstance(name, bool) and 0 <= name < len(self.statuses):
-            return int(name)
-        raise UnknownNodeError(f"workflow {self.workflow.name!r} has no node {name!r}")
-
-    def status_of(self, name: str | int) -> NodeStatus:
-        """The final status of one node."""
-        return NodeStatus(int(self.statuses[self._id(name)]))
-
-    def output(self, name: str | int, default: Any = None) -> Any:
-        """The output of one node (``default`` unless it completed)."""
-        node = self._id(name)
-        # int() both sides: a numpy scalar compared with an IntEnum is slow.
-        return self._outputs[node] if int(self.statuses[node]) == _COMPLETED else default
-
-    @property
-    def outputs(self) -> dict[str, Any]:
-        """``{name: output}`` of every completed node."""
-        names = self._names.names()
-        done = np.flatnonzero(self.statuses == NodeStatus.COMPLETED)
-        return {names[i]: self._outputs[i] for i in done.tolist()}
-
-    def error(self, name: str | int) -> BaseException | None:
-        """The exception that ended a node (failed, timed out or cancelled), if any."""
-        return self._errors.get(self._id(name))
-
-    @property
-    def errors(self) -> dict[str, BaseException]:
-        """``{name: exception}`` of every node that ended with one."""
-        return {self._names.name(i): exc for i, exc in sorted(self._errors.items())}
-
-    def nodes(self, status: NodeStatus | int) -> list[str]:
-        """Names of the nodes that ended in ``status``."""
-        return self._names.names(np.flatnonzero(self.statuses == int(status)).astype(np.int32))
-
-    def counts(self) -> dict[NodeStatus, int]:
-        """How many nodes ended in each status."""
-        return _count_statuses(self.statuses)
-
-    def durations(self) -> np.ndarray:
-        """Seconds each node's last attempt took (NaN for nodes that never ran)."""
-        return self.ended - self.started
-
-    def failures(self) -> list[NodeFailedError]:
-        """One :class:`NodeFailedError` per failed or timed-out node, in id order."""
-        bad = np.flatnonzero((self.statuses == NodeStatus.FAILED) | (self.statuses == NodeStatus.TIMED_OUT))
-        return [NodeFailedError(self._names.name(i), str(NodeStatus(int(self.statuses[i]))),
-                                int(self.attempts[i]), self._errors.get(i)) for i in bad.tolist()]
-
-    def raise_for_status(self) -> None:
-        """Raise :class:`WorkflowFailedError` or :class:`RunCancelledError` unless ok."""
-        if self.status is RunStatus.FAILED:
-            failures = self.failures()
-            raise WorkflowFailedError(
-                f"workflow {self.workflow.name!r} run {self.run_id}: {len(failures)} node(s) failed",
-                failures, self)
-        if self.status is RunStatus.CANCELLED:
-            raise RunCancelledError(
-                f"workflow {self.workflow.name!r} run {self.run_id} was cancelled: {self.cancel_reason}", self)
-
-    def summary(self) -> str:
-        """A readable multi-line summary: totals, timings, and each failure."""
-        counts = {s: c for s, c in self.counts().items() if c}
-        ran = np.isfinite(self.started)
-        busy = float(np.nansum(self.durations())) if ran.any() else 0.0
-        lines = [
-            f"workflow {self.workflow.name!r} run {self.run_id}: {self.status} in {self.wall_seconds:.3f} s",
-            "  " + ", ".join(f"{c} {s}" for s, c in counts.items()),
-            f"  {int(ran.sum())} node(s) ran, {int(self.attempts.sum())} attempt(s), "
-            f"{busy:.3f} s of node time",
-        ]
-        for failure in self.failures()[:20]:
-            lines.append(f"  ✗ {failure}")
-        if self.cancel_reason:
-            lines.append(f"  cancelled: {self.cancel_reason}")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"<RunResult {self.workflow.name!r} {self.run_id} {self.status}>"
-
-    def to_dot(self, **options: Any) -> str:
-        """This run as Graphviz DOT, coloured by status (:func:`flow_orchestrator.render.to_dot`)."""
-        from .render import to_dot
-        return to_dot(self, **options)
-
-    def to_mermaid(self, **options: Any) -> str:
-        """This run as a Mermaid flowchart, coloured by status (:func:`flow_orchestrator.render.to_mermaid`)."""
-        from .render import to_mermaid
-        return to_mermaid(self, **options)
 
 
 # -- handles ----------------------------------------------------------------------------------
@@ -378,7 +167,7 @@ class RunHandle:
 
     def progress(self) -> dict[NodeStatus, int]:
         """How many nodes are in each status now."""
-        return _count_statuses(self.statuses())
+        return count_statuses(self.statuses())
 
 
 # -- the engine -------------------------------------------------------------------------------
@@ -528,8 +317,6 @@ class Engine:
         with self._lock:
             if self._own_pool is None:
                 if spec == "processes":
-                    from .external import process_pool
-
                     self._own_pool = process_pool(self.max_workers)
                 else:
                     self._own_pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="flow-orchestrator")
@@ -595,8 +382,9 @@ class Engine:
         the run, and :class:`~flow_orchestrator.stores.CheckpointFailedError` when a
         save failed during the run (which was then cancelled).
         """
-        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
-                   resume, rerun, allow_new_nodes, store, checkpoint, serializer)
+        run = _Run(self, workflow, RunOptions(data, run_id, continue_on_error, max_concurrency, cancel,
+                                              tuple(observers), resume, tuple(rerun), allow_new_nodes, store,
+                                              checkpoint, serializer))
         result = run.drive()
         if raise_on_failure:
             result.raise_for_status()
@@ -614,8 +402,9 @@ class Engine:
         Takes the options of :meth:`run`.  The run is driven by a thread of its own, so
         a busy pool never delays its start.
         """
-        run = _Run(self, workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
-                   resume, rerun, allow_new_nodes, store, checkpoint, serializer)
+        run = _Run(self, workflow, RunOptions(data, run_id, continue_on_error, max_concurrency, cancel,
+                                              tuple(observers), resume, tuple(rerun), allow_new_nodes, store,
+                                              checkpoint, serializer))
         future: cf.Future[RunResult] = cf.Future()
         future.set_running_or_notify_cancel()
 
@@ -645,50 +434,58 @@ class Engine:
         return min(max_concurrency, self.max_workers)
 
 
-def _new_run_id() -> str:
-    # A random per-process prefix and a counter: unique, and far cheaper than uuid4().
-    return f"{_run_id_prefix}-{next(_run_ids)}"
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Internal: the options of one run, as :meth:`Engine.run` and :meth:`Engine.submit`
+    take them (their docstrings say what each means); one frozen object instead of a
+    chain of arguments from the public signatures down to the run."""
+
+    data: WorkflowData | Mapping[str, Any] | None = None
+    run_id: str | None = None
+    continue_on_error: bool | None = None
+    max_concurrency: int | None = None
+    cancel: CancellationToken | None = None
+    observers: tuple[Observer, ...] = ()
+    resume: RunState | str | None = None
+    rerun: tuple[str, ...] = ()
+    allow_new_nodes: bool = False
+    store: Store | None = None
+    checkpoint: CheckpointSpec = "batched"
+    serializer: Serializer | None = None
 
 
 class _Run:
     """One run: its arena, executor mode and options; :meth:`drive` runs it to the end."""
 
-    def __init__(self, engine: Engine, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
-                 run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
-                 cancel: CancellationToken | None, observers: Iterable[Observer] = (),
-                 resume: RunState | str | None = None, rerun: Iterable[str] = (), allow_new_nodes: bool = False,
-                 store: Store | None = None, checkpoint: CheckpointSpec = "batched",
-                 serializer: Serializer | None = None) -> None:
+    def __init__(self, engine: Engine, workflow: Workflow, options: RunOptions) -> None:
         self.engine = engine
         self.workflow = workflow  # strong while the run lasts: compiled workflows hold it weakly
         self.compiled = engine.compile(workflow)
         self.durable: DurableRun | None = None
-        if store is not None:
-            self.durable, run_id, resume = _open_durable(store, run_id, resume, checkpoint, serializer)
-        elif isinstance(resume, str):
+        if options.store is not None:
+            self.durable = DurableRun.open(options.store, options.run_id, options.resume, options.checkpoint,
+                                           options.serializer)
+            with self.durable:  # released if the run cannot start
+                plan = self.durable.plan(workflow, options.rerun, options.allow_new_nodes)
+                self._setup(workflow, options, self.durable.run_id, plan)
+            return
+        if isinstance(options.resume, str):
             raise DefinitionError("resume=<run id> needs store=, the store the run was saved in")
-        try:
-            self._setup(workflow, data, run_id, continue_on_error, max_concurrency, cancel, observers,
-                        _Resume.of(workflow, resume, rerun, allow_new_nodes,
-                                   self.durable.serializer if self.durable is not None else serializer))
-        except BaseException:
-            if self.durable is not None:
-                self.durable.release()
-            raise
+        self._setup(workflow, options, options.run_id,
+                    ResumePlan.build(workflow, options.resume, options.rerun, options.allow_new_nodes,
+                                     options.serializer))
 
-    def _setup(self, workflow: Workflow, data: WorkflowData | Mapping[str, Any] | None,
-               run_id: str | None, continue_on_error: bool | None, max_concurrency: int | None,
-               cancel: CancellationToken | None, observers: Iterable[Observer],
-               resume: _Resume | None) -> None:
+    def _setup(self, workflow: Workflow, options: RunOptions, run_id: str | None, resume: ResumePlan | None) -> None:
         engine = self.engine
+        data = options.data
         if data is None and resume is not None:
             data = resume.data
         self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
         if run_id is None and resume is not None:
             run_id = resume.run_id
-        self.run_id = run_id if run_id is not None else _new_run_id()
-        coe = engine.continue_on_error if continue_on_error is None else bool(continue_on_error)
-        self.workers = engine._workers(max_concurrency)
+        self.run_id = run_id if run_id is not None else new_run_id()
+        coe = engine.continue_on_error if options.continue_on_error is None else bool(options.continue_on_error)
+        self.workers = engine._workers(options.max_concurrency)
         self.mode = engine.mode
         # The calling thread works too, unless it must stay free to return at a deadline.
         # A run started from inside an action of this engine always works itself: its
@@ -701,7 +498,7 @@ class _Run:
         if self.mode == "threads":
             max_helpers = self.workers - 1 if self.participate else self.workers
             spawn = _spawner(engine)
-        observers = (*engine._observers, *observers)
+        observers = (*engine._observers, *options.observers)
         for observer in observers:
             if not isinstance(observer, Observer):
                 raise DefinitionError(f"observers must be Observer instances, got {observer!r}")
@@ -717,7 +514,6 @@ class _Run:
         try:
             if self.mode == "external":
                 # Refuse actions another process cannot receive before anything starts.
-                from .external import check_actions
                 check_actions(engine._pool(), self.compiled, workflow.name,
                               resume.completed if resume is not None else None)
             self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
@@ -730,7 +526,7 @@ class _Run:
             engine._run_ended()
             raise
         self.generation = self.core.generation
-        self.cancel = cancel
+        self.cancel = options.cancel
         if self.durable is not None:
             self.durable.start()
 
@@ -751,7 +547,8 @@ class _Run:
                 self.events.workflow_start()
             core.start()
             if self.mode == "external":
-                _dispatch_external(self, core)
+                dispatch(core, self.engine._pool(), self.compiled, self.workers, self.data, self.run_id,
+                         self.workflow.name)
             elif self.participate:
                 core.work(True)
             core.wait()
@@ -798,75 +595,6 @@ class _Run:
                          started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason)
 
 
-class _Resume:
-    """What a saved state contributes to a run, mapped onto the workflow's node ids."""
-
-    __slots__ = ("completed", "outputs", "attempts", "data", "run_id", "state", "ids")
-
-    def __init__(self, completed: np.ndarray, outputs: list[Any], attempts: np.ndarray,
-                 data: dict[str, Any], run_id: str, state: RunState, ids: np.ndarray) -> None:
-        self.completed = completed
-        self.outputs = outputs
-        self.attempts = attempts
-        self.data = data
-        self.run_id = run_id
-        self.state = state
-        self.ids = ids  # the state's node ids -> the workflow's
-
-    @classmethod
-    def of(cls, workflow: Workflow, state: RunState | None, rerun: Iterable[str],
-           allow_new_nodes: bool, serializer: Serializer | None = None) -> _Resume | None:
-        if state is None:
-            if tuple(rerun):
-                raise DefinitionError("rerun= needs resume=, the state to re-run nodes of")
-            return None
-        if not isinstance(state, RunState):
-            raise DefinitionError(f"resume= takes a RunState, got {type(state).__name__}")
-        problems = diff_workflow(state, workflow, allow_new_nodes=allow_new_nodes)
-        if problems:
-            raise IncompatibleStateError(
-                f"run {state.run_id} cannot resume on workflow {workflow.name!r}: " + "; ".join(problems))
-        n = len(workflow)
-        ids = workflow.interner.ids(state.node_names)  # matched by name: ids may differ
-        completed = np.zeros(n, dtype=bool)
-        attempts = np.zeros(n, dtype=np.int32)
-        done = np.flatnonzero(state.statuses == _COMPLETED)
-        completed[ids[done]] = True
-        attempts[ids] = state.attempts
-        again = list(rerun)
-        if again:
-            completed[workflow.graph.descendants(workflow.interner.ids(again), include_self=True)] = False
-        outputs: list[Any] = [None] * n
-        for old, value in state.load_outputs(serializer).items():
-            if completed[ids[old]]:
-                outputs[ids[old]] = value
-        return cls(completed, outputs, attempts, state.load_data(serializer), state.run_id, state, ids)
-
-
-def _open_durable(store: Store, run_id: str | None, resume: RunState | str | None, checkpoint: CheckpointSpec,
-                  serializer: Serializer | None) -> tuple[DurableRun, str, RunState | None]:
-    """Lock the run in ``store`` (and load it when resuming by id): the durable run, its
-    id and the state to resume (if any)."""
-    policy = CheckpointPolicy.of(checkpoint)
-    if isinstance(resume, str):
-        if run_id is not None and run_id != resume:
-            raise DefinitionError(f"run_id={run_id!r} differs from the run to resume, {resume!r}")
-        run_id = resume
-    elif isinstance(resume, RunState) and run_id is None:
-        run_id = resume.run_id
-    run_id = check_run_id(run_id) if run_id is not None else _new_run_id()
-    durable = DurableRun(store, run_id, policy, serializer)  # takes the lock
-    try:
-        if isinstance(resume, str):
-            resume = durable.load()
-        elif resume is None:
-            durable.check_new()
-    except BaseException:
-        durable.release()
-        raise
-    return durable, run_id, resume
-
-
 class _WorkerState(threading.local):
     engine: Engine | None = None
 
@@ -901,166 +629,3 @@ def _attach_result(exc: BaseException, run: _Run, wall: float) -> None:
             exc.result = run._result(wall)  # type: ignore[attr-defined]
         except Exception:  # the state is best effort here; the interrupt must propagate
             pass
-
-
-def _dispatch_external(run: _Run, core: Any) -> None:
-    """One attempt at a time to a non-thread executor, up to ``run.workers`` in flight
-    (one more queued in a process pool: :func:`flow_orchestrator.external.queue_ahead`).
-
-    For an executor that runs attempts in other processes (see
-    :func:`flow_orchestrator.external.codec_for`) the actions were checked to pickle
-    before the run started (``_Run._setup``), and each attempt goes through
-    :class:`flow_orchestrator.external.Shipper`, which names what cannot be pickled.
-    """
-    from .external import codec_for, queue_ahead, shipper
-
-    executor = run.engine._pool()
-    codec = codec_for(executor)
-    ship = shipper(executor, codec, run.compiled) if codec is not None else None
-    slots = threading.BoundedSemaphore(run.workers + queue_ahead(executor, run.workers, run.compiled))
-    actions = run.compiled.external_actions
-    while not core.is_over and not core.aborted:
-        if not slots.acquire(timeout=0.05):
-            continue
-        node = core.pop_ready(0.05)
-        if node < 0:
-            slots.release()
-            continue
-        word = core.begin_attempt(node)
-        if not word:
-            slots.release()
-            continue
-        inputs, name, attempt, deadline = core.external_context(node, word)
-        try:
-            if ship is not None:
-                # Pickling the run's data is the snapshot: WorkflowData pickles a copy
-                # taken under its lock.
-                future = ship.submit(node, ExternalContext(name, node, attempt, deadline, inputs, run.data,
-                                                           run.run_id, run.workflow.name))
-            else:
-                ctx = ExternalContext(name, node, attempt, deadline, inputs, WorkflowData(run.data.snapshot()),
-                                      run.run_id, run.workflow.name)
-                action, accepts, middleware = actions[node]
-                future = executor.submit(_call_external, action, accepts, middleware, ctx)
-        except Exception as exc:  # data or a context that cannot be copied or pickled; a shut-down executor
-            slots.release()
-            core.finish_attempt(node, word, False, exc)
-            continue
-        future.add_done_callback(_external_done(core, node, word, slots, ship))
-
-
-def _external_done(core: Any, node: int, word: int, slots: threading.BoundedSemaphore,
-                   ship: Any = None) -> Callable[[cf.Future[Any]], None]:
-    """The done callback of an attempt's future: record its outcome (decoded by ``ship``,
-    a :class:`flow_orchestrator.external.Shipper`, when the attempt was shipped)."""
-    def done(future: cf.Future[Any]) -> None:
-        slots.release()
-        try:
-            exc = future.exception()
-        except cf.CancelledError as cancelled:
-            exc = cancelled
-        if exc is None:
-            value = future.result()
-            if ship is not None:
-                try:
-                    value = ship.output(node, value)
-                except Exception as error:  # noqa: BLE001 - an output that cannot be unpickled here
-                    core.finish_attempt(node, word, False, error)
-                    return
-            core.finish_attempt(node, word, True, value)
-        else:
-            core.finish_attempt(node, word, False, exc)
-    return done
-
-
-# -- compiling a workflow -------------------------------------------------------------------------
-
-
-def takes_context(action: Callable[..., Any]) -> bool:
-    """Whether ``action`` is called with the context (it accepts a positional argument).
-
-    Actions take no argument or one; a signature Python cannot inspect (some builtins)
-    is called with none.
-    """
-    if type(action) is types.FunctionType:
-        # Fast path for plain functions (bulk workflows have millions): read the code object.
-        code = action.__code__
-        n_positional = code.co_argcount
-        n_defaults = len(action.__defaults__ or ())
-        kw_required = code.co_kwonlyargcount - len(action.__kwdefaults__ or {})
-        if n_positional - n_defaults <= 1 and kw_required == 0:
-            return n_positional > 0 or bool(code.co_flags & inspect.CO_VARARGS)
-    try:
-        sig = inspect.signature(action)
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
-    required = [p for p in sig.parameters.values()
-                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
-        raise DefinitionError(f"action {action!r} must take no argument or one (the context), takes {sig}")
-    return bool(positional)
-
-
-def _with_middleware(action: Callable[..., Any], accepts_ctx: bool,
-                     middleware: tuple[Callable[..., Any], ...]) -> Callable[..., Any]:
-    wrapped = action if accepts_ctx else (lambda ctx, _a=action: _a())
-    for mw in reversed(middleware):
-        wrapped = mw(wrapped)
-        if not callable(wrapped):
-            raise DefinitionError(f"middleware {mw!r} returned {wrapped!r}, not a callable")
-    return wrapped
-
-
-class _Compiler:
-    """Turns a Workflow into the arrays of a CompiledWorkflow (see compile_workflow)."""
-
-    def __init__(self, workflow: Workflow, outer: tuple[Callable[..., Any], ...] = ()) -> None:
-        self.workflow = workflow
-        # Engine middleware, then the workflow's: applied outside each node's own.
-        self.outer = (*outer, *workflow.middleware)
-        self.table: tuple[NodeOptions, ...] = workflow.option_table
-        self._takes: dict[int, bool] = {}
-
-    def takes(self, action: Callable[..., Any]) -> bool:
-        key = id(action)
-        found = self._takes.get(key)
-        if found is None:
-            found = self._takes[key] = takes_context(action)
-        return found
-
-    def compile(self) -> CompiledWorkflow:
-        wf = self.workflow
-        option_flags = np.array([(2 if o.timeout else 0) | (4 if o.continue_on_error else 0)
-                                 for o in self.table], dtype=np.uint8)
-        flags = option_flags[wf.option_index]
-        actions: list[Callable[..., Any]] = []
-        raw: list[tuple[Callable[..., Any], bool, tuple[Callable[..., Any], ...]]] = []
-        for node, action in enumerate(wf.actions):
-            try:
-                accepts = self.takes(action)
-            except DefinitionError as exc:
-                raise DefinitionError(f"node {wf.interner.name(node)!r}: {exc}") from None
-            middleware = (*self.outer, *self.table[int(wf.option_index[node])].middleware)
-            raw.append((action, accepts, middleware))
-            if middleware:
-                actions.append(_with_middleware(action, accepts, middleware))
-                flags[node] |= 1
-            else:
-                actions.append(action)
-                flags[node] |= 1 if accepts else 0
-        max_attempts = np.array([1 + o.retries for o in self.table], dtype=np.int32)
-        timeouts = np.array([o.timeout or 0.0 for o in self.table], dtype=np.float64)
-        table = self.table
-        compiled = CompiledWorkflow(wf, wf.graph, tuple(actions), flags, wf.option_index,
-                                    max_attempts, timeouts,
-                                    lambda slot, retry: table[slot].retry_delay_for(retry))
-        compiled.external_actions = raw
-        return compiled
-
-
-def compile_workflow(workflow: Workflow, middleware: Sequence[Callable[..., Any]] = ()) -> CompiledWorkflow:
-    """Prepare a workflow for the scheduler: per-node flags, limits and final actions
-    (wrapped in ``middleware``, then the workflow's, then each node's own)."""
-    return _Compiler(workflow, tuple(middleware)).compile()

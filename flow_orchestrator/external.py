@@ -1,8 +1,10 @@
 """Node attempts in other processes: process pools, and the protocol other executors follow.
 
-The engine keeps its scheduler in this process whatever the executor; with an executor
-that is not a thread pool it submits one attempt at a time (see
-:mod:`flow_orchestrator.engine`).  When that executor runs attempts in *other
+Layer L4 (services, executors).  The engine keeps its scheduler in this process whatever
+the executor; with an executor that is not a thread pool it hands the run to
+:func:`dispatch`, the loop here that submits one attempt at a time.  The worker side
+(:func:`run_attempt`) takes everything it needs as arguments and imports only
+:mod:`flow_orchestrator.context`, never the engine.  When that executor runs attempts in *other
 processes* (a :class:`concurrent.futures.ProcessPoolExecutor`, ``Engine(executor=
 "processes")``, or :class:`~flow_orchestrator.dask_executor.DaskExecutor`), this module
 does the pickling itself, so that whatever cannot cross the process boundary is reported
@@ -37,7 +39,7 @@ guard its entry point with ``if __name__ == "__main__":``.
 
 An executor of another kind opts into the same handling by having an ``attempt_codec``
 attribute (an :class:`AttemptCodec`); any other executor (a custom in-process one) gets
-the attempt's action and :class:`~flow_orchestrator.engine.ExternalContext` as they are.
+the attempt's action and :class:`~flow_orchestrator.context.ExternalContext` as they are.
 """
 
 # Pickling and unpickling can raise nearly any exception (TypeError, AttributeError,
@@ -48,8 +50,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import multiprocessing
-import multiprocessing.context
 import os
 import pickle
 import sys
@@ -58,18 +58,24 @@ import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._ext import CompiledWorkflow
+from .context import ExternalContext, call_external
+from .data import WorkflowData
 from .errors import DefinitionError, PicklingError
+
+if TYPE_CHECKING:
+    import multiprocessing.context
 
 __all__ = [
     "PICKLE_CODEC",
     "AttemptCodec",
     "check_actions",
     "codec_for",
+    "dispatch",
     "default_mp_context",
     "process_pool",
     "queue_ahead",
@@ -87,6 +93,8 @@ def default_mp_context() -> multiprocessing.context.BaseContext:
     own threads, the caller's) copies locks that may be held at that instant, and the
     child can deadlock; Python 3.12+ emits a ``DeprecationWarning`` when it happens.
     """
+    import multiprocessing  # here: ``import flow_orchestrator`` stays light
+
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
     return multiprocessing.get_context(method)
 
@@ -167,7 +175,7 @@ def run_attempt(loads: Callable[[bytes], Any], dumps: Callable[[Any], bytes], ke
                 action_blob: bytes, ctx_blob: bytes, remote: Mapping[str, Any] | None = None) -> Any:
     """Run one attempt in a worker process: what the engine submits to the executor.
 
-    Unpickles the action and its :class:`~flow_orchestrator.engine.ExternalContext`
+    Unpickles the action and its :class:`~flow_orchestrator.context.ExternalContext`
     (``remote`` inputs, resolved by the executor, are added to its inputs), calls it
     inside its middleware, and returns the output pickled (or as it is with ``keep``).
     An exception the action raises is re-raised if it survives a pickle round trip,
@@ -175,8 +183,6 @@ def run_attempt(loads: Callable[[bytes], Any], dumps: Callable[[Any], bytes], ke
     worker's traceback as a note).  Errors raised here carry no ``__context__``, which
     some executors (dask) would try to send back too.
     """
-    from .engine import _call_external  # here: the worker imports this module by name
-
     failure: PicklingError | None = None
     try:
         ctx = loads(ctx_blob)
@@ -196,7 +202,7 @@ def run_attempt(loads: Callable[[bytes], Any], dumps: Callable[[Any], bytes], ke
     if remote:
         ctx = dataclasses.replace(ctx, inputs={**ctx.inputs, **remote})
     try:
-        value = _call_external(action, accepts, middleware, ctx)
+        value = call_external(action, accepts, middleware, ctx)
     except Exception as exc:
         failure = _unshippable(exc, ctx.node, loads, dumps)
         if failure is None:
@@ -437,3 +443,77 @@ def shipper(executor: cf.Executor, codec: AttemptCodec, compiled: CompiledWorkfl
     :func:`check_actions` (the engine checks them before the run starts)."""
     blobs, _ = _pickled_actions(compiled, codec)
     return Shipper(executor, codec, blobs, compiled.labels)
+
+
+# -- the dispatch loop ------------------------------------------------------------------------------
+
+
+def dispatch(core: Any, executor: cf.Executor, compiled: CompiledWorkflow, workers: int,
+             data: WorkflowData, run_id: str, workflow_name: str) -> None:
+    """Drive one run's attempts on ``executor`` until the run is over: what the engine
+    does instead of working itself when the executor is not a thread pool.
+
+    One attempt at a time, up to ``workers`` in flight (one more queued in a process
+    pool: :func:`queue_ahead`).  ``core`` is the run's ``RunCore``: this loop pops ready
+    nodes from it, begins each attempt there, and a done callback finishes it there, so
+    retries, timeouts, cancellation, observers and metrics behave as with threads.  For
+    an executor that runs attempts in other processes (see :func:`codec_for`) the
+    actions were checked to pickle before the run started (:func:`check_actions`), and
+    each attempt goes through a :class:`Shipper`, which names what cannot be pickled.
+    """
+    codec = codec_for(executor)
+    ship = shipper(executor, codec, compiled) if codec is not None else None
+    slots = threading.BoundedSemaphore(workers + queue_ahead(executor, workers, compiled))
+    actions = compiled.external_actions
+    while not core.is_over and not core.aborted:
+        if not slots.acquire(timeout=0.05):
+            continue
+        node = core.pop_ready(0.05)
+        if node < 0:
+            slots.release()
+            continue
+        word = core.begin_attempt(node)
+        if not word:
+            slots.release()
+            continue
+        inputs, name, attempt, deadline = core.external_context(node, word)
+        try:
+            if ship is not None:
+                # Pickling the run's data is the snapshot: WorkflowData pickles a copy
+                # taken under its lock.
+                future = ship.submit(node, ExternalContext(name, node, attempt, deadline, inputs, data,
+                                                           run_id, workflow_name))
+            else:
+                ctx = ExternalContext(name, node, attempt, deadline, inputs, WorkflowData(data.snapshot()),
+                                      run_id, workflow_name)
+                action, accepts, middleware = actions[node]
+                future = executor.submit(call_external, action, accepts, middleware, ctx)
+        except Exception as exc:  # data or a context that cannot be copied or pickled; a shut-down executor
+            slots.release()
+            core.finish_attempt(node, word, False, exc)
+            continue
+        future.add_done_callback(_attempt_done(core, node, word, slots, ship))
+
+
+def _attempt_done(core: Any, node: int, word: int, slots: threading.BoundedSemaphore,
+                  ship: Shipper | None = None) -> Callable[[cf.Future[Any]], None]:
+    """The done callback of an attempt's future: record its outcome (decoded by ``ship``
+    when the attempt was shipped)."""
+    def done(future: cf.Future[Any]) -> None:
+        slots.release()
+        try:
+            exc = future.exception()
+        except cf.CancelledError as cancelled:
+            exc = cancelled
+        if exc is None:
+            value = future.result()
+            if ship is not None:
+                try:
+                    value = ship.output(node, value)
+                except Exception as error:  # noqa: BLE001 - an output that cannot be unpickled here
+                    core.finish_attempt(node, word, False, error)
+                    return
+            core.finish_attempt(node, word, True, value)
+        else:
+            core.finish_attempt(node, word, False, exc)
+    return done

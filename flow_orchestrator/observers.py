@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from .errors import RetryRequested
 
 if TYPE_CHECKING:
-    from .engine import RunResult
+    from .result import RunResult
 
 __all__ = ["Observer", "NodeEvent", "RunEvent", "CallbackObserver"]
 

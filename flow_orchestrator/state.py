@@ -7,7 +7,8 @@ A :class:`RunState` holds everything needed to resume a run of a workflow:
   used for outputs and data, and two epoch timestamps;
 * the DAG it ran: node names in id order and the successor lists in CSR form
   (``succ_indptr``, ``succ_indices``, as :class:`~flow_orchestrator.dag.CSRGraph` holds
-  them), so that a changed workflow can be described precisely (:func:`diff_workflow`);
+  them), so that a changed workflow can be described precisely
+  (:func:`flow_orchestrator.resume.diff_workflow`);
 * per node, as numpy arrays indexed by node id: ``statuses`` (``uint8``
   :class:`~flow_orchestrator.status.NodeStatus`), ``attempts`` (``int32``), ``started``
   and ``ended`` (``float64`` seconds since the run started, NaN when unset);
@@ -34,12 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._draw import Picture
 from .errors import CorruptStateError, UnknownNodeError
 from .serialization import JsonSerializer, SerializationError, Serializer
 from .status import NodeStatus
 
 if TYPE_CHECKING:
-    from .engine import RunResult
+    from .result import RunResult
     from .workflow import Workflow
 
 __all__ = [
@@ -48,9 +50,6 @@ __all__ = [
     "CorruptStateError",
     "ErrorRecord",
     "RunState",
-    "WorkflowDiff",
-    "compare_workflow",
-    "diff_workflow",
     "fingerprint",
     "fingerprint_arrays",
 ]
@@ -427,6 +426,12 @@ class RunState:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def _picture(self) -> Picture:
+        """What a drawing of this stored run shows (see :mod:`flow_orchestrator._draw`)."""
+        return Picture(lambda: self.node_names, self.num_nodes, self.succ_indptr, self.succ_indices,
+                       self.statuses, f"{self.workflow} run {self.run_id} ({self.run_status})",
+                       f"run {self.run_id} of workflow {self.workflow!r}")
+
     @property
     def num_nodes(self) -> int:
         """How many nodes the workflow has."""
@@ -514,106 +519,4 @@ def dump_data(data: Mapping[str, Any] | None, serializer: Serializer) -> bytes:
 
 
 def _error_records(result: RunResult) -> dict[int, ErrorRecord]:
-    ids = result.workflow.interner
-    return {ids.id(name): ErrorRecord.from_exception(exc) for name, exc in result.errors.items()}
-
-
-# -- comparing a state with a workflow -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkflowDiff:
-    """How a workflow differs from the one a state was saved for (see :func:`compare_workflow`).
-
-    Edges are ``(dependency, dependent)`` name pairs.  ``edges_added`` holds new
-    dependencies of nodes that exist in the state (including on new nodes); the edges of
-    new nodes' own dependencies are part of those nodes.  ``reordered`` is True when the
-    same nodes have other ids (states are matched to workflows by name).
-    """
-
-    workflow: tuple[str, str] | None = None
-    removed: tuple[str, ...] = ()
-    added: tuple[str, ...] = ()
-    renamed: tuple[tuple[str, str], ...] = ()
-    edges_removed: tuple[tuple[str, str], ...] = ()
-    edges_added: tuple[tuple[str, str], ...] = ()
-    reordered: bool = False
-
-    def compatible(self, *, allow_new_nodes: bool = False) -> bool:
-        """Whether a run saved for the old workflow can resume on the new one."""
-        return not self.messages(allow_new_nodes=allow_new_nodes)
-
-    def messages(self, *, allow_new_nodes: bool = False, limit: int = 10) -> list[str]:
-        """One readable line per incompatibility (at most ``limit`` of each kind)."""
-        out: list[str] = []
-        if self.workflow is not None:
-            out.append(f"the state is for workflow {self.workflow[0]!r}, not {self.workflow[1]!r}")
-        _lines(out, self.renamed, limit, lambda p: f"node {p[0]!r} was renamed to {p[1]!r}", "renamed nodes")
-        _lines(out, self.removed, limit, lambda s: f"node {s!r} was removed", "removed nodes")
-        if not allow_new_nodes:
-            _lines(out, self.added, limit, lambda s: f"node {s!r} was added", "added nodes")
-        _lines(out, self.edges_removed, limit, lambda e: f"{e[1]!r} no longer depends on {e[0]!r}",
-               "removed dependencies")
-        _lines(out, self.edges_added, limit, lambda e: f"{e[1]!r} now depends on {e[0]!r}", "added dependencies")
-        return out
-
-
-def _lines(out: list[str], items: Sequence[Any], limit: int, fmt: Any, what: str) -> None:
-    out.extend(fmt(item) for item in items[:limit])
-    if len(items) > limit:
-        out.append(f"... and {len(items) - limit} more {what}")
-
-
-def _csr_pairs(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sources = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
-    return sources, indices.astype(np.int64)
-
-
-def _edge_names(keys: np.ndarray, size: int, names: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    return tuple((names[s], names[t]) for s, t in zip((keys // size).tolist(), (keys % size).tolist()))
-
-
-def compare_workflow(state: RunState, workflow: Workflow) -> WorkflowDiff:
-    """A structured :class:`WorkflowDiff` of ``workflow`` against the one ``state`` was saved for."""
-    renamed_wf = (state.workflow, workflow.name) if state.workflow != workflow.name else None
-    new_names = workflow.names
-    if state.fingerprint == fingerprint(workflow):
-        return WorkflowDiff(workflow=renamed_wf)
-    index = {name: i for i, name in enumerate(new_names)}
-    to_new = np.fromiter((index.get(name, -1) for name in state.node_names), np.int64, state.num_nodes)
-    seen = np.zeros(len(new_names), dtype=bool)
-    seen[to_new[to_new >= 0]] = True
-    removed = np.flatnonzero(to_new < 0)
-    added = np.flatnonzero(~seen)
-    is_added = ~seen
-    renamed = removed[removed < is_added.size]
-    renamed = renamed[is_added[renamed]]
-    renamed_new = np.zeros(len(new_names), dtype=bool)
-    renamed_new[renamed] = True
-    size = max(len(new_names), 1)
-    src, dst = _csr_pairs(state.succ_indptr, state.succ_indices)
-    keep = (to_new[src] >= 0) & (to_new[dst] >= 0)
-    old_keys = _sorted_unique(to_new[src[keep]] * size + to_new[dst[keep]])
-    graph = workflow.graph
-    src, dst = _csr_pairs(graph.succ_indptr, graph.succ_indices)
-    new_keys = _sorted_unique((src * size + dst)[seen[dst] & ~renamed_new[src]])
-    return WorkflowDiff(
-        workflow=renamed_wf,
-        removed=tuple(state.node_names[i] for i in _difference(removed, renamed).tolist()),
-        added=tuple(new_names[i] for i in _difference(added, renamed).tolist()),
-        renamed=tuple((state.node_names[i], new_names[i]) for i in renamed.tolist()),
-        edges_removed=_edge_names(_difference(old_keys, new_keys), size, new_names),
-        edges_added=_edge_names(_difference(new_keys, old_keys), size, new_names),
-        reordered=bool(removed.size == 0 and not np.array_equal(to_new, np.arange(to_new.size))),
-    )
-
-
-def diff_workflow(state: RunState, workflow: Workflow, *, allow_new_nodes: bool = False) -> list[str]:
-    """Why ``state`` cannot resume on ``workflow``: one line per difference, empty if it can.
-
-    Nodes are matched by name: removed, renamed (a node whose id now has another name)
-    and, unless ``allow_new_nodes``, added nodes; dependencies removed or added between
-    nodes that exist in the state; and a different workflow name.  Nodes that only
-    changed ids are not an incompatibility.
-    """
-    return compare_workflow(state, workflow).messages(allow_new_nodes=allow_new_nodes)
+    return {node: ErrorRecord.from_exception(exc) for node, exc in sorted(result.errors_by_id.items())}

@@ -43,6 +43,8 @@ from typing import Any, TypeVar, overload
 
 import numpy as np
 
+from . import _draw
+from ._draw import Picture
 from ._ext import CSRGraph, Interner
 from .errors import (
     CycleError,
@@ -372,15 +374,18 @@ class Workflow:
 
     # -- pictures ------------------------------------------------------------------
 
+    def _picture(self) -> Picture:
+        """What a drawing of this workflow shows (see :mod:`flow_orchestrator._draw`)."""
+        return Picture(self._names.names, len(self), self._graph.succ_indptr, self._graph.succ_indices, None,
+                       self.name, f"workflow {self.name!r}")
+
     def to_dot(self, **options: Any) -> str:
         """This workflow as Graphviz DOT (see :func:`flow_orchestrator.render.to_dot`)."""
-        from .render import to_dot
-        return to_dot(self, **options)
+        return _draw.to_dot(self, **options)
 
     def to_mermaid(self, **options: Any) -> str:
         """This workflow as a Mermaid flowchart (see :func:`flow_orchestrator.render.to_mermaid`)."""
-        from .render import to_mermaid
-        return to_mermaid(self, **options)
+        return _draw.to_mermaid(self, **options)
 
 
 def _check_workflow_name(name: object) -> None:

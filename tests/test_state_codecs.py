@@ -44,11 +44,10 @@ from flow_orchestrator.state import (
     CorruptStateError,
     ErrorRecord,
     RunState,
-    compare_workflow,
-    diff_workflow,
     fingerprint,
     fingerprint_arrays,
 )
+from flow_orchestrator.resume import compare_workflow, diff_workflow
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 JSON = JsonSerializer()

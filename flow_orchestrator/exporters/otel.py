@@ -40,12 +40,12 @@ except ImportError as exc:
         "flow_orchestrator.exporters.otel needs opentelemetry-api: "
         "pip install 'flow-orchestrator[otel]'") from exc
 
-from .. import __version__
+from .._version import __version__
 from ..observers import NodeEvent, Observer, RunEvent
 from ..status import NodeStatus, RunStatus
 
 if TYPE_CHECKING:
-    from ..engine import RunResult
+    from ..result import RunResult
 
 __all__ = ["OpenTelemetryObserver", "WORKFLOW", "RUN_ID", "NODE", "ATTEMPT", "STATUS", "RETRY_DELAY",
            "NODE_COUNT_PREFIX"]

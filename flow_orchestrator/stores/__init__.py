@@ -35,9 +35,17 @@ Guarantees:
   are advisory: ``save`` and ``checkpoint`` do not check them.
 * Run ids are checked (:func:`check_run_id`): no path separators, control characters
   or leading dot, so they cannot escape a store's directory.
+
+Where it sits: layer L4 (services, durability).  The interface, records and errors
+(:mod:`.base`, :mod:`.errors`) load with the package; every store implementation is
+imported on first use of its name (PEP 562), so ``import flow_orchestrator`` loads
+neither ``sqlite3`` nor ``flatbuffers`` nor ``psycopg``.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .base import RunInfo, Store, Transition, check_run_id
 from .errors import (
@@ -48,14 +56,13 @@ from .errors import (
     RunNotFoundError,
     StoreError,
 )
-from .files import FileStore, FlatBuffersFileStore, JsonFileStore
-from .memory import MemoryStore
-from .sqlite import SqliteStore
-from .urls import StoreURLError, open_store
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from .files import FileStore, FlatBuffersFileStore, JsonFileStore
+    from .memory import MemoryStore
     from .postgres import PostgresStore
+    from .sqlite import SqliteStore
+    from .urls import StoreURLError, open_store
 
 __all__ = [
     "CheckpointError",
@@ -78,11 +85,28 @@ __all__ = [
     "open_store",
 ]
 
+# Each implementation's name -> the submodule that defines it (imported on first use).
+_LAZY = {
+    "FileStore": "files",
+    "FlatBuffersFileStore": "files",
+    "JsonFileStore": "files",
+    "MemoryStore": "memory",
+    "PostgresStore": "postgres",
+    "SqliteStore": "sqlite",
+    "StoreURLError": "urls",
+    "open_store": "urls",
+}
+
 
 def __getattr__(name: str) -> object:
-    """``PostgresStore``, imported on first use so that psycopg is needed only then."""
-    if name == "PostgresStore":
-        from .postgres import PostgresStore
+    """A store implementation, imported on first use (so are its back end's modules)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
 
-        return PostgresStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,195 @@
+"""The record of a run: its id (:func:`new_run_id`) and its outcome (:class:`RunResult`).
+
+Layer L3 (run records).  Everything that reads a run's outcome speaks this type: the
+engine builds it, observers receive it, the checkpoint writer saves it, the command
+line and the pictures show it.  So it sits below all of them and imports nothing that
+runs a workflow: only the definition (:mod:`flow_orchestrator.workflow`), the status
+codes and the drawing core (:mod:`flow_orchestrator._draw`), which knows graphs, not
+the classes that hold them.
+
+A result holds per-node numpy arrays indexed by node id, the outputs as one list, and
+the exceptions of the nodes that ended with one; the arrays are made read-only so that
+a result handed to observers cannot be changed under another one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from . import _draw
+from ._draw import Picture
+from .errors import NodeFailedError, RunCancelledError, UnknownNodeError, WorkflowFailedError
+from .status import NodeStatus, RunStatus
+from .workflow import Workflow
+
+__all__ = ["RunResult", "count_statuses", "new_run_id"]
+
+_run_ids = itertools.count(1)
+_run_id_prefix = os.urandom(5).hex()
+
+
+def _new_run_id_prefix() -> None:
+    global _run_id_prefix
+    _run_id_prefix = os.urandom(5).hex()
+
+
+# A forked child must not hand out the ids its parent will.
+os.register_at_fork(after_in_child=_new_run_id_prefix)
+
+
+def new_run_id() -> str:
+    """A fresh run id, unique across processes: a random per-process prefix and a
+    counter (far cheaper than ``uuid4()``, and a run may take any id a store accepts)."""
+    return f"{_run_id_prefix}-{next(_run_ids)}"
+
+_COMPLETED = int(NodeStatus.COMPLETED)
+
+
+def count_statuses(statuses: np.ndarray) -> dict[NodeStatus, int]:
+    counts = np.bincount(statuses, minlength=len(NodeStatus))
+    return {status: int(counts[status]) for status in NodeStatus}
+
+
+class RunResult:
+    """The outcome of a run: overall and per-node status, outputs, errors, timings.
+
+    Per-node arrays are indexed by node id (the workflow's definition order):
+    ``statuses`` (``uint8`` :class:`~flow_orchestrator.status.NodeStatus` values),
+    ``attempts`` (``int32``), ``started`` and ``ended`` (``float64`` seconds since the
+    run started, NaN for nodes that never ran).
+    """
+
+    __slots__ = ("workflow", "run_id", "status", "statuses", "attempts", "started", "ended",
+                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason")
+
+    def __init__(self, workflow: Workflow, run_id: str, status: RunStatus, statuses: np.ndarray,
+                 attempts: np.ndarray, started: np.ndarray, ended: np.ndarray,
+                 outputs: list[Any], errors: dict[int, BaseException], wall_seconds: float,
+                 cancel_reason: str | None = None) -> None:
+        self.workflow = workflow
+        self.run_id = run_id
+        self.status = status
+        for arr in (statuses, attempts, started, ended):
+            arr.flags.writeable = False
+        self.statuses = statuses
+        self.attempts = attempts
+        self.started = started
+        self.ended = ended
+        self._outputs = outputs
+        self._errors = errors
+        self.wall_seconds = wall_seconds
+        self.cancel_reason = cancel_reason
+        self._names = workflow.interner
+
+    @property
+    def ok(self) -> bool:
+        """True when every node completed."""
+        return self.status is RunStatus.COMPLETED
+
+    def _id(self, name: str | int) -> int:
+        if isinstance(name, str):
+            return self._names.id(name)
+        if isinstance(name, (int, np.integer)) and not isinstance(name, bool) and 0 <= name < len(self.statuses):
+            return int(name)
+        raise UnknownNodeError(f"workflow {self.workflow.name!r} has no node {name!r}")
+
+    def status_of(self, name: str | int) -> NodeStatus:
+        """The final status of one node."""
+        return NodeStatus(int(self.statuses[self._id(name)]))
+
+    def output(self, name: str | int, default: Any = None) -> Any:
+        """The output of one node (``default`` unless it completed)."""
+        node = self._id(name)
+        # int() both sides: a numpy scalar compared with an IntEnum is slow.
+        return self._outputs[node] if int(self.statuses[node]) == _COMPLETED else default
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """``{name: output}`` of every completed node."""
+        names = self._names.names()
+        done = np.flatnonzero(self.statuses == NodeStatus.COMPLETED)
+        return {names[i]: self._outputs[i] for i in done.tolist()}
+
+    @property
+    def errors_by_id(self) -> Mapping[int, BaseException]:
+        """``{node id: exception}`` of every node that ended with one (read-only view)."""
+        return MappingProxyType(self._errors)
+
+    def error(self, name: str | int) -> BaseException | None:
+        """The exception that ended a node (failed, timed out or cancelled), if any."""
+        return self._errors.get(self._id(name))
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        """``{name: exception}`` of every node that ended with one."""
+        return {self._names.name(i): exc for i, exc in sorted(self._errors.items())}
+
+    def nodes(self, status: NodeStatus | int) -> list[str]:
+        """Names of the nodes that ended in ``status``."""
+        return self._names.names(np.flatnonzero(self.statuses == int(status)).astype(np.int32))
+
+    def counts(self) -> dict[NodeStatus, int]:
+        """How many nodes ended in each status."""
+        return count_statuses(self.statuses)
+
+    def durations(self) -> np.ndarray:
+        """Seconds each node's last attempt took (NaN for nodes that never ran)."""
+        return self.ended - self.started
+
+    def failures(self) -> list[NodeFailedError]:
+        """One :class:`NodeFailedError` per failed or timed-out node, in id order."""
+        bad = np.flatnonzero((self.statuses == NodeStatus.FAILED) | (self.statuses == NodeStatus.TIMED_OUT))
+        return [NodeFailedError(self._names.name(i), str(NodeStatus(int(self.statuses[i]))),
+                                int(self.attempts[i]), self._errors.get(i)) for i in bad.tolist()]
+
+    def raise_for_status(self) -> None:
+        """Raise :class:`WorkflowFailedError` or :class:`RunCancelledError` unless ok."""
+        if self.status is RunStatus.FAILED:
+            failures = self.failures()
+            raise WorkflowFailedError(
+                f"workflow {self.workflow.name!r} run {self.run_id}: {len(failures)} node(s) failed",
+                failures, self)
+        if self.status is RunStatus.CANCELLED:
+            raise RunCancelledError(
+                f"workflow {self.workflow.name!r} run {self.run_id} was cancelled: {self.cancel_reason}", self)
+
+    def summary(self) -> str:
+        """A readable multi-line summary: totals, timings, and each failure."""
+        counts = {s: c for s, c in self.counts().items() if c}
+        ran = np.isfinite(self.started)
+        busy = float(np.nansum(self.durations())) if ran.any() else 0.0
+        lines = [
+            f"workflow {self.workflow.name!r} run {self.run_id}: {self.status} in {self.wall_seconds:.3f} s",
+            "  " + ", ".join(f"{c} {s}" for s, c in counts.items()),
+            f"  {int(ran.sum())} node(s) ran, {int(self.attempts.sum())} attempt(s), "
+            f"{busy:.3f} s of node time",
+        ]
+        for failure in self.failures()[:20]:
+            lines.append(f"  ✗ {failure}")
+        if self.cancel_reason:
+            lines.append(f"  cancelled: {self.cancel_reason}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<RunResult {self.workflow.name!r} {self.run_id} {self.status}>"
+
+    def _picture(self) -> Picture:
+        """What a drawing of this run shows (see :mod:`flow_orchestrator._draw`)."""
+        workflow = self.workflow
+        return Picture(workflow.interner.names, len(self.statuses), workflow.graph.succ_indptr, workflow.graph.succ_indices, self.statuses,
+                       f"{workflow.name} run {self.run_id} ({self.status})",
+                       f"run {self.run_id} of workflow {workflow.name!r}")
+
+    def to_dot(self, **options: Any) -> str:
+        """This run as Graphviz DOT, coloured by status (:func:`flow_orchestrator.render.to_dot`)."""
+        return _draw.to_dot(self, **options)
+
+    def to_mermaid(self, **options: Any) -> str:
+        """This run as a Mermaid flowchart, coloured by status (:func:`flow_orchestrator.render.to_mermaid`)."""
+        return _draw.to_mermaid(self, **options)
