@@ -1,4 +1,7 @@
-"""``python -m flow_orchestrator``: the command line."""
+"""``python -m flow_orchestrator``: the command line.
+
+Where it sits: layer L6 (interfaces).
+"""
 
 import sys
 

@@ -4,6 +4,9 @@ One daemon thread per engine, started on first use, sleeps until the earliest du
 entry of a heap.  Callbacks run on the timer thread and must be short (they re-queue
 a node or mark it timed out); one that raises is logged and does not stop the timer.
 Waiting retries therefore hold no worker thread.
+
+Where it sits: layer L0 (foundations): the core calls it through the ``Timer`` protocol
+of ``_ext.pyi``; it imports nothing of the package.
 """
 
 from __future__ import annotations

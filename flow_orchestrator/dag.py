@@ -20,6 +20,8 @@ bulk from numpy edge arrays::
     >>> names = Interner(["extract", "transform"])
     >>> names.id("transform"), names.name(0)
     (1, 'extract')
+
+Where it sits: layer L1 (core seam): a thin face over the compiled ``_ext``.
 """
 
 from __future__ import annotations

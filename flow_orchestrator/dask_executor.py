@@ -42,6 +42,9 @@ Outputs kept on the cluster
     (``engine.run(..., store=...)``) fails each node in this mode with the
     checkpoint's :class:`~flow_orchestrator.errors.SerializationError` (naming the
     node), so keep outputs on the cluster only for runs without a store.
+
+Where it sits: layer L4 (services, executors): an executor the engine is given; it knows
+the shipping protocol of :mod:`flow_orchestrator.external`, never the engine.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""WorkflowData: the thread-safe key-value data shared by the nodes of one run."""
+"""WorkflowData: the thread-safe key-value data shared by the nodes of one run.
+
+Where it sits: layer L0 (foundations).
+"""
 
 from __future__ import annotations
 

@@ -44,6 +44,9 @@ Failures
     skipped.  Timeouts are cooperative: Python threads cannot be killed, so at the
     deadline the node is marked TIMED_OUT, its token is cancelled and the run moves on
     while the thread finishes in the background; its late result is discarded.
+
+Where it sits: layer L5 (the run): it composes the layers below (compiler, durability,
+executors, observers) and nothing imports it back.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ category, the error also derives from it (an unknown node is a ``LookupError``, 
 is a ``ValueError`` and a :class:`graphlib.CycleError`), so code written against the
 standard library keeps working.  The core never lets a bare ``KeyError`` or
 ``IndexError`` escape on bad input.
+
+Where it sits: layer L0 (foundations): imports nothing of the package.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ Per-node counters and latency sums (hence means) are always kept; the latency
 histograms are per workflow by default.  ``MetricsRegistry(node_histograms=True)``
 keeps one per node instead: 256 more bytes a node, and about 0.2 us more per node
 event on a 100,000-node run (scattered memory), which is why it is opt-in.
+
+Where it sits: layer L4 (services, observation): the core fills the per-node counters;
+the engine records runs.
 """
 
 from __future__ import annotations

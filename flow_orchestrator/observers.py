@@ -33,6 +33,10 @@ Isolation
 
 Each event is delivered exactly once per observer.  For one node, events arrive in the
 order they happened (start before success or failure, retry before the next start).
+
+Where it sits: layer L4 (services, observation): the core calls the dispatcher through
+the ``EventSink`` protocol of ``_ext.pyi``; results arrive as
+:class:`~flow_orchestrator.result.RunResult` s from below.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ cancelled or timed out); failed and timed-out nodes also count as failed.
 
 Nothing is printed.  The hooks are thread-safe: one observer may follow many runs at
 once.
+
+Where it sits: layer L6 (interfaces): an observer for people watching a run.
 """
 
 from __future__ import annotations

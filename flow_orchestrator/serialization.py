@@ -37,6 +37,8 @@ float); anything orjson refuses (lone surrogates, deep nesting) falls back to th
 :class:`PickleSerializer` (name ``"pickle"``) is opt-in: it handles any picklable
 object but **loading a pickle can run arbitrary code, so never use it with a store
 that someone else can write to**.
+
+Where it sits: layer L0 (foundations).
 """
 
 from __future__ import annotations

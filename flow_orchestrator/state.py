@@ -20,6 +20,9 @@ types and lengths, status codes, the CSR arrays, output and error ids, and that 
 fingerprint matches the names and edges.  Anything inconsistent raises
 :class:`CorruptStateError`, so a state that a codec hands back is always usable.  The
 codecs (:mod:`flow_orchestrator.codecs`) add checksums and bounds checks on top.
+
+Where it sits: layer L3 (run records): codecs and stores (L4) read and write it;
+comparing a state with a workflow is :mod:`flow_orchestrator.resume`'s.
 """
 
 from __future__ import annotations

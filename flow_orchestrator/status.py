@@ -11,6 +11,9 @@ authority on how a node's status may evolve::
        └──the run was aborted (fail-fast, cancel, Ctrl-C)──▶ CANCELLED
 
 COMPLETED, FAILED, SKIPPED, CANCELLED and TIMED_OUT are terminal.
+
+Where it sits: layer L0 (foundations): the one transition table; ``cext`` holds its C
+copy.
 """
 
 from __future__ import annotations

@@ -32,6 +32,10 @@ index per node, so a million-node workflow does not hold a million option object
 Errors are reported when they can first be known: bad options, duplicate names and
 self-dependencies when a node is added; unknown dependencies, cycles and an empty
 workflow at :meth:`WorkflowBuilder.build`.
+
+Where it sits: layer L2 (definition): knows the core seam below it, nothing about
+running; pictures are drawn by :mod:`flow_orchestrator._draw` (below), never by
+importing up.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ valid UTF-8) before the generated code reads anything, and finally
 fingerprint...).  Whatever the input, :func:`decode` returns a valid state or raises
 :class:`~flow_orchestrator.state.CorruptStateError`; it never allocates more than a
 small multiple of the input's size.
+
+Where it sits: layer L4 (services, durability): imported on first use by
+:mod:`flow_orchestrator.codecs`; knows run states, nothing above.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ base64 blobs, and finally :meth:`RunState._decoded` checks the values.  Whatever
 input, it returns a valid state or raises
 :class:`~flow_orchestrator.state.CorruptStateError`; memory use stays proportional to
 the input's size.
+
+Where it sits: layer L4 (services, durability): imported on first use by
+:mod:`flow_orchestrator.codecs`; knows run states, nothing above.
 """
 
 from __future__ import annotations

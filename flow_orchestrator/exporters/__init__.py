@@ -8,4 +8,6 @@
 
 Import the submodule you need: this package imports neither, so that
 ``import flow_orchestrator`` never pulls in an optional dependency.
+
+Where it sits: layer L6 (interfaces).
 """

@@ -24,6 +24,8 @@ among the concurrent runs of a workflow (generated ones are).
 
 Requires ``opentelemetry-api`` (``pip install flow-orchestrator[otel]``) and, to export
 anything, an SDK configured by the application.
+
+Where it sits: layer L6 (interfaces): an observer of runs, for OpenTelemetry.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ holds two series with the same labels.  Every node of every workflow makes serie
 workflows of many thousands of nodes, consider the cardinality before scraping them.
 
 Requires ``prometheus-client`` (``pip install flow-orchestrator[prometheus]``).
+
+Where it sits: layer L6 (interfaces): reads a metrics registry.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The :class:`Store` interface, its records, and helpers shared by every store."""
+"""The :class:`Store` interface, its records, and helpers shared by every store.
+
+Where it sits: layer L4 (services, durability).
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ For a run ``r``: ``r.state`` (the snapshot, written by the codec), ``r.journal``
 checkpoint batches since that snapshot) and ``r.lock`` (for :func:`fcntl.flock`; never
 deleted, since unlinking a lock file races with its users).  Temporary files start
 with a dot, which run ids cannot.
+
+Where it sits: layer L4 (services, durability): loaded on first use of its classes.
 """
 
 from __future__ import annotations

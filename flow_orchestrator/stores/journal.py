@@ -11,6 +11,8 @@ strings: type, message, traceback, if ``flags & 2``).  A batch that carries the
 workflow data ends with ``<u8 1><u32 size>`` + the serialized data.  Decoding checks
 every size against the bytes left, so damaged input raises :class:`CorruptStateError`
 only.
+
+Where it sits: layer L4 (services, durability).
 """
 
 from __future__ import annotations

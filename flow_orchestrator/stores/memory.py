@@ -1,4 +1,7 @@
-"""An in-process store, for tests and runs that need no durability."""
+"""An in-process store, for tests and runs that need no durability.
+
+Where it sits: layer L4 (services, durability): loaded on first use of its class.
+"""
 
 from __future__ import annotations
 

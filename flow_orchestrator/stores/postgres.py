@@ -37,6 +37,9 @@ HOST``), quoted by :class:`RunLockedError`; a lock whose holder is a dead proces
 this host, whose session the server has not ended yet, is waited for (at most
 ``dead_holder_grace`` seconds) instead of being refused.  Session locks need a direct
 connection (or a pooler in session mode): a transaction-mode pooler would move them.
+
+Where it sits: layer L4 (services, durability): loaded on first use of its class, with
+psycopg.
 """
 
 from __future__ import annotations

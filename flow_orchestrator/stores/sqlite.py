@@ -1,4 +1,8 @@
-"""A SQLite store (stdlib :mod:`sqlite3`, WAL): the embedded default for durable runs."""
+"""A SQLite store (stdlib :mod:`sqlite3`, WAL): the embedded default for durable runs.
+
+Where it sits: layer L4 (services, durability): loaded on first use of its class, with
+sqlite3.
+"""
 
 from __future__ import annotations
 

@@ -28,6 +28,9 @@ allowed, no path, an unknown option), and a plain :class:`StoreError` when the s
 cannot be opened (a directory that cannot be created, an unreachable server, psycopg
 missing, or with ``create=False`` a store that does not exist yet).  Messages never
 show a password: see :func:`redact_url`.
+
+Where it sits: layer L4 (services, durability): imports each store only when a URL names
+it.
 """
 
 from __future__ import annotations
