@@ -62,6 +62,8 @@ from bench import common, graphs
 from bench.common import cpu_model, dist_version, fmt_ms, fmt_ratio
 from bench.execution import (
     Counter,
+    EveryNodeHookObserver,
+    calibrate,
     cpu_work,
     dask_graph,
     dask_sync,
@@ -234,7 +236,6 @@ class Runner:
 
 
 def _middleware_options() -> dict[str, Any]:
-    from bench.bench_observability import EveryNodeHookObserver
     from flow_orchestrator.middleware import circuit_breaker, retry
 
     return {"middleware": (retry(3), circuit_breaker("bench-compare")), "observers": [EveryNodeHookObserver()]}
@@ -761,8 +762,6 @@ def _cpu_iterations(args: argparse.Namespace) -> int:
     shapes = [SHAPES[s] for s in args.shapes if SHAPES[s].work == CPU]
     if not shapes:
         return 1
-    from bench.bench_processes import calibrate
-
     return calibrate(shapes[0].work_arg[args.quick])
 
 
