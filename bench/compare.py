@@ -21,6 +21,10 @@ actions (no-op shapes), peak RSS and the number of node runs verified (every act
 counts its calls; a cell whose count is not nodes x runs fails).  A cell that fails,
 crashes or runs past ``--timeout`` is reported as such in the table; the runner goes on.
 bench/README.md says what every column means.
+
+A runner: it takes the graphs from :mod:`bench.graphs`, the engines' work from
+:mod:`bench.execution` and what it shares with ``run.py`` from :mod:`bench.common`, and
+imports no other runner (``run.py --suite compare`` calls :func:`main`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ edge arrays for us, a Python edge list for rustworkx and networkx, a dict of
 predecessors for stdlib graphlib.  Each figure is the best of ``--repeat`` runs after
 one warm-up.  Prints one Markdown table, then our core's memory and the issue's two
 performance targets.  See bench/README.md for what each figure means.
+
+The runner of every suite in one process (``--suite``): the graph table here, the
+engine suite from :mod:`bench.execution`, the others from each ``bench_<suite>.py``'s
+``compare()``.  ``--suite compare`` is handed to :func:`bench.compare.main`, imported
+one way: compare.py never imports this module, and what both need is in
+:mod:`bench.common`.
 """
 
 from __future__ import annotations
