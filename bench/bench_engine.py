@@ -1,7 +1,7 @@
 """pytest-benchmark micro figures for the engine (``pytest bench/bench_engine.py``).
 
 The ratio table against the bare loop, the naive graphlib loop and dask comes from
-``python bench/run.py --engine``; these give pytest-benchmark's statistics for ours and
+``python bench/run.py --suite engine``; these give pytest-benchmark's statistics for ours and
 the in-process baselines on the issue's shapes.
 """
 

@@ -112,7 +112,7 @@ def _best_time(case, impl, graph, repeat):
 def compare(n_layers: int = 100, width: int = 1000, repeat: int = 5) -> list[dict]:
     """Time every case on both implementations (best of ``repeat``, perf_counter).
 
-    Returns two rows a case, in the fields of ``bench.run.Row``: ``engine``, ``graph``,
+    Returns two rows a case, in the fields of ``bench.common.Row``: ``engine``, ``graph``,
     ``nodes``, ``edges``, ``seconds`` and ``ratio`` (that row's time / ours).
     """
     graph = layered_graph(n_layers, width)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from bench.execution import Counter, workflow_of
+from bench.execution import Counter, EveryNodeHookObserver, workflow_of
 from bench.graphs import layered
 from flow_orchestrator import Engine, Workflow
 from flow_orchestrator.metrics import MetricsRegistry
@@ -37,31 +37,6 @@ WORKERS = 2
 
 class NothingObserver(Observer):
     """Overrides no hook."""
-
-
-class EveryNodeHookObserver(Observer):
-    """Overrides every node hook with one that does nothing."""
-
-    def on_node_start(self, event):
-        """Nothing."""
-
-    def on_node_success(self, event):
-        """Nothing."""
-
-    def on_node_failure(self, event):
-        """Nothing."""
-
-    def on_node_retry(self, event):
-        """Nothing."""
-
-    def on_node_skip(self, event):
-        """Nothing."""
-
-    def on_node_cancel(self, event):
-        """Nothing."""
-
-    def on_node_timeout(self, event):
-        """Nothing."""
 
 
 #: Configuration name -> a new engine for it.

@@ -38,24 +38,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.execution import burn, calibrate
 from flow_orchestrator import Engine, Workflow
 from flow_orchestrator.external import PICKLE_CODEC, _pickle_actions, default_mp_context
 
 WORKERS = 2
 TARGET_SPEEDUP = 1.8
-WORK_SECONDS = 0.020
-MOD = 1_000_003
 
 
-# -- the work (module level: the worker processes import it) ------------------------------------
-
-
-def burn(iterations: int, seed: int) -> int:
-    """Pure-Python integer arithmetic: ``iterations`` rounds of a small LCG, GIL held."""
-    x = seed % MOD
-    for _ in range(iterations):
-        x = (x * 48271 + 11) % MOD
-    return x
+# -- the work (module level: the worker processes import it; burn and calibrate: bench/execution.py) ---
 
 
 def burn_node(ctx: Any, iterations: int) -> int:
@@ -65,18 +56,6 @@ def burn_node(ctx: Any, iterations: int) -> int:
 
 def noop() -> None:
     """A node that does nothing."""
-
-
-def calibrate(seconds: float = WORK_SECONDS) -> int:
-    """Iterations of :func:`burn` that take about ``seconds`` here."""
-    n = 20_000
-    while True:
-        start = time.perf_counter()
-        burn(n, 1)
-        took = time.perf_counter() - start
-        if took > 0.005:
-            return max(1, int(n * seconds / took))
-        n *= 4
 
 
 # -- graphs ------------------------------------------------------------------------------------------

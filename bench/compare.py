@@ -21,6 +21,10 @@ actions (no-op shapes), peak RSS and the number of node runs verified (every act
 counts its calls; a cell whose count is not nodes x runs fails).  A cell that fails,
 crashes or runs past ``--timeout`` is reported as such in the table; the runner goes on.
 bench/README.md says what every column means.
+
+A runner: it takes the graphs from :mod:`bench.graphs`, the engines' work from
+:mod:`bench.execution` and what it shares with ``run.py`` from :mod:`bench.common`, and
+imports no other runner (``run.py --suite compare`` calls :func:`main`).
 """
 
 from __future__ import annotations
@@ -58,9 +62,12 @@ if not __package__:
 import numpy as np
 
 import flow_orchestrator
-from bench import graphs
+from bench import common, graphs
+from bench.common import cpu_model, dist_version, fmt_ms, fmt_ratio
 from bench.execution import (
     Counter,
+    EveryNodeHookObserver,
+    calibrate,
     cpu_work,
     dask_graph,
     dask_sync,
@@ -73,7 +80,6 @@ from bench.execution import (
     workflow_of,
 )
 from bench.graphs import Graph, predecessor_dict
-from bench.run import _cpu_model, _ms, _ratio, _version
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -234,7 +240,6 @@ class Runner:
 
 
 def _middleware_options() -> dict[str, Any]:
-    from bench.bench_observability import EveryNodeHookObserver
     from flow_orchestrator.middleware import circuit_breaker, retry
 
     return {"middleware": (retry(3), circuit_breaker("bench-compare")), "observers": [EveryNodeHookObserver()]}
@@ -549,7 +554,7 @@ def run_all(args: argparse.Namespace, cpu_iterations: int) -> list[dict[str, Any
             else:
                 cell.update(spawn_cell(engine, shape, args, env, cpu_iterations))
             cells.append(cell)
-            outcome = (f"median {_ms(cell['median_s'])} ms, {cell['elapsed_s']:.1f} s in all"
+            outcome = (f"median {fmt_ms(cell['median_s'])} ms, {cell['elapsed_s']:.1f} s in all"
                        if cell["status"] == "ok" else f"{cell['status']}: {cell['reason']}")
             sys.stderr.write(f"[{k}/{len(todo)}] {shape} / {engine}: {outcome}\n")
             sys.stderr.flush()
@@ -573,7 +578,7 @@ def machine_info() -> dict[str, Any]:
     from flow_orchestrator import _ext
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "os": platform.platform(),
         "machine": platform.machine(),
@@ -587,7 +592,7 @@ def machine_info() -> dict[str, Any]:
 def package_versions() -> dict[str, str | None]:
     """Versions of ours and of the peers (``None``: not installed)."""
     return {"flow-orchestrator": flow_orchestrator.__version__,
-            **{name: _version(name) for name in ("numpy", "dask", "taskflow", "futurist")}}
+            **{name: dist_version(name) for name in ("numpy", "dask", "taskflow", "futurist")}}
 
 
 def _commit() -> str | None:
@@ -645,9 +650,9 @@ def markdown_report(report: dict[str, Any]) -> str:
             if c["status"] != "ok":
                 lines.append(f"| {c['label']} | - | - | - | - | - | - | - | - | {c['status']}: {c['reason']} |")
                 continue
-            lines.append(f"| {c['label']} | {_nodes(c)} | {_ms(c['median_s'])} | {_ms(c['min_s'])} "
-                         f"| {_ms(c['max_s'])} | {_us(c['us_per_node'])} | {_us(c['overhead_us_per_node'])} "
-                         f"| {_ratio(c['x_vs_ours'])} | {c['peak_rss_mb']:,.0f} | {c['note']} |")
+            lines.append(f"| {c['label']} | {_nodes(c)} | {fmt_ms(c['median_s'])} | {fmt_ms(c['min_s'])} "
+                         f"| {fmt_ms(c['max_s'])} | {_us(c['us_per_node'])} | {_us(c['overhead_us_per_node'])} "
+                         f"| {fmt_ratio(c['x_vs_ours'])} | {c['peak_rss_mb']:,.0f} | {c['note']} |")
         if shape.feature is not None:
             plain = next((c for c in report["cells"] if c["shape"] == "layered-10k" and c["engine"] == BASELINE
                           and c["status"] == "ok"), None)
@@ -678,7 +683,8 @@ def readme_block(report: dict[str, Any]) -> str:
             elif c["status"] != "ok":
                 texts.append(c["status"])
             else:
-                ratio = "" if c["engine"] == BASELINE or c["x_vs_ours"] is None else f" ({_ratio(c['x_vs_ours'])})"
+                ratio = ("" if c["engine"] == BASELINE or c["x_vs_ours"] is None
+                         else f" ({fmt_ratio(c['x_vs_ours'])})")
                 texts.append(f"{_us(c['us_per_node'])}{ratio}{' †' if c['note'] else ''}")
         lines.append(f"| {shape} | {size} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
@@ -760,8 +766,6 @@ def _cpu_iterations(args: argparse.Namespace) -> int:
     shapes = [SHAPES[s] for s in args.shapes if SHAPES[s].work == CPU]
     if not shapes:
         return 1
-    from bench.bench_processes import calibrate
-
     return calibrate(shapes[0].work_arg[args.quick])
 
 
@@ -804,7 +808,7 @@ def emit(report: dict[str, Any], args: argparse.Namespace, *, write_json: bool) 
     markdown = markdown_report(report)
     sys.stdout.write(markdown)
     if write_json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        common.write_json(args.json, report)
     if args.markdown is not None:
         args.markdown.write_text(markdown, encoding="utf-8")
     if args.readme is not None:

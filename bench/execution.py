@@ -9,10 +9,14 @@ Every measurement runs in this process, on the same graph, so ratios are fair:
 * ``dask threaded``: ``dask.threaded.get`` on the equivalent task graph (if installed).
 
 Every run checks that every node ran: actions count their calls into a shared array.
-Use :func:`compare_shapes` and friends from ``bench/run.py``, or ``bench_engine.py``
-for pytest-benchmark.  The last section holds what ``bench/compare.py`` (each engine
-and shape in its own process) adds: the numpy and pure-Python work, picklable nodes
-for process pools, dask's synchronous scheduler and OpenStack TaskFlow's engine.
+``bench/run.py --suite engine`` uses :func:`measure_shape` and friends, and
+``bench_engine.py`` the same for pytest-benchmark.  The last section holds what
+``bench/compare.py`` (each engine and shape in its own process) adds: the numpy and
+pure-Python work (:func:`burn`, :func:`calibrate`, shared with ``bench_processes.py``),
+an observer overriding every node hook (shared with ``bench_observability.py``),
+picklable nodes for process pools, dask's synchronous scheduler and OpenStack
+TaskFlow's engine.  A library for the runners and the benchmark modules: it imports
+neither.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 
 from bench.graphs import Graph, chain, fan_out_in, layered, predecessor_dict
 from flow_orchestrator import Engine, Workflow
+from flow_orchestrator.observers import Observer
 
 SHAPES: dict[str, Callable[[], Graph]] = {
     "layered 100k (1000x100, 3 deps)": lambda: layered(1000, 100, 3),
@@ -268,11 +273,60 @@ def numpy_work(size: int) -> float:
     return float(np.sort(_numpy_data(size))[size // 2])
 
 
-def cpu_work(iterations: int, seed: int) -> int:
-    """Pure-Python work, GIL held: ``bench_processes.burn`` (a small LCG) ``iterations`` times."""
-    from bench.bench_processes import burn
+#: Seconds of pure-Python work a node of the CPU-bound workflows does, by default.
+WORK_SECONDS = 0.020
+MOD = 1_000_003
 
+
+def burn(iterations: int, seed: int) -> int:
+    """Pure-Python integer arithmetic: ``iterations`` rounds of a small LCG, GIL held."""
+    x = seed % MOD
+    for _ in range(iterations):
+        x = (x * 48271 + 11) % MOD
+    return x
+
+
+def calibrate(seconds: float = WORK_SECONDS) -> int:
+    """Iterations of :func:`burn` that take about ``seconds`` here."""
+    n = 20_000
+    while True:
+        start = time.perf_counter()
+        burn(n, 1)
+        took = time.perf_counter() - start
+        if took > 0.005:
+            return max(1, int(n * seconds / took))
+        n *= 4
+
+
+def cpu_work(iterations: int, seed: int) -> int:
+    """Pure-Python work, GIL held: :func:`burn` (a small LCG) ``iterations`` times."""
     return burn(iterations, seed)
+
+
+class EveryNodeHookObserver(Observer):
+    """An observer overriding every node hook with one that does nothing: the engine
+    calls each hook of each node (the middleware shapes, ``bench_observability.py``)."""
+
+    def on_node_start(self, event):
+        """Nothing."""
+
+    def on_node_success(self, event):
+        """Nothing."""
+
+    def on_node_failure(self, event):
+        """Nothing."""
+
+    def on_node_retry(self, event):
+        """Nothing."""
+
+    def on_node_skip(self, event):
+        """Nothing."""
+
+    def on_node_cancel(self, event):
+        """Nothing."""
+
+    def on_node_timeout(self, event):
+        """Nothing."""
 
 
 def ran() -> int:

@@ -7,6 +7,12 @@ edge arrays for us, a Python edge list for rustworkx and networkx, a dict of
 predecessors for stdlib graphlib.  Each figure is the best of ``--repeat`` runs after
 one warm-up.  Prints one Markdown table, then our core's memory and the issue's two
 performance targets.  See bench/README.md for what each figure means.
+
+The runner of every suite in one process (``--suite``): the graph table here, the
+engine suite from :mod:`bench.execution`, the others from each ``bench_<suite>.py``'s
+``compare()``.  ``--suite compare`` is handed to :func:`bench.compare.main`, imported
+one way: compare.py never imports this module, and what both need is in
+:mod:`bench.common`.
 """
 
 from __future__ import annotations
@@ -14,16 +20,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
-import json
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +37,7 @@ if not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flow_orchestrator  # noqa: E402
+from bench.common import Row, cpu_model, dist_version, fmt_ms, fmt_ratio, write_json  # noqa: E402
 from bench.engines import (  # noqa: E402
     networkx_build_sort,
     ours_build_sort,
@@ -59,19 +64,6 @@ TARGET_SECONDS = 0.050
 TARGET_SPEEDUP = 10.0
 PEERS = ("rustworkx", "networkx")
 DROPIN_MODULE = "bench.bench_graphlib"
-
-
-@dataclass
-class Row:
-    """One line of the table; ``ratio`` is this time / ours on the same graph (none for
-    input preparation, which is not a peer)."""
-
-    engine: str
-    graph: str
-    nodes: int
-    edges: int
-    seconds: float
-    ratio: float | None = None
 
 
 # -- timing --------------------------------------------------------------------------
@@ -186,10 +178,10 @@ def check_targets(rows: Sequence[Row]) -> list[str]:
         return [f"targets: not checked (they need the layered graph at --nodes {TARGET_NODES})"]
     verdict = "PASS" if ours.seconds < TARGET_SECONDS else "FAIL"
     lines = [f"target: validate+sort of 1M nodes/3M edges under {TARGET_SECONDS * 1e3:.0f} ms: "
-             f"{verdict} ({_ms(ours.seconds)} ms on {ours.edges:,} edges, ids in dependency order)"]
+             f"{verdict} ({fmt_ms(ours.seconds)} ms on {ours.edges:,} edges, ids in dependency order)"]
     shuffled = _find(rows, OURS, "layered-shuffled")
     if shuffled is not None:
-        lines.append(f"  the same graph with shuffled ids: {_ms(shuffled.seconds)} ms "
+        lines.append(f"  the same graph with shuffled ids: {fmt_ms(shuffled.seconds)} ms "
                      f"({'within' if shuffled.seconds < TARGET_SECONDS else 'over'} the budget)")
     build, sort_only = _find(rows, RX_BUILD, "layered"), _find(rows, RX_SORT, "layered")
     if build is None or sort_only is None:
@@ -206,53 +198,26 @@ def check_targets(rows: Sequence[Row]) -> list[str]:
 # -- output --------------------------------------------------------------------------
 
 
-def _ms(seconds: float) -> str:
-    ms = seconds * 1e3
-    return f"{ms:,.2f}" if ms < 10 else f"{ms:,.1f}" if ms < 1000 else f"{ms:,.0f}"
-
-
-def _ratio(ratio: float | None) -> str:
-    if ratio is None:
-        return "-"
-    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:,.1f}x" if ratio < 100 else f"{ratio:,.0f}x"
-
-
 def markdown_table(rows: Sequence[Row]) -> str:
     lines = ["| engine | graph | nodes | edges | time (ms) | ratio vs ours |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r.engine} | {r.graph} | {r.nodes:,} | {r.edges:,} | {_ms(r.seconds)} | {_ratio(r.ratio)} |"
-              for r in rows]
+    lines += [f"| {r.engine} | {r.graph} | {r.nodes:,} | {r.edges:,} | {fmt_ms(r.seconds)} "
+              f"| {fmt_ratio(r.ratio)} |" for r in rows]
     return "\n".join(lines)
 
 
 def machine_info(peers: dict[str, ModuleType]) -> dict[str, Any]:
     return {
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "flow_orchestrator": flow_orchestrator.__version__,
         "extension_debug_build": _ext.DEBUG_BUILD,
-        "numpy": _version("numpy"),
-        **{name: _version(name) if name in peers else None for name in PEERS},
+        "numpy": dist_version("numpy"),
+        **{name: dist_version(name) if name in peers else None for name in PEERS},
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")),
-                        platform.processor())
-    except OSError:
-        return platform.processor()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 # -- command line --------------------------------------------------------------------
@@ -325,7 +290,7 @@ def compare_argv(argv: Sequence[str]) -> list[str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     rest = compare_argv(sys.argv[1:] if argv is None else argv)
-    if rest is not None:
+    if rest is not None:  # one way: compare.py never imports this module
         from bench import compare
 
         return compare.main(rest, prog=f"{Path(sys.argv[0]).name} --suite compare")
@@ -358,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report[suite] = overhead_rows(suite, args.repeat)
             print_overhead(suite, report[suite])
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, report)
     return 0
 
 
@@ -423,7 +388,7 @@ def print_engine_report(engine: dict[str, Any]) -> None:
         bare = next(r for r in rows if r["engine"] == "bare loop")["seconds"]
         ours = next(r for r in rows if r["engine"].startswith("ours (") and "serial" not in r["engine"])
         for r in rows:
-            print(f"| {shape} | {r['engine']} | {r['nodes']:,} | {_ms(r['seconds'])} | {r['us_per_node']:.3f} "
+            print(f"| {shape} | {r['engine']} | {r['nodes']:,} | {fmt_ms(r['seconds'])} | {r['us_per_node']:.3f} "
                   f"| {r['seconds'] / ours['seconds']:.1f}x | {r['seconds'] / bare:.1f}x |")
         naive = next((r for r in rows if r["engine"].startswith("naive")), None)
         if naive is not None:
