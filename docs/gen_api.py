@@ -57,6 +57,8 @@ PACKAGE = "flow_orchestrator"
 MODULES: tuple[tuple[str, bool], ...] = (
     ("flow_orchestrator", False),
     ("flow_orchestrator.engine", False),
+    ("flow_orchestrator.result", False),
+    ("flow_orchestrator.context", False),
     ("flow_orchestrator.workflow", False),
     ("flow_orchestrator.data", False),
     ("flow_orchestrator.status", False),
@@ -67,6 +69,7 @@ MODULES: tuple[tuple[str, bool], ...] = (
     ("flow_orchestrator.observers", False),
     ("flow_orchestrator.metrics", False),
     ("flow_orchestrator.state", False),
+    ("flow_orchestrator.resume", False),
     ("flow_orchestrator.serialization", False),
     ("flow_orchestrator.errors", False),
     ("flow_orchestrator.graphlib", False),
