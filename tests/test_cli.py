@@ -23,7 +23,7 @@ import pytest
 
 from flow_orchestrator import cli
 from flow_orchestrator.cli import report, targets
-from flow_orchestrator.batch_demo import build_batch_workflow, run_batch_demo
+from flow_orchestrator.cli.batch_demo import build_batch_workflow, run_batch_demo
 from flow_orchestrator.stores import SqliteStore
 
 
@@ -48,6 +48,16 @@ def test_batch_demo_result_is_verified():
     out = io.StringIO()
     result = run_batch_demo(workers=2, out=out)
     assert result.ok and "273 nodes" in out.getvalue()
+
+
+def test_the_demos_old_import_paths_keep_working():
+    from flow_orchestrator import batch_demo, demo
+    from flow_orchestrator.cli import batch_demo as moved_batch_demo
+    from flow_orchestrator.cli import demo as moved_demo
+
+    assert demo.run_demo is moved_demo.run_demo and demo.format_figures is moved_demo.format_figures
+    assert batch_demo.run_batch_demo is moved_batch_demo.run_batch_demo and batch_demo.GROUPS == moved_batch_demo.GROUPS
+    assert demo.__all__ == moved_demo.__all__ and batch_demo.__all__ == moved_batch_demo.__all__
 
 
 def test_bad_arguments_exit_nonzero(capsys):

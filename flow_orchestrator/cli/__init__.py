@@ -1,8 +1,9 @@
 """The ``flow-orchestrator`` command line (also ``python -m flow_orchestrator``).
 
 Layer L6, interfaces, the top of the package: the command line uses the engine, the
-stores and the renderer like any other program using the library, and nothing in the
-package imports it back.
+stores and the renderer like any other program using the library, and no module below it
+imports it (``flow_orchestrator/demo.py`` and ``batch_demo.py``, the demos' old places,
+only re-export them).
 
 Commands: ``run`` and ``resume`` a workflow (``MODULE:WORKFLOW``), optionally saved to a
 store named by a URL (:func:`flow_orchestrator.stores.open_store`); ``status`` of the runs
@@ -24,6 +25,8 @@ The modules (``main`` imports the others; they import neither ``main`` nor one a
 ``targets``     loading ``MODULE:WORKFLOW`` and ``--data``, finding ``bench/run.py``;
                 :class:`~flow_orchestrator.cli.targets.CliError`, the commands' one-line error
 ``texts``       the help texts, epilogs and exit statuses of each command
+``batch_demo``  ``demo``'s first part: a numpy batch workflow, saved and resumed
+``demo``        ``demo``'s second part: build and order a large generated DAG
 ==============  =========================================================================
 """
 

@@ -297,8 +297,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``demo``: the batch workflow demo, then ordering a large generated DAG."""
-    from ..batch_demo import run_batch_demo
-    from ..demo import format_figures, run_demo
+    from .batch_demo import run_batch_demo
+    from .demo import format_figures, run_demo
 
     if min(args.layers, args.width, args.deps) < 1 or (args.workers is not None and args.workers < 1):
         raise usage("--layers, --width, --deps and --workers must be >= 1")
