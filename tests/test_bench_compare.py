@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from flow_orchestrator import _cli_report
+from flow_orchestrator.cli import targets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,7 +154,7 @@ def test_a_cell_past_its_timeout_is_reported_not_fatal(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """``bench.compare``, with ``bench`` loaded from the checkout as the command line does."""
-    run = _cli_report.bench_module(ROOT)
+    run = targets.bench_module(ROOT)
     assert Path(run.__file__).parent == ROOT / "bench"
     return importlib.import_module("bench.compare")
 

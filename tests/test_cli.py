@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from flow_orchestrator import _cli_report, cli
-from flow_orchestrator.batch_demo import build_batch_workflow, run_batch_demo
+from flow_orchestrator import cli
+from flow_orchestrator.cli import report, targets
+from flow_orchestrator.cli.batch_demo import build_batch_workflow, run_batch_demo
 from flow_orchestrator.stores import SqliteStore
 
 
@@ -47,6 +48,16 @@ def test_batch_demo_result_is_verified():
     out = io.StringIO()
     result = run_batch_demo(workers=2, out=out)
     assert result.ok and "273 nodes" in out.getvalue()
+
+
+def test_the_demos_old_import_paths_keep_working():
+    from flow_orchestrator import batch_demo, demo
+    from flow_orchestrator.cli import batch_demo as moved_batch_demo
+    from flow_orchestrator.cli import demo as moved_demo
+
+    assert demo.run_demo is moved_demo.run_demo and demo.format_figures is moved_demo.format_figures
+    assert batch_demo.run_batch_demo is moved_batch_demo.run_batch_demo and batch_demo.GROUPS == moved_batch_demo.GROUPS
+    assert demo.__all__ == moved_demo.__all__ and batch_demo.__all__ == moved_batch_demo.__all__
 
 
 def test_bad_arguments_exit_nonzero(capsys):
@@ -410,7 +421,7 @@ def test_graph_mermaid_and_stored_run_without_the_workflow(project, capsys, monk
 
 
 def test_data_values_are_json_or_strings():
-    assert _cli_report.parse_data(["n=3", "f=1.5", "s=text", 'q="7"', "l=[1, 2]", "e=", "k=a=b"]) == {
+    assert targets.parse_data(["n=3", "f=1.5", "s=text", 'q="7"', "l=[1, 2]", "e=", "k=a=b"]) == {
         "n": 3, "f": 1.5, "s": "text", "q": "7", "l": [1, 2], "e": "", "k": "a=b"}
 
 
@@ -419,7 +430,7 @@ def test_data_values_are_json_or_strings():
 
 @pytest.mark.parametrize("command", ["run", "resume", "status", "graph", "demo", "bench"])
 def test_every_command_has_help_with_examples(command, capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(_cli_report, "bench_candidates", lambda: [tmp_path])
+    monkeypatch.setattr(targets, "bench_candidates", lambda: [tmp_path])
     try:
         code = cli.main([command, "--help"])
     except SystemExit as exc:
@@ -460,7 +471,7 @@ def test_bench_runs_the_runner_of_the_working_directory(tmp_path):
 
 
 def test_bench_explains_where_to_get_it(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(_cli_report, "bench_candidates", lambda: [tmp_path])
+    monkeypatch.setattr(targets, "bench_candidates", lambda: [tmp_path])
     status, out, err = in_process(capsys, "bench", "--suite", "graph")
     assert status == 1 and out == ""
     assert "not installed with the package" in err and "source checkout" in err and "sdist" in err
@@ -470,7 +481,7 @@ def test_bench_finds_the_checkout_next_to_the_tests(capsys, monkeypatch):
     root = Path(__file__).resolve().parent.parent
     if not (root / "bench" / "run.py").is_file():
         pytest.skip("no bench/ in this tree")
-    monkeypatch.setattr(_cli_report, "bench_candidates", lambda: [root])
+    monkeypatch.setattr(targets, "bench_candidates", lambda: [root])
     status, out, _ = in_process(capsys, "bench", "--help")
     assert status == 0 and "The runner's options" in out and "--suite" in out and "usage: flow-orchestrator bench" in out
 
@@ -479,6 +490,6 @@ def test_bench_finds_the_checkout_next_to_the_tests(capsys, monkeypatch):
 
 
 def test_format_table_aligns_columns():
-    text = _cli_report.format_table(("name", "n"), [("a", 1), ("long name", 10)], right=(1,))
+    text = report.format_table(("name", "n"), [("a", 1), ("long name", 10)], right=(1,))
     assert text.splitlines() == ["name        n", "a           1", "long name  10"]
-    assert _cli_report.format_seconds(0.0000123) == "12 us" and _cli_report.format_seconds(2) == "2.000 s"
+    assert report.format_seconds(0.0000123) == "12 us" and report.format_seconds(2) == "2.000 s"

@@ -1,16 +1,11 @@
-"""The ``flow-orchestrator`` command line (also ``python -m flow_orchestrator``).
+"""The ``flow-orchestrator`` command line: its parser and its commands (part of
+:mod:`flow_orchestrator.cli`, layer L6, interfaces).
 
-Commands: ``run`` and ``resume`` a workflow (``MODULE:WORKFLOW``), optionally saved to a
-store named by a URL (:func:`flow_orchestrator.stores.open_store`); ``status`` of the runs
-in a store; ``graph`` of a workflow or a stored run (DOT, Mermaid, SVG, PNG); ``demo``;
-``bench``, the benchmark runner of a source checkout.  ``flow-orchestrator COMMAND --help``
-explains each one, with examples.
-
-Exit status: 0 on success, 1 when a run failed or was cancelled or the command could not
-be carried out (a missing run, an unreachable store, a locked run, an incompatible
-workflow...), 2 on a usage error (bad arguments, a module or workflow that cannot be
-found), 130 when interrupted.  Errors are one line on stderr, never a traceback (set
-``FLOW_ORCHESTRATOR_TRACEBACK=1`` to see the traceback of an unexpected one).
+:func:`main` parses the arguments and dispatches to one ``cmd_*`` function a command
+(``run``, ``resume``, ``status``, ``graph``, ``demo``, ``bench``); it alone writes output
+and turns errors into one line on stderr and an exit status (see the package docstring).
+The commands load their targets with :mod:`.targets`, print what :mod:`.report` formats,
+and take their help from :mod:`.texts`; none of those imports this module.
 """
 
 from __future__ import annotations
@@ -26,17 +21,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _cli_report as report
-from .engine import Engine, RunResult
-from .errors import (
+from ..engine import Engine, RunResult
+from ..errors import (
     FlowError,
     GraphvizNotFoundError,
     IncompatibleStateError,
     RenderTooLargeError,
 )
-from .state import RunState
-from .status import NodeStatus
-from .stores import (
+from ..state import RunState
+from ..status import NodeStatus
+from ..stores import (
     RunExistsError,
     RunLockedError,
     RunNotFoundError,
@@ -44,8 +38,10 @@ from .stores import (
     StoreURLError,
     open_store,
 )
-from .stores.urls import parse_store_url, redact_url
-from .workflow import Workflow
+from ..stores.urls import parse_store_url, redact_url
+from ..workflow import Workflow
+from . import report, targets, texts
+from .targets import CliError, Target, usage
 
 __all__ = ["main"]
 
@@ -53,8 +49,6 @@ PROG = "flow-orchestrator"
 _FORMATS = ("dot", "mermaid", "svg", "png")
 _SUFFIX_FORMATS = {".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".mermaid": "mermaid", ".svg": "svg",
                    ".png": "png"}
-_STORES_HELP = ("store URL: sqlite:///runs.db (relative path), sqlite:////abs/runs.db, json:///dir, "
-                "flatbuffers:///dir, postgresql://user@host/db?schema=NAME, memory:")
 
 
 # -- output ------------------------------------------------------------------------------------------
@@ -88,7 +82,7 @@ def _check_store_url(url: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _engine(args: argparse.Namespace, target: report.Target) -> Iterator[Engine]:
+def _engine(args: argparse.Namespace, target: Target) -> Iterator[Engine]:
     """The engine of ``--executor`` and ``--workers`` (with its dask client, if any)."""
     with contextlib.ExitStack() as stack:
         workers = args.workers
@@ -99,15 +93,15 @@ def _engine(args: argparse.Namespace, target: report.Target) -> Iterator[Engine]
         yield stack.enter_context(Engine(workers, executor))
 
 
-def _dask_executor(args: argparse.Namespace, target: report.Target, stack: contextlib.ExitStack) -> tuple[Any, int]:
+def _dask_executor(args: argparse.Namespace, target: Target, stack: contextlib.ExitStack) -> tuple[Any, int]:
     """A DaskExecutor on ``--dask-scheduler`` or on a new LocalCluster; and its thread count."""
     try:
         import distributed
 
-        from .dask_executor import DaskExecutor
+        from ..dask_executor import DaskExecutor
     except ImportError as exc:
-        raise report.CliError(f"--executor dask needs dask.distributed ({exc}): "
-                              "pip install 'flow-orchestrator[dask]'") from None
+        raise CliError(f"--executor dask needs dask.distributed ({exc}): "
+                       "pip install 'flow-orchestrator[dask]'") from None
     try:
         if args.dask_scheduler:
             client = stack.enter_context(distributed.Client(args.dask_scheduler, timeout="10s"))
@@ -120,7 +114,7 @@ def _dask_executor(args: argparse.Namespace, target: report.Target, stack: conte
             client = stack.enter_context(distributed.Client(cluster))
     except (OSError, TimeoutError) as exc:
         where = args.dask_scheduler or "a local cluster"
-        raise report.CliError(f"cannot connect to the dask scheduler at {where}: {exc}") from None
+        raise CliError(f"cannot connect to the dask scheduler at {where}: {exc}") from None
     threads = sum(client.nthreads().values()) or 1
     return DaskExecutor(client), threads
 
@@ -131,7 +125,7 @@ def _observers(args: argparse.Namespace, total: int, restored: int) -> list[Any]
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     if not show:
         return []
-    from .progress import ProgressObserver
+    from ..progress import ProgressObserver
 
     observer = ProgressObserver(total=total, file=sys.stderr, interval=0.25, bar_options={"initial": restored})
     if not observer.uses_tqdm:  # no tqdm: its log lines, on stderr
@@ -147,14 +141,14 @@ def _observers(args: argparse.Namespace, total: int, restored: int) -> list[Any]
 def _check_run_options(args: argparse.Namespace, *, new_run: bool) -> None:
     """Usage errors among the options of run and resume, before anything is imported."""
     if new_run and args.checkpoint is not None and not args.store:
-        raise report.usage("--checkpoint needs --store")
+        raise usage("--checkpoint needs --store")
     if args.dask_scheduler and args.executor not in (None, "dask"):
-        raise report.usage(f"--dask-scheduler goes with --executor dask, not --executor {args.executor}")
+        raise usage(f"--dask-scheduler goes with --executor dask, not --executor {args.executor}")
     args.checkpoint = args.checkpoint or "batched"
     _check_store_url(args.store)
 
 
-def _execute(args: argparse.Namespace, workflow: Workflow, target: report.Target, store: Store | None,
+def _execute(args: argparse.Namespace, workflow: Workflow, target: Target, store: Store | None,
              restored: int = 0, **options: Any) -> int:
     """Run (or resume, ``restored`` nodes done already) ``workflow``, print its summary; the exit status."""
     if store is not None:
@@ -190,27 +184,27 @@ def _execute(args: argparse.Namespace, workflow: Workflow, target: report.Target
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``run MODULE:WORKFLOW``: run a workflow, optionally saved to a store."""
-    data = report.parse_data(args.data)
+    data = targets.parse_data(args.data)
     _check_run_options(args, new_run=True)
-    workflow, target = report.load_workflow(args.target)
+    workflow, target = targets.load_workflow(args.target)
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(open_store(args.store)) if args.store else None
         try:
             return _execute(args, workflow, target, store, data=data or None, run_id=args.run_id)
         except RunExistsError:
-            raise report.CliError(f"run {args.run_id!r} already exists in {redact_url(args.store)}: resume it "
-                                  f"({PROG} resume {shlex.quote(target.spec)} {args.run_id} --store ...) or choose "
-                                  "another --run-id") from None
+            raise CliError(f"run {args.run_id!r} already exists in {redact_url(args.store)}: resume it "
+                           f"({PROG} resume {shlex.quote(target.spec)} {args.run_id} --store ...) or choose "
+                           "another --run-id") from None
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``resume MODULE:WORKFLOW RUN_ID --store URL``: continue a saved run."""
-    data = report.parse_data(args.data)
+    data = targets.parse_data(args.data)
     _check_run_options(args, new_run=False)
-    workflow, target = report.load_workflow(args.target)
+    workflow, target = targets.load_workflow(args.target)
     unknown = [name for name in args.rerun if name not in workflow]
     if unknown:
-        raise report.usage(f"--rerun: workflow {workflow.name!r} has no node {unknown[0]!r}")
+        raise usage(f"--rerun: workflow {workflow.name!r} has no node {unknown[0]!r}")
     with open_store(args.store, create=False) as store:
         state = _load_state(store, args.run_id, args.store)
         done = {name for name, s in zip(state.node_names, state.statuses.tolist()) if s == NodeStatus.COMPLETED}
@@ -228,8 +222,8 @@ def _load_state(store: Store, run_id: str, url: str) -> RunState:
     try:
         return store.load(run_id)
     except RunNotFoundError:
-        raise report.CliError(f"no run {run_id!r} in {redact_url(url)} ({PROG} status --store URL lists "
-                              "its runs)") from None
+        raise CliError(f"no run {run_id!r} in {redact_url(url)} ({PROG} status --store URL lists "
+                       "its runs)") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -256,25 +250,25 @@ def _graph_format(args: argparse.Namespace) -> str:
     if args.output:
         suffix = Path(args.output).suffix.lower()
         if suffix not in _SUFFIX_FORMATS:
-            raise report.usage(f"cannot tell the format from {args.output!r}; "
-                               f"pass --format {{{','.join(_FORMATS)}}}")
+            raise usage(f"cannot tell the format from {args.output!r}; "
+                        f"pass --format {{{','.join(_FORMATS)}}}")
         return _SUFFIX_FORMATS[suffix]
     return "dot"
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """``graph MODULE:WORKFLOW``: draw a workflow, coloured by a stored run's statuses if given."""
-    from . import render
+    from .. import render
 
     if (args.store is None) != (args.run_id is None):
-        raise report.usage("--store and --run-id go together (the stored run whose statuses colour the graph)")
+        raise usage("--store and --run-id go together (the stored run whose statuses colour the graph)")
     if args.target is None and args.run_id is None:
-        raise report.usage("give MODULE:WORKFLOW, or --store and --run-id to draw a stored run")
+        raise usage("give MODULE:WORKFLOW, or --store and --run-id to draw a stored run")
     fmt = _graph_format(args)
     if fmt == "png" and not args.output and sys.stdout.isatty():
-        raise report.usage("PNG is binary: write it to a file with -o FILE (or redirect stdout)")
+        raise usage("PNG is binary: write it to a file with -o FILE (or redirect stdout)")
     _check_store_url(args.store)
-    subject: Any = report.load_workflow(args.target)[0] if args.target else None
+    subject: Any = targets.load_workflow(args.target)[0] if args.target else None
     options: dict[str, Any] = {"max_nodes": args.max_nodes or None, "direction": args.direction}
     if args.run_id is not None:
         with open_store(args.store, create=False) as store:
@@ -294,7 +288,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
         try:
             Path(args.output).write_bytes(data)
         except OSError as exc:
-            raise report.CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+            raise CliError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -307,7 +301,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import format_figures, run_demo
 
     if min(args.layers, args.width, args.deps) < 1 or (args.workers is not None and args.workers < 1):
-        raise report.usage("--layers, --width, --deps and --workers must be >= 1")
+        raise usage("--layers, --width, --deps and --workers must be >= 1")
     result = run_batch_demo(args.workers)
     if not result.ok:
         return 1
@@ -321,21 +315,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(argv: Sequence[str]) -> int:
     """``bench [OPTIONS]``: find ``bench/run.py`` and run it with ``OPTIONS``."""
-    root = report.find_bench()
+    root = targets.find_bench()
     if any(a in ("-h", "--help") for a in argv):
-        help_parser = argparse.ArgumentParser(prog=f"{PROG} bench", description=report.HELP_BENCH,
-                                              epilog=report.HELP_BENCH_EPILOG,
+        help_parser = argparse.ArgumentParser(prog=f"{PROG} bench", description=texts.HELP_BENCH,
+                                              epilog=texts.HELP_BENCH_EPILOG,
                                               formatter_class=argparse.RawDescriptionHelpFormatter)
         _bench_arguments(help_parser)
         sys.stdout.write(help_parser.format_help())
         if root is None:
-            _out(f"\n{report.BENCH_MISSING}")
+            _out(f"\n{texts.BENCH_MISSING}")
             return 0
         _out(f"\nThe runner's options ({root / 'bench' / 'run.py'}):\n")
     if root is None:
-        _err("bench", report.BENCH_MISSING)
+        _err("bench", texts.BENCH_MISSING)
         return 1
-    module = report.bench_module(root)
+    module = targets.bench_module(root)
     program, sys.argv[0] = sys.argv[0], f"{PROG} bench"  # the name its argparse shows
     try:
         return int(module.main(list(argv)) or 0)
@@ -365,7 +359,7 @@ def _run_options(parser: argparse.ArgumentParser, *, store_required: bool) -> No
     parser.add_argument("target", metavar="MODULE:WORKFLOW",
                         help="a module (importable, or a path to a .py file) and an attribute of it that is a "
                              "Workflow or a zero-argument callable returning one")
-    parser.add_argument("--store", metavar="URL", required=store_required, help=_STORES_HELP)
+    parser.add_argument("--store", metavar="URL", required=store_required, help=texts.STORES_HELP)
     parser.add_argument("--workers", type=_positive, metavar="N",
                         help="threads (or processes, or attempts in flight on dask) of the run (default: CPU count)")
     parser.add_argument("--executor", choices=("threads", "serial", "processes", "dask"), default=None,
@@ -399,20 +393,19 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
-    text = report  # the help texts
-    parser = argparse.ArgumentParser(prog=PROG, description=text.HELP_MAIN, epilog=text.HELP_MAIN_EPILOG,
+    parser = argparse.ArgumentParser(prog=PROG, description=texts.HELP_MAIN, epilog=texts.HELP_MAIN_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = _command(commands, "run", "run a workflow", text.HELP_RUN, text.HELP_RUN_EPILOG)
+    run = _command(commands, "run", "run a workflow", texts.HELP_RUN, texts.HELP_RUN_EPILOG)
     _run_options(run, store_required=False)
     run.add_argument("--run-id", help="the run's id (default: generated); with --store it must be new")
     run.set_defaults(handler=cmd_run)
 
-    resume = _command(commands, "resume", "resume a saved run", text.HELP_RESUME, text.HELP_RESUME_EPILOG)
+    resume = _command(commands, "resume", "resume a saved run", texts.HELP_RESUME, texts.HELP_RESUME_EPILOG)
     _run_options(resume, store_required=True)
     resume.add_argument("run_id", metavar="RUN_ID", help="the run to resume")
     resume.add_argument("--rerun", action="append", default=[], metavar="NODE",
@@ -421,18 +414,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="accept a workflow with nodes the saved run does not know (they run)")
     resume.set_defaults(handler=cmd_resume)
 
-    status = _command(commands, "status", "show the runs of a store, or one run", text.HELP_STATUS,
-                      text.HELP_STATUS_EPILOG)
+    status = _command(commands, "status", "show the runs of a store, or one run", texts.HELP_STATUS,
+                      texts.HELP_STATUS_EPILOG)
     status.add_argument("run_id", nargs="?", metavar="RUN_ID", help="the run to show (default: list the runs)")
-    status.add_argument("--store", metavar="URL", required=True, help=_STORES_HELP)
+    status.add_argument("--store", metavar="URL", required=True, help=texts.STORES_HELP)
     status.add_argument("--workflow", metavar="NAME", help="list only the runs of this workflow")
     status.add_argument("--slowest", type=_count, default=5, metavar="N", help="slowest nodes shown (default: 5)")
     status.add_argument("--json", action="store_true", help="machine-readable JSON output")
     status.set_defaults(handler=cmd_status)
 
-    graph = _command(commands, "graph", "draw a workflow or a stored run", text.HELP_GRAPH, text.HELP_GRAPH_EPILOG)
+    graph = _command(commands, "graph", "draw a workflow or a stored run", texts.HELP_GRAPH, texts.HELP_GRAPH_EPILOG)
     graph.add_argument("target", nargs="?", metavar="MODULE:WORKFLOW", help="the workflow to draw")
-    graph.add_argument("--store", metavar="URL", help=_STORES_HELP)
+    graph.add_argument("--store", metavar="URL", help=texts.STORES_HELP)
     graph.add_argument("--run-id", help="with --store: colour the nodes by this stored run's statuses")
     graph.add_argument("--format", choices=_FORMATS,
                        help="output format (default: from -o's suffix, else dot); svg and png need Graphviz")
@@ -444,7 +437,7 @@ def _parser() -> argparse.ArgumentParser:
     graph.set_defaults(handler=cmd_graph)
 
     demo = _command(commands, "demo", "run a numpy batch workflow, then build and order a large generated DAG",
-                    text.HELP_DEMO, text.HELP_DEMO_EPILOG)
+                    texts.HELP_DEMO, texts.HELP_DEMO_EPILOG)
     demo.add_argument("--workers", type=int, default=None, help="worker threads (default: CPU count)")
     demo.add_argument("--layers", type=int, default=1000, help="number of layers (default 1000)")
     demo.add_argument("--width", type=int, default=1000, help="nodes per layer (default 1000)")
@@ -452,7 +445,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     bench = _command(commands, "bench", "run the benchmarks of a source checkout (bench/run.py)",
-                     text.HELP_BENCH, text.HELP_BENCH_EPILOG)
+                     texts.HELP_BENCH, texts.HELP_BENCH_EPILOG)
     _bench_arguments(bench)
     return parser
 
@@ -481,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     try:
         return int(args.handler(args))
-    except report.CliError as exc:
+    except CliError as exc:
         _err(args.command, str(exc))
         return exc.code
     except StoreURLError as exc:
