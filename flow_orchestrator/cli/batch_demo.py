@@ -32,7 +32,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from ..engine import Engine, RunResult
+from ..engine import Engine
+from ..result import RunResult
 from ..stores import SqliteStore
 from ..workflow import Workflow, WorkflowBuilder
 

@@ -21,13 +21,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine import Engine, RunResult
+from ..engine import Engine
 from ..errors import (
     FlowError,
     GraphvizNotFoundError,
     IncompatibleStateError,
     RenderTooLargeError,
 )
+from ..result import RunResult
 from ..state import RunState
 from ..status import NodeStatus
 from ..stores import (
@@ -393,7 +394,7 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(prog=PROG, description=texts.HELP_MAIN, epilog=texts.HELP_MAIN_EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import RunResult
+from ..result import RunResult
 from ..state import RunState
 from ..status import NodeStatus
 from ..stores.base import RunInfo
