@@ -1052,8 +1052,10 @@ def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
     ``metrics`` (a :class:`NodeMetrics` of this workflow) and ``events`` (an object with
     ``node_start(id, attempt)``, ``node_success(id, attempt, seconds)``,
     ``node_failure(id, attempt, exc)``, ``node_retry(id, attempt, exc, delay)``,
-    ``node_skip(id)``, ``node_cancel(id)``, ``node_timeout(id, attempt)``) are optional;
-    without them the scheduler pays one pointer test per event.
+    ``node_skip(id)``, ``node_cancel(id, attempt)``, ``node_timeout(id, attempt)``) are
+    optional; without them the scheduler pays one pointer test per event.  The objects
+    passed here are typed by the Protocols of ``_ext.pyi`` (``CallbackTimer``,
+    ``HelperSpawner``, ``NodeEventSink``, ``CheckpointWriter``).
 
     ``checkpoint`` (optional) persists terminal nodes: ``encode(id, output) -> bytes``
     runs before a node may complete (raising fails the attempt);
