@@ -1,5 +1,7 @@
 # The scheduler: run state (the arena), worker loops, completion, timeouts, retries.
-# Included by _ext.pyx.
+# Included by _ext.pyx after _states.pxi (the status word and the transition table,
+# mirroring status.py) and _metrics.pxi (NodeMetrics, mirroring metrics.py), which it uses.
+# RunCore, CompiledWorkflow and NodeContext stay together here: they are one state machine.
 #
 # Scheduling policy
 # =================
@@ -17,9 +19,10 @@
 # current attempt (the ABA problem), whatever the interleaving.
 #
 # Every change of status goes through _transition(), which checks it against the one
-# table of allowed transitions (flow_orchestrator.status.TRANSITIONS) and performs the
-# CAS.  Whoever wins the CAS owns the consequences: counting the node terminal,
-# releasing or skipping its dependents.  Losing a CAS means someone else already did.
+# table of allowed transitions (flow_orchestrator.status.TRANSITIONS, loaded into
+# _ALLOWED by _states.pxi) and performs the CAS.  Whoever wins the CAS owns the
+# consequences: counting the node terminal, releasing or skipping its dependents.
+# Losing a CAS means someone else already did.
 #
 # Workers.  A worker loop takes a ready node, runs its action, and on success
 # decrements the remaining-dependency counter of each successor atomically; a
@@ -59,9 +62,9 @@
 # a later run that reuses the arena.
 #
 # Observers and metrics: when a run has them, each transition also calls the observers'
-# dispatcher and adds to per-node counters and latency histograms (NodeMetrics, C arrays
-# updated with plain adds under the GIL, relaxed atomics on free-threaded builds); when it
-# has none, each costs one pointer test.
+# dispatcher and adds to per-node counters and latency histograms (NodeMetrics in
+# _metrics.pxi: C arrays updated with plain adds under the GIL, relaxed atomics on
+# free-threaded builds); when it has none, each costs one pointer test.
 #
 # Memory: 24 bytes a node in the arrays above, 8 for ready_ns (the metrics' queue wait),
 # 8 for the outputs list, at most 4 in the FIFO.  Finished arenas go back to a small pool on their CompiledWorkflow and are
@@ -80,8 +83,6 @@ cdef extern from "_sync.h" nogil:
     int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired)
     void fo_store_i64(int64_t* p, int64_t v)
     int64_t fo_now_ns()
-    void fo_metric_add(int64_t* p, int64_t v)
-    int fo_bucket_of_ns(int64_t ns)
 
     cdef cppclass FoReadyQueue:
         int push(const int32_t* ids, size_t n)
@@ -105,19 +106,8 @@ from flow_orchestrator.errors import (
     NodeTimeoutError,
     RetryRequested,
 )
-from flow_orchestrator.status import TRANSITIONS as _TRANSITIONS
 
 import weakref
-
-cdef enum:
-    ST_PENDING = 0
-    ST_RUNNING = 1
-    ST_COMPLETED = 2
-    ST_FAILED = 3
-    ST_SKIPPED = 4
-    ST_CANCELLED = 5
-    ST_TIMED_OUT = 6
-    NUM_STATUSES = 7
 
 # Node flags, one byte a node in CompiledWorkflow.
 cdef enum:
@@ -136,118 +126,6 @@ cdef enum:
     C_STUCK = 6         # workers still inside an attempt that timed out
     C_FAILURES = 7      # nodes FAILED or TIMED_OUT
     NUM_COUNTERS = 8
-
-cdef uint8_t _ALLOWED[NUM_STATUSES][NUM_STATUSES]
-
-
-cdef void _load_transition_table():
-    for old in range(NUM_STATUSES):
-        for new in range(NUM_STATUSES):
-            _ALLOWED[old][new] = 0
-    for old, targets in _TRANSITIONS.items():
-        for new in targets:
-            _ALLOWED[int(old)][int(new)] = 1
-
-_load_transition_table()
-
-cdef inline uint32_t _word(uint32_t status, uint32_t attempt) noexcept nogil:
-    return (attempt << 8) | status
-
-cdef inline uint32_t _status_of(uint32_t word) noexcept nogil:
-    return word & 0xFF
-
-cdef inline uint32_t _attempt_of(uint32_t word) noexcept nogil:
-    return word >> 8
-
-
-# Per-node metric counters (columns of NodeMetrics.counts).
-cdef enum:
-    M_STARTED = 0
-    M_COMPLETED = 1
-    M_FAILED = 2
-    M_RETRIED = 3
-    M_TIMED_OUT = 4
-    M_SKIPPED = 5
-    M_CANCELLED = 6
-    NUM_METRIC_COUNTS = 7
-    NUM_BUCKETS = 16
-
-METRIC_COUNTS = ("started", "completed", "failed", "retried", "timed_out", "skipped", "cancelled")
-#: Upper bounds (seconds) of the latency histogram buckets; the last bucket is +inf.
-BUCKET_BOUNDS = tuple(4.0 ** b * 1e-6 for b in range(NUM_BUCKETS - 1))
-
-
-cdef inline int _bucket(int64_t ns) noexcept nogil:
-    """Histogram bucket of a latency: powers of 4 from 1 us, the last one unbounded."""
-    return fo_bucket_of_ns(ns)
-
-
-@cython.final
-cdef class NodeMetrics:
-    """Per-node counters and latency histograms of one workflow, across its runs.
-
-    Kept in C arrays and updated by the thread that makes each transition (plain adds
-    under the GIL, relaxed atomic adds on free-threaded builds): no Python object and no
-    lock per node event.  Read with
-    :meth:`snapshot` (a copy; counts of runs still going on may be mid-update).
-    """
-
-    cdef readonly Py_ssize_t num_nodes
-    cdef readonly bint histograms
-    cdef cnp.ndarray _counts, _duration_sum, _wait_sum, _duration_hist, _wait_hist
-    cdef int64_t* counts
-    cdef int64_t* duration_sum
-    cdef int64_t* wait_sum
-    cdef int64_t* duration_hist
-    cdef int64_t* wait_hist
-
-    def __cinit__(self, Py_ssize_t num_nodes, bint histograms=True):
-        self.num_nodes = num_nodes
-        self.histograms = histograms
-        self._counts = np.zeros((num_nodes, NUM_METRIC_COUNTS), dtype=np.int64)
-        self._duration_sum = np.zeros(num_nodes, dtype=np.int64)
-        self._wait_sum = np.zeros(num_nodes, dtype=np.int64)
-        rows = num_nodes if histograms else 1
-        self._duration_hist = np.zeros((rows, NUM_BUCKETS), dtype=np.int64)
-        self._wait_hist = np.zeros((rows, NUM_BUCKETS), dtype=np.int64)
-        self.counts = <int64_t*>cnp.PyArray_DATA(self._counts)
-        self.duration_sum = <int64_t*>cnp.PyArray_DATA(self._duration_sum)
-        self.wait_sum = <int64_t*>cnp.PyArray_DATA(self._wait_sum)
-        self.duration_hist = <int64_t*>cnp.PyArray_DATA(self._duration_hist)
-        self.wait_hist = <int64_t*>cnp.PyArray_DATA(self._wait_hist)
-
-    # Every update happens with the GIL held (or, free-threaded, with fo_metric_add
-    # being a real atomic add): see _sync.h.
-    cdef inline void count(self, int32_t node, int what) noexcept nogil:
-        fo_metric_add(&self.counts[node * NUM_METRIC_COUNTS + what], 1)
-
-    cdef inline void duration(self, int32_t node, int64_t ns) noexcept nogil:
-        cdef Py_ssize_t row = node if self.histograms else 0
-        fo_metric_add(&self.duration_sum[node], ns)
-        fo_metric_add(&self.duration_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
-
-    cdef inline void wait(self, int32_t node, int64_t ns) noexcept nogil:
-        cdef Py_ssize_t row = node if self.histograms else 0
-        fo_metric_add(&self.wait_sum[node], ns)
-        fo_metric_add(&self.wait_hist[row * NUM_BUCKETS + _bucket(ns)], 1)
-
-    def snapshot(self):
-        """Copies: ``counts`` (int64 [nodes, 7], columns :data:`METRIC_COUNTS`),
-        ``duration_sum``/``wait_sum`` (seconds per node), ``duration_hist``/``wait_hist``
-        (int64 [nodes or 1, 16] over :data:`BUCKET_BOUNDS`)."""
-        return {
-            "counts": self._counts.copy(),
-            "duration_sum": self._duration_sum / 1e9,
-            "wait_sum": self._wait_sum / 1e9,
-            "duration_hist": self._duration_hist.copy(),
-            "wait_hist": self._wait_hist.copy(),
-        }
-
-    @property
-    def nbytes(self):
-        """Bytes held by the metric arrays."""
-        return sum(a.nbytes for a in (self._counts, self._duration_sum, self._wait_sum,
-                                      self._duration_hist, self._wait_hist))
 
 
 @cython.final
@@ -1174,8 +1052,10 @@ def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
     ``metrics`` (a :class:`NodeMetrics` of this workflow) and ``events`` (an object with
     ``node_start(id, attempt)``, ``node_success(id, attempt, seconds)``,
     ``node_failure(id, attempt, exc)``, ``node_retry(id, attempt, exc, delay)``,
-    ``node_skip(id)``, ``node_cancel(id)``, ``node_timeout(id, attempt)``) are optional;
-    without them the scheduler pays one pointer test per event.
+    ``node_skip(id)``, ``node_cancel(id, attempt)``, ``node_timeout(id, attempt)``) are
+    optional; without them the scheduler pays one pointer test per event.  The objects
+    passed here are typed by the Protocols of ``_ext.pyi`` (``CallbackTimer``,
+    ``HelperSpawner``, ``NodeEventSink``, ``CheckpointWriter``).
 
     ``checkpoint`` (optional) persists terminal nodes: ``encode(id, output) -> bytes``
     runs before a node may complete (raising fails the attempt);
@@ -1189,6 +1069,3 @@ def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
     cdef RunCore core = wf.acquire()
     core._prepare(data, run_id, timer, spawn, max_helpers, continue_on_error, metrics, events, checkpoint)
     return core
-
-
-STATUS_NAMES = ("pending", "running", "completed", "failed", "skipped", "cancelled", "timed_out")

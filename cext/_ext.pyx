@@ -46,7 +46,10 @@ Incremental sorting
 Execution
     :class:`RunCore` and :class:`CompiledWorkflow` (``_engine.pxi``, which opens with its
     scheduling policy) run a workflow: atomic per-node dependency counters, a shared
-    ready FIFO and worker loops on a thread pool.
+    ready FIFO and worker loops on a thread pool.  The packed status/attempt word of a
+    node and the table of allowed transitions (``_states.pxi``, mirroring
+    :mod:`flow_orchestrator.status`) and the per-node counters and histograms
+    (``_metrics.pxi``, mirroring :mod:`flow_orchestrator.metrics`) have files of their own.
 
 Immutability
     Every array of a :class:`CSRGraph` is created, filled and then flagged read-only
@@ -93,7 +96,11 @@ cdef extern from *:
 #: True when this module was compiled with bounds/wraparound/initialization checks on.
 DEBUG_BUILD = bool(FO_DEBUG_BUILD)
 
+# In dependency order: _engine.pxi uses the status word (_states.pxi) and NodeMetrics
+# (_metrics.pxi); each .pxi opens with what it mirrors on the Python side.
 include "_intern.pxi"
 include "_csr.pxi"
+include "_states.pxi"
+include "_metrics.pxi"
 include "_engine.pxi"
 include "_topo_sorter.pxi"

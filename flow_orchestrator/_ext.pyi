@@ -1,7 +1,22 @@
-"""Type stubs for the compiled core ``flow_orchestrator._ext`` (private: import the public modules)."""
+"""Type stubs for the compiled core ``flow_orchestrator._ext`` (private: import the public modules).
+
+The seam: every call the core makes back into Python goes to an object typed here by a
+``typing.Protocol`` (names of the stub only: import them under ``TYPE_CHECKING``).  mypy
+checks the Python side against them (``tests/typing_seam.py``, run by ``test_typing.py``):
+
+- ``NodeEventSink``: each transition of a node, as it happens; ``observers.Dispatcher``.
+- ``CheckpointWriter``: ``encode`` an output, record a terminal node; ``checkpoint.RunWriter``.
+- ``CallbackTimer``: ``schedule`` a deadline or a retry back-off; ``_timer.Timer``.
+- ``HelperSpawner``: start a helper worker; the ``spawn`` made by ``engine._spawner``.
+- ``RetryDelay``: seconds before a retry; the compiler's lambda over the option table.
+
+Besides these the core calls only the actions (:data:`Action`) and reads
+``RetryRequested.delay``.  Node metrics make no call into Python: :class:`NodeMetrics` is
+C arrays that the core adds to.  Every call is positional, hence the ``/`` below.
+"""
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, final
+from typing import Any, Protocol, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -67,6 +82,57 @@ class CSRGraph:
 
 STATUS_NAMES: tuple[str, ...]
 
+# -- what the core calls back (see the list above) ----------------------------------------
+
+class NodeEventSink(Protocol):
+    """Told of each transition of a node, by the thread that makes it (a worker, or the
+    timer thread for a timeout); passed as ``begin_run(events=)`` only when some observer
+    wants node events."""
+
+    def node_start(self, node: int, attempt: int, /) -> None: ...
+    def node_success(self, node: int, attempt: int, seconds: float, /) -> None: ...
+    def node_failure(self, node: int, attempt: int, error: BaseException, /) -> None: ...
+    def node_retry(self, node: int, attempt: int, error: BaseException, delay: float, /) -> None: ...
+    def node_skip(self, node: int, /) -> None: ...
+    def node_cancel(self, node: int, attempt: int, /) -> None: ...
+    def node_timeout(self, node: int, attempt: int, /) -> None: ...
+
+class CheckpointWriter(Protocol):
+    """Persists terminal nodes of a durable run (``begin_run(checkpoint=)``)."""
+
+    def encode(self, node: int, output: Any, /) -> bytes:
+        """Before a node may complete; raising fails the attempt."""
+    def node_ended(
+        self, node: int, status: int, attempt: int, started: float, ended: float,
+        value: bytes | BaseException, /,
+    ) -> None:
+        """After a node completed (``value``: what :meth:`encode` gave), failed, timed out
+        or was cancelled by its action (``value``: the exception), before its dependents
+        are released or skipped.  Times are seconds since the run started (NaN: unset)."""
+
+class CallbackTimer(Protocol):
+    """Runs ``fn(*args)`` at monotonic time ``due`` on a thread of its own: a deadline
+    (``RunCore.on_deadline``) or a retry back-off (``RunCore.retry_due``), with the node
+    id, its status word and the run's generation as ``args``."""
+
+    def schedule(self, due: float, fn: Callable[..., object], /, *args: int) -> None: ...
+
+class HelperSpawner(Protocol):
+    """Runs ``core.work(False)`` on another thread; ``dedicated``: on a new thread of its
+    own (it replaces one stuck in a timed-out attempt), not the pool's."""
+
+    def __call__(self, core: RunCore, dedicated: bool, /) -> object: ...
+
+class RetryDelay(Protocol):
+    """Seconds to wait before retry ``retry`` (1 for the first) of a node whose options
+    are entry ``slot`` of the option table."""
+
+    def __call__(self, slot: int, retry: int, /) -> float: ...
+
+#: What the core runs for a node: called with its :class:`NodeContext` when the node's
+#: flags say it takes one, with nothing otherwise.
+Action: TypeAlias = Callable[[], object] | Callable[[NodeContext], object]
+
 @final
 class CompiledWorkflow:
     workflow: Any
@@ -78,12 +144,12 @@ class CompiledWorkflow:
         self,
         workflow: Any,
         graph: CSRGraph,
-        actions: tuple[Callable[..., Any], ...],
+        actions: tuple[Action, ...],
         flags: npt.ArrayLike,
         option_index: npt.ArrayLike,
         max_attempts: npt.ArrayLike,
         timeouts: npt.ArrayLike,
-        retry_delay: Callable[[int, int], float],
+        retry_delay: RetryDelay,
     ) -> None: ...
     def pool_size(self) -> int: ...
 
@@ -151,13 +217,13 @@ def begin_run(
     wf: CompiledWorkflow,
     data: Any,
     run_id: str,
-    timer: Any,
-    spawn: Callable[[RunCore, bool], Any] | None,
+    timer: CallbackTimer | None,
+    spawn: HelperSpawner | None,
     max_helpers: int,
     continue_on_error: bool,
     metrics: NodeMetrics | None = ...,
-    events: Any = ...,
-    checkpoint: Any = ...,
+    events: NodeEventSink | None = ...,
+    checkpoint: CheckpointWriter | None = ...,
 ) -> RunCore: ...
 
 METRIC_COUNTS: tuple[str, ...]
