@@ -5,8 +5,8 @@ entry of a heap.  Callbacks run on the timer thread and must be short (they re-q
 a node or mark it timed out); one that raises is logged and does not stop the timer.
 Waiting retries therefore hold no worker thread.
 
-Where it sits: layer L0 (foundations): the core calls it through the ``Timer`` protocol
-of ``_ext.pyi``; it imports nothing of the package.
+Where it sits: layer L0 (foundations): the core calls it through the
+``CallbackTimer`` protocol of ``_ext.pyi``; it imports nothing of the package.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ Each event is delivered exactly once per observer.  For one node, events arrive 
 order they happened (start before success or failure, retry before the next start).
 
 Where it sits: layer L4 (services, observation): the core calls the dispatcher through
-the ``EventSink`` protocol of ``_ext.pyi``; results arrive as
+the ``NodeEventSink`` protocol of ``_ext.pyi``; results arrive as
 :class:`~flow_orchestrator.result.RunResult` s from below.
 """
 
