@@ -5,16 +5,17 @@ Layer L5 (the run), beside the engine, which calls it once per workflow and cach
 result (:meth:`~flow_orchestrator.engine.Engine.compile`).  What it decides, so that
 the core never decides it per call:
 
-* each node's flags (``1``: call with the context, ``2``: has a timeout, ``4``:
+* each node's flags (``1``: call with the context (the action adapted to its
+  :class:`~flow_orchestrator.context.CallPlan` when it takes inputs by name), ``2``: has a timeout, ``4``:
   continue on error), from the option table (one row per distinct
   :class:`~flow_orchestrator.workflow.NodeOptions`, not one per node);
 * each node's final callable: the action inside the engine's middleware, then the
   workflow's, then its own (:func:`~flow_orchestrator.context.with_middleware`);
 * per option row, the attempt limit, the timeout and the retry delay callback;
-* the raw ``(action, takes_context, middleware)`` triples that other executors ship
+* the raw ``(action, call plan, middleware)`` triples that other executors ship
   (:mod:`flow_orchestrator.external`).
 
-Whether an action takes the context is inspected once per distinct action object.
+How an action is called was decided when the workflow was built (``Workflow.call_plans``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from ._ext import CompiledWorkflow
-from .context import takes_context, with_middleware
-from .errors import DefinitionError
+from .context import CallPlan, adapt, with_middleware
 from .workflow import NodeOptions, Workflow
 
 __all__ = ["compile_workflow"]
@@ -40,35 +40,33 @@ class _Compiler:
         # Engine middleware, then the workflow's: applied outside each node's own.
         self.outer = (*outer, *workflow.middleware)
         self.table: tuple[NodeOptions, ...] = workflow.option_table
-        self._takes: dict[int, bool] = {}
-
-    def takes(self, action: Callable[..., Any]) -> bool:
-        key = id(action)
-        found = self._takes.get(key)
-        if found is None:
-            found = self._takes[key] = takes_context(action)
-        return found
 
     def compile(self) -> CompiledWorkflow:
         wf = self.workflow
         option_flags = np.array([(2 if o.timeout else 0) | (4 if o.continue_on_error else 0)
                                  for o in self.table], dtype=np.uint8)
         flags = option_flags[wf.option_index]
+        middleware_of = [(*self.outer, *o.middleware) for o in self.table]
         actions: list[Callable[..., Any]] = []
-        raw: list[tuple[Callable[..., Any], bool, tuple[Callable[..., Any], ...]]] = []
-        for node, action in enumerate(wf.actions):
-            try:
-                accepts = self.takes(action)
-            except DefinitionError as exc:
-                raise DefinitionError(f"node {wf.interner.name(node)!r}: {exc}") from None
-            middleware = (*self.outer, *self.table[int(wf.option_index[node])].middleware)
-            raw.append((action, accepts, middleware))
-            if middleware:
-                actions.append(with_middleware(action, accepts, middleware))
-                flags[node] |= 1
-            else:
-                actions.append(action)
-                flags[node] |= 1 if accepts else 0
+        raw: list[tuple[Callable[..., Any], CallPlan, tuple[Callable[..., Any], ...]]] = []
+        # One final callable per distinct (action, call plan, option row): nodes that share
+        # them share it, so compiling costs per distinct combination, not per node.
+        made: dict[tuple[int, CallPlan, int], tuple[Callable[..., Any], int]] = {}
+        for node, (action, plan, slot) in enumerate(zip(wf.actions, wf.call_plans, wf.option_index.tolist())):
+            middleware = middleware_of[slot]
+            raw.append((action, plan, middleware))
+            key = (id(action), plan, slot)
+            found = made.get(key)
+            if found is None:
+                if middleware:
+                    found = (with_middleware(action, plan, middleware), 1)
+                elif plan.nothing:
+                    found = (action, 0)
+                else:
+                    found = (adapt(action, plan), 1)
+                made[key] = found
+            actions.append(found[0])
+            flags[node] |= found[1]
         max_attempts = np.array([1 + o.retries for o in self.table], dtype=np.int32)
         timeouts = np.array([o.timeout or 0.0 for o in self.table], dtype=np.float64)
         table = self.table

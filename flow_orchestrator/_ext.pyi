@@ -139,7 +139,7 @@ class CompiledWorkflow:
     num_nodes: int
     has_timeouts: bool
     labels: list[str]
-    external_actions: list[tuple[Callable[..., Any], bool, tuple[Callable[..., Any], ...]]]
+    external_actions: list[tuple[Callable[..., Any], Any, tuple[Callable[..., Any], ...]]]
     def __init__(
         self,
         workflow: Any,

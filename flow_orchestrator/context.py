@@ -7,25 +7,29 @@ another process or a Dask worker gets an :class:`ExternalContext`, a picklable
 snapshot, and is called there by :func:`call_external`.  A worker-side function takes
 what it needs as arguments and never imports the engine (as dask's ``execute_task``).
 
-The convention: an action takes no argument, or one (the context); a signature Python
-cannot inspect (some builtins) is called with none.  Middleware always sees the
-context: an action that takes none is wrapped (:func:`with_middleware`).
+The convention (:func:`plan_call`; the full rules are in :mod:`flow_orchestrator._calling`):
+a parameter named after a dependency receives its output, one named ``ctx`` (or
+annotated ``NodeContext``) the context, one with a default nothing; an action whose
+only required parameter matches none of these receives the context, as before.  It is
+decided once per action when the workflow is built, never per call.  Middleware always
+sees the context: an action is adapted to take it alone (:func:`adapt`,
+:func:`with_middleware`).
 """
 
 from __future__ import annotations
 
-import inspect
 import time
-import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from ._calling import CONTEXT, CONTEXT_ONLY, NOTHING, CallPlan, bind, signature_of
 from ._ext import NodeContext
 from .data import WorkflowData
 from .errors import DefinitionError, UnknownNodeError
 
-__all__ = ["ExternalContext", "NodeContext", "call_external", "takes_context", "with_middleware"]
+__all__ = ["CONTEXT", "CallPlan", "ExternalContext", "NodeContext", "adapt", "call_external", "plan_call",
+           "takes_context", "with_middleware"]
 
 
 @dataclass(frozen=True)
@@ -73,52 +77,90 @@ class ExternalContext:
             raise UnknownNodeError(f"node {self.node!r} has no dependency {name!r}") from None
 
 
-def call_external(action: Callable[..., Any], takes_context: bool,
-                   middleware: tuple[Callable[..., Any], ...], ctx: ExternalContext) -> Any:
-    """Call ``action`` with ``ctx`` (or without, per ``takes_context``) inside its middleware.
+Plan = CallPlan | bool
+"""How an action is called: a :class:`CallPlan`, or (the older form) whether it takes
+the context alone."""
+
+
+def _plan(plan: Plan) -> CallPlan:
+    if plan is True:
+        return CONTEXT_ONLY
+    if plan is False:
+        return NOTHING
+    return plan  # type: ignore[return-value]
+
+
+def call_external(action: Callable[..., Any], plan: Plan,
+                  middleware: tuple[Callable[..., Any], ...], ctx: ExternalContext) -> Any:
+    """Call ``action`` as ``plan`` says, with ``ctx`` supplying the context and inputs,
+    inside its middleware.
 
     Runs where the executor runs the attempt: middleware is applied there, around the
     action (see also :func:`flow_orchestrator.external.run_attempt`).
     """
     if middleware:
-        return with_middleware(action, takes_context, middleware)(ctx)
-    return action(ctx) if takes_context else action()
+        return with_middleware(action, plan, middleware)(ctx)
+    return adapt(action, _plan(plan))(ctx)
 
 
 def takes_context(action: Callable[..., Any]) -> bool:
-    """Whether ``action`` is called with the context (it accepts a positional argument).
+    """Whether ``action`` is called with the context alone when it has no dependencies.
 
-    Actions take no argument or one; a signature Python cannot inspect (some builtins)
-    is called with none.
+    The full convention, with inputs by parameter name, is :func:`plan_call`'s.  A
+    parameter with a default is never given the context; a signature Python cannot
+    inspect (some builtins) is called with nothing.  Raises
+    :class:`~flow_orchestrator.errors.DefinitionError` for a signature no node without
+    dependencies could satisfy.
     """
-    if type(action) is types.FunctionType:
-        # Fast path for plain functions (bulk workflows have millions): read the code object.
-        code = action.__code__
-        n_positional = code.co_argcount
-        n_defaults = len(action.__defaults__ or ())
-        kw_required = code.co_kwonlyargcount - len(action.__kwdefaults__ or {})
-        if n_positional - n_defaults <= 1 and kw_required == 0:
-            return n_positional > 0 or bool(code.co_flags & inspect.CO_VARARGS)
-    try:
-        sig = inspect.signature(action)
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in sig.parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
-    required = [p for p in sig.parameters.values()
-                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    if len(required) > 1 or any(p.kind is p.KEYWORD_ONLY for p in required):
-        raise DefinitionError(f"action {action!r} must take no argument or one (the context), takes {sig}")
-    return bool(positional)
+    return plan_call(action).context_only
 
 
-def with_middleware(action: Callable[..., Any], accepts_ctx: bool,
+def plan_call(action: Callable[..., Any], dependencies: Collection[str] = (), node: str = "",
+              nodes: Collection[str] = ()) -> CallPlan:
+    """The :class:`CallPlan` of ``action`` on a node with ``dependencies`` (names) in a
+    workflow of ``nodes``: which parameters receive the context, which the outputs of
+    which dependencies (the rules are in :mod:`flow_orchestrator._calling`).
+
+    >>> plan_call(lambda extract, ctx: None, ["extract"])
+    CallPlan(positional=('extract', None), keywords=())
+    >>> plan_call(lambda i=3: i).nothing
+    True
+    """
+    return bind(signature_of(action), dependencies, node, nodes)
+
+
+def adapt(action: Callable[..., Any], plan: CallPlan) -> Callable[[Any], Any]:
+    """``action`` as a callable of the context alone, feeding its parameters as ``plan``
+    says (the action itself when it already takes the context alone)."""
+    if plan.context_only:
+        return action
+    if plan.nothing:
+        def call_bare(ctx: Any, _a: Callable[..., Any] = action) -> Any:
+            return _a()
+        return call_bare
+    positional, keywords = plan.positional, plan.keywords
+    if len(positional) == 1 and positional[0] is not None and not keywords:
+        def call_one(ctx: Any, _a: Callable[..., Any] = action, _n: str = positional[0]) -> Any:
+            return _a(ctx.inputs[_n])
+        return call_one
+
+    def call(ctx: Any, _a: Callable[..., Any] = action) -> Any:
+        inputs = ctx.inputs
+        args = [ctx if n is None else inputs[n] for n in positional]
+        if keywords:
+            return _a(*args, **{k: ctx if n is None else inputs[n] for k, n in keywords})
+        return _a(*args)
+    return call
+
+
+def with_middleware(action: Callable[..., Any], plan: Plan,
                     middleware: tuple[Callable[..., Any], ...]) -> Callable[..., Any]:
     """``action`` inside ``middleware`` (outermost first), called with the context.
 
-    An action that takes no context is wrapped so that middleware always sees one.
+    The action is first adapted to take the context alone (:func:`adapt`), so that
+    middleware always sees one.
     """
-    wrapped = action if accepts_ctx else (lambda ctx, _a=action: _a())
+    wrapped = adapt(action, _plan(plan))
     for mw in reversed(middleware):
         wrapped = mw(wrapped)
         if not callable(wrapped):

@@ -274,7 +274,7 @@ _shipped_lock = threading.Lock()
 
 
 def _pickle_actions(compiled: CompiledWorkflow, codec: AttemptCodec) -> tuple[list[bytes], dict[int, BaseException]]:
-    """Every node's ``(action, takes_context, middleware)`` pickled, identical ones once;
+    """Every node's ``(action, call plan, middleware)`` pickled, identical ones once;
     the nodes whose action (or middleware) cannot be pickled, with the error."""
     by_key: dict[tuple[Any, ...], bytes | BaseException] = {}
     blobs: list[bytes] = []

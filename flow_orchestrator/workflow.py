@@ -48,6 +48,7 @@ from typing import Any, TypeVar, overload
 import numpy as np
 
 from . import _draw
+from ._calling import CallPlan, Signature, bind, signature_of
 from ._draw import Picture
 from ._ext import CSRGraph, Interner
 from .errors import (
@@ -176,7 +177,7 @@ class Workflow:
     """
 
     __slots__ = ("_name", "_graph", "_names", "_actions", "_option_table",
-                 "_option_index", "_declared_deps", "_middleware", "__weakref__")
+                 "_option_index", "_declared_deps", "_middleware", "_plans", "__weakref__")
 
     def __init__(
         self,
@@ -188,6 +189,7 @@ class Workflow:
         option_index: np.ndarray,
         declared_deps: Sequence[tuple[str, ...]] | None = None,
         middleware: Sequence[Callable[..., Any]] = (),
+        call_plans: Sequence[CallPlan] | None = None,
     ) -> None:
         """Internal: use :class:`WorkflowBuilder` or :meth:`from_arrays`."""
         self._middleware = check_middleware(middleware)
@@ -199,6 +201,9 @@ class Workflow:
         option_index.flags.writeable = False
         self._option_index = option_index
         self._declared_deps = tuple(declared_deps) if declared_deps is not None else None
+        # How each node's action is called, decided here once (see flow_orchestrator._calling):
+        # a signature that cannot be satisfied is refused when the workflow is built.
+        self._plans = tuple(call_plans) if call_plans is not None else _call_plans(self)
 
     # -- construction in bulk ------------------------------------------------------
 
@@ -320,6 +325,11 @@ class Workflow:
         return self._actions
 
     @property
+    def call_plans(self) -> tuple[CallPlan, ...]:
+        """How each node's action is called, by node id (see :mod:`flow_orchestrator.context`)."""
+        return self._plans
+
+    @property
     def option_table(self) -> tuple[NodeOptions, ...]:
         """The distinct :class:`NodeOptions` of this workflow."""
         return self._option_table
@@ -392,6 +402,50 @@ class Workflow:
         return _draw.to_mermaid(self, **options)
 
 
+def _call_plans(workflow: Workflow) -> tuple[CallPlan, ...]:
+    """Every node's :class:`CallPlan`: one signature per distinct action, and per node only
+    when a required parameter names a node of the workflow (then its dependencies matter)."""
+    names = workflow.interner
+    node_names = frozenset(names.names()) if len(names) < 4096 else _NodeNames(names)
+    signatures: dict[int, Signature] = {}
+    shared: dict[int, CallPlan | None] = {}  # action -> its plan on every node, None: per node
+    plans: list[CallPlan] = []
+    for node, action in enumerate(workflow.actions):
+        key = id(action)
+        plan = shared.get(key, False)
+        if plan is False:
+            sig = signatures[key] = signature_of(action)
+            if any(n in node_names and n not in sig.wants_context for n in sig.names()):
+                plan = shared[key] = None
+            else:
+                try:
+                    plan = shared[key] = bind(sig, (), names.name(node), node_names)
+                except DefinitionError:
+                    plan = shared[key] = None  # reported below, with the node's own dependencies
+        if plan is None:
+            plan = bind(signatures[key], workflow.dependencies(node), names.name(node), node_names)
+        plans.append(plan)  # type: ignore[arg-type]
+    return tuple(plans)
+
+
+class _NodeNames:
+    """``name in workflow`` through the interner, for big workflows (no set of names)."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self, names: Interner) -> None:
+        self._names = names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names.names())
+
+
 def _check_workflow_name(name: object) -> None:
     if not isinstance(name, str) or not name:
         raise DefinitionError(f"a workflow name must be a non-empty str, got {name!r}")
@@ -403,6 +457,10 @@ class _PendingNode:
     action: Callable[..., Any]
     depends_on: tuple[DependencyRef, ...]
     options: NodeOptions
+    infer: bool = False  # decorated without depends_on: parameters named after nodes are dependencies
+
+
+_INFER: Any = type("_Infer", (tuple,), {"__repr__": lambda self: "<inferred from parameter names>"})()
 
 
 class WorkflowBuilder:
@@ -491,19 +549,25 @@ class WorkflowBuilder:
     ) -> Callable[[F], F]: ...
 
     def node(self, func: Any = None, /, *, name: str | None = None,
-             depends_on: Iterable[DependencyRef] | DependencyRef = (),
+             depends_on: Iterable[DependencyRef] | DependencyRef = _INFER,
              options: NodeOptions | None = None, **option_fields: Any) -> Any:
         """Decorator: add the decorated function as a node and return it unchanged.
 
         Use bare (``@builder.node``) or with arguments
         (``@builder.node(depends_on=[extract], retries=2)``).  The node's name defaults
-        to the function's ``__name__``.
+        to the function's ``__name__``.  Without ``depends_on``, the dependencies are
+        inferred when the workflow is built: every required parameter named after a
+        node of the workflow (defined before or after this one) is a dependency and
+        receives its output; ``depends_on=()`` says "no dependencies" explicitly.
         """
         def register(fn: F) -> F:
             node_name = name if name is not None else getattr(fn, "__name__", None)
             if node_name is None:
                 raise DefinitionError(f"cannot name a node after {fn!r}; pass name=...")
-            self.add(node_name, fn, depends_on=depends_on, options=options, **option_fields)
+            infer = depends_on is _INFER
+            self.add(node_name, fn, depends_on=() if infer else depends_on, options=options, **option_fields)
+            if infer:
+                self._nodes[node_name].infer = True
             return fn
 
         if func is not None:
@@ -576,7 +640,12 @@ class WorkflowBuilder:
         sources: list[int] = []
         targets: list[int] = []
         for target, pending in enumerate(self._nodes.values()):
-            dep_names = tuple(dict.fromkeys(self._resolve_dep(pending.name, d) for d in pending.depends_on))
+            refs = pending.depends_on
+            if pending.infer:
+                sig = signature_of(pending.action)
+                refs = tuple(n for n in sig.names()
+                             if n in self._nodes and n != pending.name and n not in sig.wants_context)
+            dep_names = tuple(dict.fromkeys(self._resolve_dep(pending.name, d) for d in refs))
             if pending.name in dep_names:
                 raise SelfDependencyError(f"node {pending.name!r} depends on itself")
             declared.append(dep_names)

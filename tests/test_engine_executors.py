@@ -55,6 +55,7 @@ from flow_orchestrator.errors import (
     WorkflowFailedError,
 )
 from flow_orchestrator.external import check_actions, process_pool, queue_ahead
+from flow_orchestrator.middleware import timeout
 from flow_orchestrator.state import RunState
 from flow_orchestrator.status import TERMINAL, NodeStatus, RunStatus
 from flow_orchestrator.workflow import Workflow, WorkflowBuilder
@@ -83,6 +84,14 @@ def read_data(ctx):
 
 def missing_input(ctx):
     return ctx.input("nope")
+
+
+def by_name(seed, right, ctx):
+    return (seed, right, ctx.node)
+
+
+def keyword_inputs(*, left, scale=100):
+    return left * scale
 
 
 def fail(ctx):
@@ -251,6 +260,21 @@ def test_outputs_are_correct(engine):
     assert result.attempts.tolist() == [1] * 6 and result.errors == {}
     assert np.isfinite(result.started).all() and (result.ended >= result.started).all()
     assert_terminal(result)
+
+
+def test_inputs_by_parameter_name(engine):
+    """Parameters named after dependencies receive their outputs on every executor, inside
+    middleware too; a parameter with a default keeps its value."""
+    wf = (WorkflowBuilder("by-name", middleware=[timeout(30.0)])
+          .add("seed", seed)
+          .add("right", add_inputs, depends_on="seed")
+          .add("left", functools.partial(add_inputs, k=10), depends_on="seed")
+          .add("named", by_name, depends_on=["seed", "right"])
+          .add("kw", keyword_inputs, depends_on="left")
+          .build())
+    result = engine.run(wf, data={"factor": 2})
+    assert result.output("named") == (3, 4, "named")
+    assert result.output("kw") == 1300
 
 
 def test_a_failure_fails_fast_and_skips_dependents(engine):

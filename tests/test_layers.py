@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     # L0 foundations
     "errors": 0, "status": 0, "data": 0, "serialization": 0, "_timer": 0, "_version": 0,
     # L1 core seam: the compiled module and its thin faces
-    "_ext": 1, "dag": 1, "graphlib": 1, "_draw": 1,
+    "_ext": 1, "dag": 1, "graphlib": 1, "_draw": 1, "_calling": 1,
     # L2 definition
     "workflow": 2,
     # L3 run records
