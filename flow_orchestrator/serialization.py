@@ -244,15 +244,17 @@ def _enc_tz(tz: dt.tzinfo | None) -> Any:
     if tz is dt.timezone.utc:
         return "utc"
     if type(tz) is dt.timezone:
-        args = tz.__getinitargs__()  # (offset,) or (offset, name): the name given, if any
+        # (offset,) or (offset, name): the name given, if any
+        args = tz.__getinitargs__()  # type: ignore[attr-defined]
         offset = args[0]
         return {"offset": [offset.days, offset.seconds, offset.microseconds],
                 "name": args[1] if len(args) > 1 else None}
     zoneinfo = sys.modules.get("zoneinfo")
     if zoneinfo is not None and type(tz) is zoneinfo.ZoneInfo:
-        if tz.key is None:
+        key = getattr(tz, "key", None)
+        if key is None:
             raise _Failure("a ZoneInfo made from a file (no key) cannot be serialized: use ZoneInfo(key)")
-        return {"zone": tz.key}
+        return {"zone": key}
     raise _Failure(f"time zones of type {_type_name(tz)} cannot be serialized exactly "
                    "(use datetime.timezone, or zoneinfo.ZoneInfo by key)")
 
@@ -613,7 +615,7 @@ def _dec_enum(node: dict[str, Any], depth: int) -> enum.Enum:
         raise _Failure(f"{_type_name_of(kind)} has no member of value {value!r:.60}") from None
     if type(member) is not kind:
         raise _Failure(f"malformed enum value for {_type_name_of(kind)}")
-    return member
+    return member  # type: ignore[return-value]
 
 
 def _dec_dataclass(node: dict[str, Any], depth: int) -> Any:
@@ -623,7 +625,7 @@ def _dec_dataclass(node: dict[str, Any], depth: int) -> Any:
     if sorted(values) != sorted(names):
         raise _Failure(f"malformed dataclass {_type_name_of(kind)}: its fields are {names}, not {list(values)}")
     # As pickle does: no __init__ or __post_init__ runs; the fields are set as saved.
-    obj = object.__new__(kind)
+    obj: Any = object.__new__(kind)
     for field in names:
         try:
             object.__setattr__(obj, field, _dec(values[field], depth))
