@@ -77,7 +77,7 @@ from .metrics import MetricsRegistry
 from .observers import Dispatcher, Observer
 from .result import RunResult, count_statuses, new_run_id
 from .resume import ResumePlan
-from .serialization import Serializer
+from .serialization import Serializer, resume_serializer
 from .state import RunState
 from .status import NodeStatus, RunStatus
 from .stores.base import Store
@@ -374,8 +374,10 @@ class Engine:
                 the store yet (:class:`~flow_orchestrator.stores.RunExistsError`).
             checkpoint: with ``store``: ``"strict"``, ``"batched"`` (default), ``"end"``
                 or a :class:`~flow_orchestrator.checkpoint.CheckpointPolicy`.
-            serializer: with ``store``: how outputs and data are saved (JSON by default;
-                must be the one the resumed run was saved with).
+            serializer: with ``store``: how outputs and data are saved (JSON by default).
+                A resume goes on with the serializer the run was saved with (its
+                ``RunState.serializer``); one given here must be that one
+                (:class:`~flow_orchestrator.errors.SerializationError` otherwise).
 
         Raises :class:`WorkflowFailedError` when a node failed or timed out and
         :class:`RunCancelledError` when the run was cancelled, unless
@@ -469,14 +471,19 @@ class _Run:
             self.durable = DurableRun.open(options.store, options.run_id, options.resume, options.checkpoint,
                                            options.serializer)
             with self.durable:  # released if the run cannot start
+                if isinstance(self.durable.resume_state, RunState):  # go on with the serializer it was saved with
+                    self.durable.serializer = resume_serializer(self.durable.resume_state.serializer,
+                                                                options.serializer)
                 plan = self.durable.plan(workflow, options.rerun, options.allow_new_nodes)
                 self._setup(workflow, options, self.durable.run_id, plan)
             return
         if isinstance(options.resume, str):
             raise DefinitionError("resume=<run id> needs store=, the store the run was saved in")
+        serializer = options.serializer
+        if isinstance(options.resume, RunState):
+            serializer = resume_serializer(options.resume.serializer, serializer)
         self._setup(workflow, options, options.run_id,
-                    ResumePlan.build(workflow, options.resume, options.rerun, options.allow_new_nodes,
-                                     options.serializer))
+                    ResumePlan.build(workflow, options.resume, options.rerun, options.allow_new_nodes, serializer))
 
     def _setup(self, workflow: Workflow, options: RunOptions, run_id: str | None, resume: ResumePlan | None) -> None:
         engine = self.engine

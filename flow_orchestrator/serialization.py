@@ -100,6 +100,9 @@ __all__ = [
     "SerializationError",
     "Serializer",
     "get_serializer",
+    "register_serializer",
+    "resume_serializer",
+    "serializer_names",
 ]
 
 TAG = "$fo"
@@ -831,14 +834,63 @@ class PickleSerializer:
         return f"PickleSerializer(protocol={self.protocol})"
 
 
+_REGISTRY: dict[str, Callable[[], Serializer]] = {
+    JsonSerializer.name: JsonSerializer,
+    PickleSerializer.name: PickleSerializer,
+}
+_UNSAFE = {PickleSerializer.name}
+
+
+def register_serializer(name: str, factory: Callable[[], Serializer], *, unsafe: bool = False) -> None:
+    """Make ``factory()`` the serializer called ``name`` for :func:`get_serializer` (and so
+    for the command line's ``--serializer`` and for resuming runs saved with it).
+
+    ``unsafe`` marks a serializer whose loading can run code (as pickle's):
+    :func:`get_serializer` then needs ``allow_pickle``.  Built-in names cannot be taken.
+    """
+    if not isinstance(name, str) or not name or name in (JsonSerializer.name, PickleSerializer.name):
+        raise SerializationError(f"cannot register a serializer named {name!r}", "")
+    _REGISTRY[name] = factory
+    if unsafe:
+        _UNSAFE.add(name)
+    else:
+        _UNSAFE.discard(name)
+
+
+def serializer_names() -> list[str]:
+    """The names :func:`get_serializer` knows, built-in ones first."""
+    return list(_REGISTRY)
+
+
 def get_serializer(name: str, *, allow_pickle: bool = False) -> Serializer:
-    """The built-in serializer called ``name`` (``"json"``, or ``"pickle"`` when
-    ``allow_pickle``); :class:`SerializationError` otherwise."""
-    if name == JsonSerializer.name:
-        return JsonSerializer()
-    if name == PickleSerializer.name:
-        if not allow_pickle:
-            raise SerializationError("the pickle serializer is unsafe for untrusted stores; "
-                                     "pass allow_pickle=True to use it", "")
-        return PickleSerializer()
-    raise SerializationError(f"unknown serializer {name!r}", "")
+    """The serializer called ``name``: ``"json"``, ``"pickle"`` (only with
+    ``allow_pickle``) or one of :func:`register_serializer`; :class:`SerializationError`
+    otherwise."""
+    factory = _REGISTRY.get(name) if isinstance(name, str) else None
+    if factory is None:
+        raise SerializationError(f"unknown serializer {name!r} (known: {', '.join(_REGISTRY)})", "")
+    if name in _UNSAFE and not allow_pickle:
+        raise SerializationError(f"the {name} serializer is unsafe for untrusted stores; "
+                                 "pass allow_pickle=True to use it", "")
+    return factory()
+
+
+def resume_serializer(recorded: str, given: Serializer | None = None) -> Serializer:
+    """The serializer to read (and go on saving) a run saved with the one named ``recorded``.
+
+    ``given`` (an explicit choice) must be that one; without it, the serializer of that
+    name (pickle included: the run was saved with it by whoever can write the store).
+    :class:`SerializationError` when ``given`` contradicts ``recorded``, or when no
+    serializer of that name is known.
+    """
+    if given is not None:
+        if given.name != recorded:
+            raise SerializationError(f"the run was saved with the {recorded!r} serializer, not {given.name!r}: "
+                                     f"resume it with {recorded!r}, or without choosing one (the saved run "
+                                     "says which)", "")
+        return given
+    try:
+        return get_serializer(recorded, allow_pickle=True)
+    except SerializationError:
+        raise SerializationError(f"the run was saved with the {recorded!r} serializer, which is not known "
+                                 "here: pass it (serializer=...) or register it (register_serializer)", "") from None
