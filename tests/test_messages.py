@@ -1,0 +1,75 @@
+"""What errors say: ``str()`` names what failed and stays short (loggers print only ``str()``)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import flow_orchestrator as fo
+from flow_orchestrator.errors import CycleError, NodeFailedError, WorkflowFailedError, cycle_text
+
+
+def _fail(message: str):
+    def fail():
+        raise ValueError(message)
+    return fail
+
+
+def _failing(n: int) -> fo.Workflow:
+    b = fo.WorkflowBuilder("many")
+    for i in range(n):
+        b.add(f"part-{i}", _fail(f"bad input {i}\nsecond line" if i == 1 else f"bad input {i}" + "!" * (400 if i == 2 else 0)))
+    b.add("ok", lambda: 1)
+    return b.build()
+
+
+def test_workflow_failed_error_str_names_the_failed_nodes_and_their_errors(caplog):
+    with fo.Engine(2, continue_on_error=True) as engine, pytest.raises(WorkflowFailedError) as info:
+        engine.run(_failing(8))
+    text = str(info.value)
+    lines = text.splitlines()
+    assert lines[0].endswith(": 8 node(s) failed:") and "sub-exception" not in text
+    assert lines[1] == "  node 'part-0' failed after 1 attempt(s): ValueError: bad input 0"
+    assert lines[2] == "  node 'part-1' failed after 1 attempt(s): ValueError: bad input 1 ..."  # one line each
+    assert lines[3].endswith("!!!...") and len(lines[3]) < 300  # trimmed
+    assert len(lines) == 1 + WorkflowFailedError.SHOWN + 1 and lines[-1] == "  and 3 more"
+    with caplog.at_level(logging.ERROR):
+        logging.getLogger("app").error("run failed: %s", info.value)
+    assert "part-0" in caplog.text and "ValueError: bad input 0" in caplog.text
+
+
+def test_one_failure_and_subgroups_keep_naming_nodes():
+    failure = NodeFailedError("load", "timed_out", 3, TimeoutError("slow"))
+    group = WorkflowFailedError("workflow 'w' run r: 1 node(s) failed", [failure])
+    assert str(group) == ("workflow 'w' run r: 1 node(s) failed:\n"
+                          "  node 'load' timed_out after 3 attempt(s): TimeoutError: slow")
+    sub = WorkflowFailedError("m", [failure, NodeFailedError("x", "failed", 1, None)]).subgroup(
+        lambda e: getattr(e, "node", None) == "x")
+    assert str(sub) == "m:\n  node 'x' failed after 1 attempt(s): failed"
+
+
+def test_a_long_cycle_message_is_capped_and_the_exception_keeps_the_whole_cycle():
+    n = 200_000
+    src = np.arange(n, dtype=np.int32)
+    dst = (src + 1) % n
+    names = [f"node-{i}" for i in range(n)]
+    with pytest.raises(CycleError) as info:
+        fo.Workflow.from_arrays("big", names, src, dst, lambda: None)
+    text = str(info.value)
+    assert len(text) < 500, len(text)
+    assert text.startswith("workflow 'big': the graph has a cycle: 'node-0' -> 'node-1'")
+    assert "'node-199999' -> 'node-0' (a cycle of 200,000 nodes)" in text and "(199,990 more)" in text
+    assert info.value.cycle == [*names, "node-0"]
+    with pytest.raises(CycleError) as bare:
+        fo.CSRGraph.from_edges(n, src, dst)
+    assert len(str(bare.value)) < 500 and len(bare.value.cycle) == n + 1
+
+
+def test_a_short_cycle_is_named_in_full():
+    with pytest.raises(CycleError) as info:
+        fo.WorkflowBuilder("w").add("a", lambda: 1, depends_on="b").add("b", lambda: 1, depends_on="a").build()
+    assert "'a' -> 'b' -> 'a'" in str(info.value) or "'b' -> 'a' -> 'b'" in str(info.value)
+    assert cycle_text([*range(11), 0]) == " -> ".join(map(str, [*range(11), 0]))
+    assert cycle_text(["x" * 500, "x" * 500]).count("...") == 2
