@@ -175,7 +175,7 @@ class RunHandle:
 
 # -- the engine -------------------------------------------------------------------------------
 
-ExecutorSpec = cf.Executor | Literal["serial", "processes"] | None
+ExecutorSpec = cf.Executor | Literal["threads", "serial", "processes"] | None
 
 
 class Engine:
@@ -185,7 +185,7 @@ class Engine:
         max_workers: threads that execute nodes of one run at most (the calling thread
             included), or with another executor the attempts of one run in flight at
             most (and the processes of ``"processes"``); default ``os.cpu_count()``.
-        executor: ``None`` for the engine's own thread pool, ``"serial"``,
+        executor: ``None`` (or ``"threads"``) for the engine's own thread pool, ``"serial"``,
             ``"processes"`` for the engine's own process pool, or any
             ``concurrent.futures.Executor`` (see the module documentation).
         continue_on_error: the default for runs: keep running independent branches
@@ -207,10 +207,12 @@ class Engine:
             max_workers = os.cpu_count() or 1
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise DefinitionError(f"max_workers must be an int >= 1, got {max_workers!r}")
+        if isinstance(executor, str) and executor == "threads":
+            executor = None  # the command line's name for the default
         if not (executor is None or isinstance(executor, cf.Executor)
                 or (isinstance(executor, str) and executor in ("serial", "processes"))):
-            raise DefinitionError("executor must be None, 'serial', 'processes' or a concurrent.futures.Executor, "
-                                  f"got {executor!r}")
+            raise DefinitionError("executor must be None, 'threads', 'serial', 'processes' or a "
+                                  f"concurrent.futures.Executor, got {executor!r}")
         self.max_workers = max_workers
         self.continue_on_error = bool(continue_on_error)
         self._executor_spec = executor
@@ -494,6 +496,7 @@ class _Run:
         if run_id is None and resume is not None:
             run_id = resume.run_id
         self.run_id = run_id if run_id is not None else new_run_id()
+        self.restored_attempts = int(resume.attempts[resume.completed].sum()) if resume is not None else 0
         coe = engine.continue_on_error if options.continue_on_error is None else bool(options.continue_on_error)
         self.workers = engine._workers(options.max_concurrency)
         self.mode = engine.mode
@@ -602,7 +605,8 @@ class _Run:
         else:
             status = RunStatus.COMPLETED
         return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
-                         started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason)
+                         started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason,
+                         self.restored_attempts)
 
 
 class _WorkerState(threading.local):

@@ -73,3 +73,36 @@ def test_a_short_cycle_is_named_in_full():
     assert "'a' -> 'b' -> 'a'" in str(info.value) or "'b' -> 'a' -> 'b'" in str(info.value)
     assert cycle_text([*range(11), 0]) == " -> ".join(map(str, [*range(11), 0]))
     assert cycle_text(["x" * 500, "x" * 500]).count("...") == 2
+
+
+# -- item 11: executor names and resumed summaries --------------------------------------------------
+
+
+def test_the_threads_executor_name_is_accepted():
+    with fo.Engine(2, executor="threads") as engine:
+        assert engine.mode == "threads"
+        assert engine.run(fo.WorkflowBuilder("w").add("a", lambda: 3).build()).output("a") == 3
+    with pytest.raises(fo.DefinitionError, match="'threads'"):
+        fo.Engine(2, executor="thread")
+
+
+def test_a_resumed_summary_counts_only_this_runs_attempts():
+    from flow_orchestrator.stores import MemoryStore
+    fail = [True]
+
+    def flaky():
+        if fail[0]:
+            raise ValueError("not yet")
+        return 2
+    wf = (fo.WorkflowBuilder("w").add("a", lambda: 1).add("b", lambda: 1)
+          .add("c", flaky, depends_on=["a", "b"]).build())
+    store = MemoryStore()
+    with fo.Engine(2) as engine:
+        first = engine.run(wf, store=store, run_id="r", raise_on_failure=False)
+        assert "3 node(s) ran, 3 attempt(s)" in first.summary() and first.restored_attempts == 0
+        fail[0] = False
+        resumed = engine.resume(wf, "r", store=store)
+    assert "1 node(s) ran, 1 attempt(s)" in resumed.summary(), resumed.summary()
+    assert resumed.restored_attempts == 2 and int(resumed.attempts.sum()) == 3
+    from flow_orchestrator.cli import report
+    assert report.summary_json(report.view_of_result(resumed))["attempts"] == 1
