@@ -106,3 +106,28 @@ def test_a_resumed_summary_counts_only_this_runs_attempts():
     assert resumed.restored_attempts == 2 and int(resumed.attempts.sum()) == 3
     from flow_orchestrator.cli import report
     assert report.summary_json(report.view_of_result(resumed))["attempts"] == 1
+
+
+UNGUARDED = '''
+import flow_orchestrator as fo
+
+def work():
+    return 1
+
+wf = fo.WorkflowBuilder("w").add("a", work).add("b", work, depends_on="a").build()
+with fo.Engine(2, executor="processes") as engine:
+    engine.run(wf)
+'''
+
+
+def test_a_process_pool_broken_by_a_script_without_a_main_guard_says_so(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "unguarded.py").write_text(UNGUARDED)
+    done = subprocess.run([sys.executable, "unguarded.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 1
+    last = [line for line in done.stderr.splitlines() if "WorkflowFailedError" in line or "node 'a'" in line]
+    assert any('BrokenProcessPool: a worker process died: guard the script\'s entry point with '
+               '`if __name__ == "__main__":`' in line for line in last), done.stderr[-3000:]
