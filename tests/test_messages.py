@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -131,3 +132,24 @@ def test_a_process_pool_broken_by_a_script_without_a_main_guard_says_so(tmp_path
     last = [line for line in done.stderr.splitlines() if "WorkflowFailedError" in line or "node 'a'" in line]
     assert any('BrokenProcessPool: a worker process died: guard the script\'s entry point with '
                '`if __name__ == "__main__":`' in line for line in last), done.stderr[-3000:]
+
+
+def test_a_source_tree_without_the_compiled_extension_says_how_to_build_it(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import flow_orchestrator
+
+    source = tmp_path / "checkout"
+    shutil.copytree(flow_orchestrator.__path__[0], source / "flow_orchestrator",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    # -S: no .pth files, so no editable install's finder supplies another tree's _ext;
+    # site-packages stays importable through PYTHONPATH.
+    site_packages = os.path.dirname(os.path.dirname(np.__file__))
+    done = subprocess.run([sys.executable, "-S", "-c", "import flow_orchestrator"], cwd=source,
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": site_packages})
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("ModuleNotFoundError: No module named 'flow_orchestrator._ext'")
+    assert "pip install -e ." in last and "build_ext --inplace" in last and str(source) in last
