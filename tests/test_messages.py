@@ -153,3 +153,64 @@ def test_a_source_tree_without_the_compiled_extension_says_how_to_build_it(tmp_p
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 1 and last.startswith("ModuleNotFoundError: No module named 'flow_orchestrator._ext'")
     assert "pip install -e ." in last and "build_ext --inplace" in last and str(source) in last
+
+
+# -- ProgressObserver without tqdm: a plain line on a terminal ----------------------------------------
+
+
+class _Terminal:
+    """A stream that says it is a terminal."""
+
+    def __init__(self, tty: bool = True) -> None:
+        self.text = ""
+        self.tty = tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _chain(n: int) -> fo.Workflow:
+    b = fo.WorkflowBuilder("prog")
+    for i in range(n):
+        b.add(f"n{i}", lambda: 1, depends_on=[f"n{i - 1}"] if i else [])
+    return b.build()
+
+
+def test_without_tqdm_a_terminal_gets_a_plain_progress_line(monkeypatch):
+    import sys
+
+    from flow_orchestrator.progress import ProgressObserver
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    term = _Terminal()
+    observer = ProgressObserver(total=3, file=term, interval=0)
+    assert not observer.uses_tqdm and observer.uses_line
+    with fo.Engine(1, executor="serial") as engine:
+        result = engine.run(_chain(3), observers=[observer])
+    prefix = f"workflow 'prog' run {result.run_id}: "
+    assert term.text.startswith(f"\r{prefix}1/3 nodes (failed 0)\x1b[K\r{prefix}2/3 nodes")
+    assert term.text.endswith("\n") and term.text.count("\n") == 1 and f"\r{prefix}3/3 nodes (failed 0), completed in" in term.text
+
+
+def test_without_tqdm_the_line_is_throttled_and_a_non_terminal_stays_quiet_unless_asked(monkeypatch):
+    import sys
+
+    from flow_orchestrator.progress import ProgressObserver
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    term = _Terminal()
+    with fo.Engine(1, executor="serial") as engine:
+        engine.run(_chain(50), observers=[ProgressObserver(file=term, interval=3600)])
+        assert term.text.count("\r") == 1 and "50/50 nodes" in term.text  # only the last line
+        pipe = _Terminal(tty=False)
+        engine.run(_chain(3), observers=[ProgressObserver(file=pipe, interval=0)])
+        assert pipe.text == ""  # not a terminal: log lines, which nobody configured
+        asked = ProgressObserver(file=pipe, interval=0, line=True)
+        engine.run(_chain(3), observers=[asked])
+        lines = pipe.text.splitlines()
+        assert len(lines) == 4 and "\r" not in pipe.text and lines[-1].endswith(" s") and "3/3" in lines[-1]
+        assert not ProgressObserver(file=term, line=False).uses_line

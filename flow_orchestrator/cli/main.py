@@ -129,15 +129,9 @@ def _observers(args: argparse.Namespace, total: int, restored: int) -> list[Any]
         return []
     from ..progress import ProgressObserver
 
-    observer = ProgressObserver(total=total, file=sys.stderr, interval=0.25, bar_options={"initial": restored})
-    if not observer.uses_tqdm:  # no tqdm: its log lines, on stderr
-        logger = logging.getLogger("flow_orchestrator.progress")
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    return [observer]
+    # without tqdm: the plain progress line, on stderr (rewritten in place on a terminal)
+    return [ProgressObserver(total=total, file=sys.stderr, interval=0.25, bar_options={"initial": restored},
+                             line=True)]
 
 
 def _check_run_options(args: argparse.Namespace, *, new_run: bool) -> None:
