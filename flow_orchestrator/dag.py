@@ -21,11 +21,24 @@ bulk from numpy edge arrays::
     >>> names.id("transform"), names.name(0)
     (1, 'extract')
 
-Where it sits: layer L1 (core seam): a thin face over the compiled ``_ext``.
+Where it sits: layer L1 (core seam): a thin face over the compiled ``_ext``.  The package
+imports it before anything else that needs ``_ext``, so a source tree whose extension is
+not built fails here with a one-line hint instead of a bare ``ModuleNotFoundError``.
 """
 
 from __future__ import annotations
 
-from ._ext import CSRGraph, Interner
+import os
+
+try:
+    from ._ext import CSRGraph, Interner
+except ModuleNotFoundError as exc:
+    if exc.name != f"{__package__}._ext":
+        raise
+    raise ModuleNotFoundError(
+        f"No module named {exc.name!r}: the compiled extension is not built in this source tree "
+        f"({os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}): run `pip install -e .` or "
+        "`python setup.py build_ext --inplace` there, or run from outside the checkout (it shadows an "
+        "installed copy)", name=exc.name) from None
 
 __all__ = ["CSRGraph", "Interner"]

@@ -77,7 +77,7 @@ from .metrics import MetricsRegistry
 from .observers import Dispatcher, Observer
 from .result import RunResult, count_statuses, new_run_id
 from .resume import ResumePlan
-from .serialization import Serializer
+from .serialization import Serializer, resume_serializer
 from .state import RunState
 from .status import NodeStatus, RunStatus
 from .stores.base import Store
@@ -175,7 +175,7 @@ class RunHandle:
 
 # -- the engine -------------------------------------------------------------------------------
 
-ExecutorSpec = cf.Executor | Literal["serial", "processes"] | None
+ExecutorSpec = cf.Executor | Literal["threads", "serial", "processes"] | None
 
 
 class Engine:
@@ -185,7 +185,7 @@ class Engine:
         max_workers: threads that execute nodes of one run at most (the calling thread
             included), or with another executor the attempts of one run in flight at
             most (and the processes of ``"processes"``); default ``os.cpu_count()``.
-        executor: ``None`` for the engine's own thread pool, ``"serial"``,
+        executor: ``None`` (or ``"threads"``) for the engine's own thread pool, ``"serial"``,
             ``"processes"`` for the engine's own process pool, or any
             ``concurrent.futures.Executor`` (see the module documentation).
         continue_on_error: the default for runs: keep running independent branches
@@ -207,10 +207,12 @@ class Engine:
             max_workers = os.cpu_count() or 1
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise DefinitionError(f"max_workers must be an int >= 1, got {max_workers!r}")
+        if isinstance(executor, str) and executor == "threads":
+            executor = None  # the command line's name for the default
         if not (executor is None or isinstance(executor, cf.Executor)
                 or (isinstance(executor, str) and executor in ("serial", "processes"))):
-            raise DefinitionError("executor must be None, 'serial', 'processes' or a concurrent.futures.Executor, "
-                                  f"got {executor!r}")
+            raise DefinitionError("executor must be None, 'threads', 'serial', 'processes' or a "
+                                  f"concurrent.futures.Executor, got {executor!r}")
         self.max_workers = max_workers
         self.continue_on_error = bool(continue_on_error)
         self._executor_spec = executor
@@ -374,8 +376,10 @@ class Engine:
                 the store yet (:class:`~flow_orchestrator.stores.RunExistsError`).
             checkpoint: with ``store``: ``"strict"``, ``"batched"`` (default), ``"end"``
                 or a :class:`~flow_orchestrator.checkpoint.CheckpointPolicy`.
-            serializer: with ``store``: how outputs and data are saved (JSON by default;
-                must be the one the resumed run was saved with).
+            serializer: with ``store``: how outputs and data are saved (JSON by default).
+                A resume goes on with the serializer the run was saved with (its
+                ``RunState.serializer``); one given here must be that one
+                (:class:`~flow_orchestrator.errors.SerializationError` otherwise).
 
         Raises :class:`WorkflowFailedError` when a node failed or timed out and
         :class:`RunCancelledError` when the run was cancelled, unless
@@ -469,14 +473,19 @@ class _Run:
             self.durable = DurableRun.open(options.store, options.run_id, options.resume, options.checkpoint,
                                            options.serializer)
             with self.durable:  # released if the run cannot start
+                if isinstance(self.durable.resume_state, RunState):  # go on with the serializer it was saved with
+                    self.durable.serializer = resume_serializer(self.durable.resume_state.serializer,
+                                                                options.serializer)
                 plan = self.durable.plan(workflow, options.rerun, options.allow_new_nodes)
                 self._setup(workflow, options, self.durable.run_id, plan)
             return
         if isinstance(options.resume, str):
             raise DefinitionError("resume=<run id> needs store=, the store the run was saved in")
+        serializer = options.serializer
+        if isinstance(options.resume, RunState):
+            serializer = resume_serializer(options.resume.serializer, serializer)
         self._setup(workflow, options, options.run_id,
-                    ResumePlan.build(workflow, options.resume, options.rerun, options.allow_new_nodes,
-                                     options.serializer))
+                    ResumePlan.build(workflow, options.resume, options.rerun, options.allow_new_nodes, serializer))
 
     def _setup(self, workflow: Workflow, options: RunOptions, run_id: str | None, resume: ResumePlan | None) -> None:
         engine = self.engine
@@ -487,6 +496,7 @@ class _Run:
         if run_id is None and resume is not None:
             run_id = resume.run_id
         self.run_id = run_id if run_id is not None else new_run_id()
+        self.restored_attempts = int(resume.attempts[resume.completed].sum()) if resume is not None else 0
         coe = engine.continue_on_error if options.continue_on_error is None else bool(options.continue_on_error)
         self.workers = engine._workers(options.max_concurrency)
         self.mode = engine.mode
@@ -595,7 +605,8 @@ class _Run:
         else:
             status = RunStatus.COMPLETED
         return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
-                         started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason)
+                         started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason,
+                         self.restored_attempts)
 
 
 class _WorkerState(threading.local):

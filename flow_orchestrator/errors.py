@@ -65,16 +65,42 @@ class EmptyGraphError(GraphError):
     """A graph or workflow with no nodes was given where at least one is required."""
 
 
+def cycle_text(cycle: Sequence[Any], shown: int = 5) -> str:
+    """``'a' -> 'b' -> 'a'``: the nodes of a cycle (first repeated last); a long cycle as its
+    first and last ``shown`` nodes and how many are left out between, then its length."""
+    labels = [_label(node) for node in (cycle if len(cycle) <= 2 * shown + 2 else
+                                         [*cycle[:shown], *cycle[-shown - 1:]])]
+    if len(cycle) <= 2 * shown + 2:
+        return " -> ".join(labels)
+    left_out = len(cycle) - 2 * shown - 1
+    return (" -> ".join(labels[:shown]) + f" -> ... ({left_out:,} more) ... -> " + " -> ".join(labels[shown:])
+            + f" (a cycle of {len(cycle) - 1:,} nodes)")
+
+
+def _label(node: Any) -> str:
+    """A node as a cycle message shows it: its repr (a name's quotes, an id's digits), cut."""
+    text = repr(node)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class CycleError(GraphError, _std_graphlib.CycleError):
     """The graph has a cycle.
 
     ``args`` follow the standard library's convention: ``(message, cycle)`` where
     ``cycle`` is a list of nodes in which each node depends on the one before it and
-    the first and last nodes are the same.  The message names the nodes.
+    the first and last nodes are the same.  The message names the nodes: a long cycle
+    by its first and last few and its length (see :func:`cycle_text`); :attr:`cycle`
+    holds all of them.
     """
 
     def __init__(self, message: str, cycle: Sequence[Any]) -> None:
-        super().__init__(message, list(cycle))
+        cycle = list(cycle)
+        if len(cycle) > 12 and len(message) > 2000:
+            # The compiled core spells the whole cycle out: keep its words, not its length.
+            full = " -> ".join(repr(node) for node in cycle)
+            message = message.replace(full, cycle_text(cycle)) if full in message else \
+                message[:1000] + f" ... ({len(message) - 1000:,} more characters)"
+        super().__init__(message, cycle)
 
     @property
     def cycle(self) -> list[Any]:
@@ -188,12 +214,35 @@ class RetryRequested(ExecutionError):
         self.delay = float(delay)
 
 
+def _one_line(text: str, limit: int) -> str:
+    """The first line of ``text``, at most ``limit`` characters, marked when cut."""
+    first, _, rest = text.strip().partition("\n")
+    first = first.rstrip()
+    if len(first) > limit:
+        return first[:limit - 3].rstrip() + "..."
+    return first + " ..." if rest.strip() else first
+
+
+def _failure_line(exc: BaseException) -> str:
+    """One line naming a failed node and its error (type and message, trimmed)."""
+    if isinstance(exc, NodeFailedError):
+        error = exc.error
+        what = f"{type(error).__name__}: {_one_line(_safe_str(error), 200)}" if error is not None else exc.status
+        return f"node {_one_line(repr(exc.node), 80)} {exc.status} after {exc.attempts} attempt(s): {what}"
+    return f"{type(exc).__name__}: {_one_line(_safe_str(exc), 200)}"
+
+
 class WorkflowFailedError(FlowError, ExceptionGroup):  # type: ignore[misc]
     """A run failed: holds one :class:`NodeFailedError` per failed or timed-out node.
 
     ``result`` is the run's :class:`~flow_orchestrator.engine.RunResult`, with every
-    node's status, the outputs of the nodes that completed, and timings.
+    node's status, the outputs of the nodes that completed, and timings.  ``str()``
+    names the first :attr:`SHOWN` failed nodes and their errors, one line each (loggers
+    print only ``str()``), then how many more failed.
     """
+
+    SHOWN = 5
+    """How many failed nodes ``str()`` names."""
 
     result: Any
 
@@ -207,6 +256,13 @@ class WorkflowFailedError(FlowError, ExceptionGroup):  # type: ignore[misc]
 
     def derive(self, excs):  # keep the subclass and the result through split()/subgroup()
         return WorkflowFailedError(self.message, excs, self.result)
+
+    def __str__(self) -> str:
+        failures = self.exceptions
+        lines = [f"{self.message}:"] + [f"  {_failure_line(exc)}" for exc in failures[:self.SHOWN]]
+        if len(failures) > self.SHOWN:
+            lines.append(f"  and {len(failures) - self.SHOWN} more")
+        return "\n".join(lines)
 
 
 class RunCancelledError(ExecutionError):

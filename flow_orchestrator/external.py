@@ -35,7 +35,9 @@ its processes never wait for the round trip of a result.
 may deadlock the child; Python 3.12+ warns about it) and ``"spawn"`` elsewhere.  With
 either, actions must be importable by module name in the workers (module-level
 functions, or ``functools.partial`` of them), and a script that runs workflows must
-guard its entry point with ``if __name__ == "__main__":``.
+guard its entry point with ``if __name__ == "__main__":``.  Without the guard each worker
+runs the script again and dies, and the pool breaks: the nodes then fail with a
+``BrokenProcessPool`` whose message leads with that hint (:data:`BROKEN_POOL_HINT`).
 
 An executor of another kind opts into the same handling by having an ``attempt_codec``
 attribute (an :class:`AttemptCodec`); any other executor (a custom in-process one) gets
@@ -490,7 +492,7 @@ def dispatch(core: Any, executor: cf.Executor, compiled: CompiledWorkflow, worke
                 future = executor.submit(call_external, action, accepts, middleware, ctx)
         except Exception as exc:  # data or a context that cannot be copied or pickled; a shut-down executor
             slots.release()
-            core.finish_attempt(node, word, False, exc)
+            core.finish_attempt(node, word, False, _explain(exc))
             continue
         future.add_done_callback(_attempt_done(core, node, word, slots, ship))
 
@@ -515,5 +517,20 @@ def _attempt_done(core: Any, node: int, word: int, slots: threading.BoundedSemap
                     return
             core.finish_attempt(node, word, True, value)
         else:
-            core.finish_attempt(node, word, False, exc)
+            core.finish_attempt(node, word, False, _explain(exc))
     return done
+
+
+BROKEN_POOL_HINT = ("a worker process died: guard the script's entry point with "
+                    "`if __name__ == \"__main__\":` (workers import the main module), or was one killed?")
+
+
+def _explain(exc: BaseException) -> BaseException:
+    """A broken process pool's error, led by a one-line hint at its usual causes (same type)."""
+    process = sys.modules.get("concurrent.futures.process")  # never imported here: it imports multiprocessing
+    broken = getattr(process, "BrokenProcessPool", None)
+    if broken is not None and isinstance(exc, broken) and BROKEN_POOL_HINT not in str(exc):
+        explained = type(exc)(f"{BROKEN_POOL_HINT} ({exc})")
+        explained.__cause__ = exc
+        return explained
+    return exc

@@ -62,16 +62,18 @@ class RunResult:
     Per-node arrays are indexed by node id (the workflow's definition order):
     ``statuses`` (``uint8`` :class:`~flow_orchestrator.status.NodeStatus` values),
     ``attempts`` (``int32``), ``started`` and ``ended`` (``float64`` seconds since the
-    run started, NaN for nodes that never ran).
+    run started, NaN for nodes that never ran).  A resumed run's ``attempts`` include
+    those of the nodes it restored as completed; ``restored_attempts`` is their total,
+    so that ``attempts.sum() - restored_attempts`` is what this run attempted.
     """
 
     __slots__ = ("workflow", "run_id", "status", "statuses", "attempts", "started", "ended",
-                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason")
+                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason", "restored_attempts")
 
     def __init__(self, workflow: Workflow, run_id: str, status: RunStatus, statuses: np.ndarray,
                  attempts: np.ndarray, started: np.ndarray, ended: np.ndarray,
                  outputs: list[Any], errors: dict[int, BaseException], wall_seconds: float,
-                 cancel_reason: str | None = None) -> None:
+                 cancel_reason: str | None = None, restored_attempts: int = 0) -> None:
         self.workflow = workflow
         self.run_id = run_id
         self.status = status
@@ -85,6 +87,7 @@ class RunResult:
         self._errors = errors
         self.wall_seconds = wall_seconds
         self.cancel_reason = cancel_reason
+        self.restored_attempts = restored_attempts
         self._names = workflow.interner
 
     @property
@@ -160,14 +163,15 @@ class RunResult:
                 f"workflow {self.workflow.name!r} run {self.run_id} was cancelled: {self.cancel_reason}", self)
 
     def summary(self) -> str:
-        """A readable multi-line summary: totals, timings, and each failure."""
+        """A readable multi-line summary: totals, timings, and each failure (the attempts
+        counted are this run's: not those of nodes a resume restored)."""
         counts = {s: c for s, c in self.counts().items() if c}
         ran = np.isfinite(self.started)
         busy = float(np.nansum(self.durations())) if ran.any() else 0.0
         lines = [
             f"workflow {self.workflow.name!r} run {self.run_id}: {self.status} in {self.wall_seconds:.3f} s",
             "  " + ", ".join(f"{c} {s}" for s, c in counts.items()),
-            f"  {int(ran.sum())} node(s) ran, {int(self.attempts.sum())} attempt(s), "
+            f"  {int(ran.sum())} node(s) ran, {int(self.attempts.sum()) - self.restored_attempts} attempt(s), "
             f"{busy:.3f} s of node time",
         ]
         for failure in self.failures()[:20]:

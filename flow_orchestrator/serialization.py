@@ -21,12 +21,34 @@ else it supports is written as a *tagged* object, ``{"$fo": TAG, ...}``:
                 bool, datetime, timedelta, bytes and str dtypes; object and structured
                 arrays are refused; the memory layout (strides, Fortran order) is not kept
 ``npscalar``    numpy scalars of numeric, bool, datetime and timedelta types
+``datetime``    ``datetime``, ``time``: the wall time (ISO), ``fold`` and the time zone:
+                none, ``"utc"``, a fixed offset (``datetime.timezone``, with its name if
+                given) or a ``zoneinfo.ZoneInfo`` by key; other ``tzinfo`` types are refused
+``date``        ISO; ``timedelta`` as ``[days, seconds, microseconds]``
+``decimal``     ``str(d)``: digits, exponent, sign of zero and NaN payloads are kept
+``uuid``        hex (and ``is_safe`` when known)
+``path``        ``pathlib`` paths, with their class (``PurePosixPath``, ``PureWindowsPath``,
+                ``PosixPath``, ``WindowsPath``) and ``str()``
+``set``         ``set`` and ``frozenset`` (``"frozenset"``): the items sorted by their JSON
+                text, so that equal sets are written alike
+``enum``        a member, by its class's ``module:QualName`` and its value
+``dataclass``   by its class's ``module:QualName`` and each field; read back as pickle
+                does, without calling ``__init__`` or ``__post_init__``; attributes that
+                are not fields are refused, since they would be lost
 ==============  ===================================================================
 
-Types are checked exactly: subclasses (``IntEnum``, ``OrderedDict``, ``np.matrix``...),
-sets, and any other object are refused with a :class:`SerializationError` that names
-the type and the path inside the value (``value['rows'][3][1]``), as are containers
-nested deeper than :data:`MAX_DEPTH` (or cyclic).
+Enum and dataclass classes must be found again by name: local classes (defined in a
+function) are refused with a :class:`SerializationError` naming the value's path.
+Reading a value never imports a module: the module of an enum or dataclass must be
+imported already (the workflow's module usually imports it), else
+:class:`SerializationError` says which, so a damaged or hostile store cannot make a
+load run a module's code.
+
+Types are checked exactly: other subclasses (``OrderedDict``, ``np.matrix``, a
+``datetime`` subclass...) and any other object are refused with a
+:class:`SerializationError` that names the type and the path inside the value
+(``value['rows'][3][1]``, ``value.field``), as are containers nested deeper than
+:data:`MAX_DEPTH` (or cyclic).
 
 orjson, when installed, is used as a fast path only where it gives the same result as
 the standard library: its output is valid JSON that the stdlib reads back to the same
@@ -45,11 +67,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import datetime as dt
+import decimal
+import enum
 import json
 import math
+import pathlib
 import pickle
 import re
 import struct
+import sys
+import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,6 +100,9 @@ __all__ = [
     "SerializationError",
     "Serializer",
     "get_serializer",
+    "register_serializer",
+    "resume_serializer",
+    "serializer_names",
 ]
 
 TAG = "$fo"
@@ -199,6 +232,148 @@ def _enc_npscalar(obj: np.generic) -> dict[str, Any]:
     return {TAG: "npscalar", "dtype": dtype.str, "b64": _b64(np.asarray(obj).tobytes())}
 
 
+# -- standard library types: dates and times, decimals, UUIDs, paths, sets, enums, dataclasses --
+
+_PATHS: dict[str, type[pathlib.PurePath]] = {
+    kind.__name__: kind for kind in (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath,
+                                     pathlib.WindowsPath)}
+_TIMEDELTA_MAX = 999_999_999
+
+
+def _enc_tz(tz: dt.tzinfo | None) -> Any:
+    """``None``, ``"utc"``, ``{"offset": [days, s, us], "name": ...}`` or ``{"zone": key}``."""
+    if tz is None:
+        return None
+    if tz is dt.timezone.utc:
+        return "utc"
+    if type(tz) is dt.timezone:
+        # (offset,) or (offset, name): the name given, if any
+        args = tz.__getinitargs__()  # type: ignore[attr-defined]
+        offset = args[0]
+        return {"offset": [offset.days, offset.seconds, offset.microseconds],
+                "name": args[1] if len(args) > 1 else None}
+    zoneinfo = sys.modules.get("zoneinfo")
+    if zoneinfo is not None and type(tz) is zoneinfo.ZoneInfo:
+        key = getattr(tz, "key", None)
+        if key is None:
+            raise _Failure("a ZoneInfo made from a file (no key) cannot be serialized: use ZoneInfo(key)")
+        return {"zone": key}
+    raise _Failure(f"time zones of type {_type_name(tz)} cannot be serialized exactly "
+                   "(use datetime.timezone, or zoneinfo.ZoneInfo by key)")
+
+
+def _enc_datetime(obj: dt.datetime) -> dict[str, Any]:
+    return {TAG: "datetime", "iso": obj.replace(tzinfo=None).isoformat(), "fold": obj.fold,
+            "tz": _enc_tz(obj.tzinfo)}
+
+
+def _enc_time(obj: dt.time) -> dict[str, Any]:
+    return {TAG: "time", "iso": obj.replace(tzinfo=None).isoformat(), "fold": obj.fold,
+            "tz": _enc_tz(obj.tzinfo)}
+
+
+def _class_name(kind: type) -> str:
+    """``module:QualName`` of a class that can be found again by that name."""
+    name = _CLASS_NAMES.get(kind)
+    if name is not None:
+        return name
+    module, qualname = kind.__module__, kind.__qualname__
+    if "<locals>" in qualname or "<" in module:
+        raise _Failure(f"{_type_name_of(kind)} is a local class: it cannot be found by name when the "
+                       "value is read back; define it at module level")
+    found = _lookup(module, qualname)
+    if found is not kind:
+        raise _Failure(f"{_type_name_of(kind)} cannot be found by its name {module}:{qualname} "
+                       "(define it at module level, under that name)")
+    name = f"{module}:{qualname}"
+    _CLASS_NAMES[kind] = name
+    return name
+
+
+def _type_name_of(kind: type) -> str:
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    """The object ``qualname`` of the already imported ``module``, or None."""
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None) if found is not None else None
+    return found
+
+
+_CLASS_NAMES: weakref.WeakKeyDictionary[type, str] = weakref.WeakKeyDictionary()
+
+
+def _enc_enum(obj: enum.Enum, depth: int) -> dict[str, Any]:
+    name = _class_name(type(obj))
+    try:
+        value = _enc(obj.value, depth)
+    except _Failure as failure:
+        failure.keys.append(".value")
+        raise
+    return {TAG: "enum", "class": name, "value": value}
+
+
+def _enc_dataclass(obj: Any, depth: int) -> dict[str, Any]:
+    kind = type(obj)
+    name = _class_name(kind)
+    fields = dataclasses.fields(obj)
+    names = [field.name for field in fields]
+    extra = set(getattr(obj, "__dict__", ())) - set(names)
+    if extra:
+        raise _Failure(f"dataclass {_type_name(obj)} has attributes that are not fields "
+                       f"({', '.join(sorted(extra)[:5])}): they would be lost")
+    out = {}
+    for field in names:
+        try:
+            try:
+                item = getattr(obj, field)
+            except AttributeError:
+                raise _Failure(f"field {field!r} of dataclass {_type_name(obj)} is not set") from None
+            out[field] = _enc(item, depth)
+        except _Failure as failure:
+            failure.keys.append(f".{field}")
+            raise
+    return {TAG: "dataclass", "class": name, "fields": out}
+
+
+def _enc_set(obj: set[Any] | frozenset[Any], depth: int) -> dict[str, Any]:
+    items = []
+    for item in obj:
+        try:
+            tree = _enc(item, depth)
+        except _Failure as failure:
+            failure.keys.append(f"[<set item {_key(item)[1:-1]}>]")
+            raise
+        items.append((_stdlib_dumps(tree), tree))
+    items.sort(key=lambda pair: pair[0])  # a deterministic order: by the items' JSON text
+    return {TAG: "set" if type(obj) is set else "frozenset", "items": [tree for _, tree in items]}
+
+
+def _enc_stdlib(obj: Any) -> Any:
+    """Tagged forms of the standard library's value types; ``None`` if ``obj`` is not one."""
+    kind = type(obj)
+    if kind is dt.datetime:
+        return _enc_datetime(obj)
+    if kind is dt.date:
+        return {TAG: "date", "iso": obj.isoformat()}
+    if kind is dt.time:
+        return _enc_time(obj)
+    if kind is dt.timedelta:
+        return {TAG: "timedelta", "dsu": [obj.days, obj.seconds, obj.microseconds]}
+    if kind is decimal.Decimal:
+        return {TAG: "decimal", "str": str(obj)}
+    if kind is uuid.UUID:
+        out = {TAG: "uuid", "hex": obj.hex}
+        if obj.is_safe is not uuid.SafeUUID.unknown:
+            out["safe"] = obj.is_safe.name
+        return out
+    if kind.__name__ in _PATHS and _PATHS[kind.__name__] is kind:
+        return {TAG: "path", "kind": kind.__name__, "str": str(obj)}
+    return None
+
+
 def _enc_leaf(obj: Any) -> Any:
     """Tagged forms of the non-container types; _Failure for anything unsupported."""
     kind = type(obj)
@@ -214,6 +389,9 @@ def _enc_leaf(obj: Any) -> Any:
         return _enc_ndarray(obj)
     if isinstance(obj, np.generic):
         return _enc_npscalar(obj)
+    tree = _enc_stdlib(obj)
+    if tree is not None:
+        return tree
     raise _Failure(f"objects of type {_type_name(obj)} are not JSON-serializable exactly "
                    "(use plain containers, numpy arrays, or PickleSerializer)")
 
@@ -233,6 +411,15 @@ def _enc(obj: Any, depth: int) -> Any:
             return _enc_dict(obj, depth + 1)
         items = _enc_list(obj, depth + 1)
         return items if kind is list else {TAG: "tuple", "items": items}
+    if kind is set or kind is frozenset or isinstance(obj, enum.Enum) or (
+            dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
+        if depth >= MAX_DEPTH:
+            raise _Failure(f"containers nested deeper than {MAX_DEPTH} levels (or a cycle)")
+        if kind is set or kind is frozenset:
+            return _enc_set(obj, depth + 1)
+        if isinstance(obj, enum.Enum):
+            return _enc_enum(obj, depth + 1)
+        return _enc_dataclass(obj, depth + 1)
     return _enc_leaf(obj)
 
 
@@ -320,6 +507,148 @@ def _dec_pairs(node: dict[str, Any], depth: int) -> dict[Any, Any]:
     return out
 
 
+def _dec_iso(node: dict[str, Any], kind: Any, what: str) -> Any:
+    text = _expect(node.get("iso"), str, what)
+    try:
+        return kind.fromisoformat(text)
+    except ValueError:
+        raise _Failure(f"malformed {what} {text[:40]!r}") from None
+
+
+def _dec_tz(tree: Any) -> dt.tzinfo | None:
+    if tree is None:
+        return None
+    if tree == "utc":
+        return dt.timezone.utc
+    if type(tree) is dict and "offset" in tree:
+        offset = _expect(tree["offset"], list, "time zone offset")
+        name = tree.get("name")
+        if len(offset) != 3 or any(type(x) is not int for x in offset) or (name is not None and type(name) is not str):
+            raise _Failure("malformed time zone offset")
+        try:
+            delta = dt.timedelta(*offset)
+            return dt.timezone(delta) if name is None else dt.timezone(delta, name)
+        except (ValueError, OverflowError) as exc:
+            raise _Failure(f"malformed time zone offset: {exc}") from None
+    if type(tree) is dict and "zone" in tree:
+        key = _expect(tree["zone"], str, "time zone key")
+        import zoneinfo  # only when a value has a zone: not at import
+        try:
+            return zoneinfo.ZoneInfo(key)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+            raise _Failure(f"unknown time zone {key[:60]!r}: {exc}") from None
+    raise _Failure("malformed time zone")
+
+
+def _dec_clock(node: dict[str, Any], kind: Any, what: str) -> Any:
+    value = _dec_iso(node, kind, what)
+    fold = node.get("fold", 0)
+    if fold not in (0, 1) or type(fold) is not int or value.tzinfo is not None:
+        raise _Failure(f"malformed {what}")
+    return value.replace(tzinfo=_dec_tz(node.get("tz")), fold=fold)
+
+
+def _dec_timedelta(node: dict[str, Any]) -> dt.timedelta:
+    dsu = _expect(node.get("dsu"), list, "timedelta")
+    if len(dsu) != 3 or any(type(x) is not int for x in dsu):
+        raise _Failure("malformed timedelta")
+    try:
+        value = dt.timedelta(*dsu)
+    except (OverflowError, ValueError) as exc:
+        raise _Failure(f"malformed timedelta: {exc}") from None
+    if [value.days, value.seconds, value.microseconds] != dsu:
+        raise _Failure("malformed timedelta (not normalized)")
+    return value
+
+
+def _dec_decimal(node: dict[str, Any]) -> decimal.Decimal:
+    text = _expect(node.get("str"), str, "decimal")
+    try:
+        value = decimal.Decimal(text) if len(text) <= 100_000 else None
+    except decimal.InvalidOperation:
+        value = None
+    if value is None:
+        raise _Failure(f"malformed decimal {text[:40]!r}")
+    return value
+
+
+def _dec_uuid(node: dict[str, Any]) -> uuid.UUID:
+    text = _expect(node.get("hex"), str, "uuid")
+    safe = node.get("safe", "unknown")
+    if not re.fullmatch(r"[0-9a-f]{32}", text) or safe not in uuid.SafeUUID.__members__:
+        raise _Failure(f"malformed uuid {text[:40]!r}")
+    return uuid.UUID(hex=text, is_safe=uuid.SafeUUID[safe])
+
+
+def _dec_path(node: dict[str, Any]) -> pathlib.PurePath:
+    kind = _PATHS.get(_expect(node.get("kind"), str, "path kind"))
+    text = _expect(node.get("str"), str, "path")
+    if kind is None:
+        raise _Failure(f"malformed path kind {node.get('kind')!r}")
+    try:
+        return kind(text)
+    except NotImplementedError:  # a concrete path of another system: WindowsPath here
+        raise _Failure(f"a {kind.__name__} cannot be made on this system (use Pure{kind.__name__})") from None
+    except (TypeError, ValueError) as exc:
+        raise _Failure(f"malformed path: {exc}") from None
+
+
+def _dec_class(node: dict[str, Any], base: Callable[[type], bool], what: str) -> type:
+    """The class named ``module:QualName`` by a tagged value: looked up in modules already
+    imported, never imported here (reading a value must not run a module's code)."""
+    name = _expect(node.get("class"), str, f"{what} class")
+    module, _, qualname = name.partition(":")
+    if not module or not qualname:
+        raise _Failure(f"malformed {what} class name {name[:80]!r}")
+    if module not in sys.modules:
+        raise _Failure(f"{what} class {name[:80]!r}: module {module[:60]!r} is not imported (reading a value "
+                       "never imports modules: import it first)")
+    kind = _lookup(module, qualname)
+    if not isinstance(kind, type) or not base(kind):
+        raise _Failure(f"{what} class {name[:80]!r} is not found, or is not {what}")
+    return kind
+
+
+def _dec_enum(node: dict[str, Any], depth: int) -> enum.Enum:
+    kind = _dec_class(node, lambda k: issubclass(k, enum.Enum), "an enum")
+    value = _dec(node.get("value"), depth)
+    try:
+        member = kind(value)
+    except (ValueError, TypeError):
+        raise _Failure(f"{_type_name_of(kind)} has no member of value {value!r:.60}") from None
+    if type(member) is not kind:
+        raise _Failure(f"malformed enum value for {_type_name_of(kind)}")
+    return member  # type: ignore[return-value]
+
+
+def _dec_dataclass(node: dict[str, Any], depth: int) -> Any:
+    kind = _dec_class(node, dataclasses.is_dataclass, "a dataclass")
+    values = _expect(node.get("fields"), dict, "dataclass fields")
+    names = [field.name for field in dataclasses.fields(kind)]
+    if sorted(values) != sorted(names):
+        raise _Failure(f"malformed dataclass {_type_name_of(kind)}: its fields are {names}, not {list(values)}")
+    # As pickle does: no __init__ or __post_init__ runs; the fields are set as saved.
+    obj: Any = object.__new__(kind)
+    for field in names:
+        try:
+            object.__setattr__(obj, field, _dec(values[field], depth))
+        except _Failure as failure:
+            failure.keys.append(f".{field}")
+            raise
+    return obj
+
+
+def _dec_set(node: dict[str, Any], depth: int) -> set[Any] | frozenset[Any]:
+    items = _dec_list(_expect(node.get("items"), list, "set items"), depth)
+    try:
+        out = set(items) if node[TAG] == "set" else frozenset(items)
+    except TypeError:
+        raise _Failure("unhashable set item") from None
+    if len(out) != len(items):
+        raise _Failure("duplicate set items")
+    return out
+
+
 _TAGGED: dict[str, Callable[[dict[str, Any]], Any]] = {
     "int": _dec_int,
     "float": _dec_float,
@@ -327,6 +656,19 @@ _TAGGED: dict[str, Callable[[dict[str, Any]], Any]] = {
     "bytearray": lambda node: bytearray(_unb64(node.get("b64"), "bytearray")),
     "ndarray": _dec_ndarray,
     "npscalar": _dec_npscalar,
+    "datetime": lambda node: _dec_clock(node, dt.datetime, "datetime"),
+    "date": lambda node: _dec_iso(node, dt.date, "date"),
+    "time": lambda node: _dec_clock(node, dt.time, "time"),
+    "timedelta": _dec_timedelta,
+    "decimal": _dec_decimal,
+    "uuid": _dec_uuid,
+    "path": _dec_path,
+}
+_NESTED: dict[str, Callable[[dict[str, Any], int], Any]] = {
+    "set": _dec_set,
+    "frozenset": _dec_set,
+    "enum": _dec_enum,
+    "dataclass": _dec_dataclass,
 }
 
 
@@ -336,6 +678,9 @@ def _dec_tagged(node: dict[str, Any], depth: int) -> Any:
         return tuple(_dec_list(_expect(node.get("items"), list, "tuple items"), depth))
     if tag == "dict":
         return _dec_pairs(node, depth)
+    nested = _NESTED.get(tag) if type(tag) is str else None
+    if nested is not None:
+        return nested(node, depth)
     decode = _TAGGED.get(tag) if type(tag) is str else None
     if decode is None:
         raise _Failure(f"unknown tag {tag!r}")
@@ -489,14 +834,63 @@ class PickleSerializer:
         return f"PickleSerializer(protocol={self.protocol})"
 
 
+_REGISTRY: dict[str, Callable[[], Serializer]] = {
+    JsonSerializer.name: JsonSerializer,
+    PickleSerializer.name: PickleSerializer,
+}
+_UNSAFE = {PickleSerializer.name}
+
+
+def register_serializer(name: str, factory: Callable[[], Serializer], *, unsafe: bool = False) -> None:
+    """Make ``factory()`` the serializer called ``name`` for :func:`get_serializer` (and so
+    for the command line's ``--serializer`` and for resuming runs saved with it).
+
+    ``unsafe`` marks a serializer whose loading can run code (as pickle's):
+    :func:`get_serializer` then needs ``allow_pickle``.  Built-in names cannot be taken.
+    """
+    if not isinstance(name, str) or not name or name in (JsonSerializer.name, PickleSerializer.name):
+        raise SerializationError(f"cannot register a serializer named {name!r}", "")
+    _REGISTRY[name] = factory
+    if unsafe:
+        _UNSAFE.add(name)
+    else:
+        _UNSAFE.discard(name)
+
+
+def serializer_names() -> list[str]:
+    """The names :func:`get_serializer` knows, built-in ones first."""
+    return list(_REGISTRY)
+
+
 def get_serializer(name: str, *, allow_pickle: bool = False) -> Serializer:
-    """The built-in serializer called ``name`` (``"json"``, or ``"pickle"`` when
-    ``allow_pickle``); :class:`SerializationError` otherwise."""
-    if name == JsonSerializer.name:
-        return JsonSerializer()
-    if name == PickleSerializer.name:
-        if not allow_pickle:
-            raise SerializationError("the pickle serializer is unsafe for untrusted stores; "
-                                     "pass allow_pickle=True to use it", "")
-        return PickleSerializer()
-    raise SerializationError(f"unknown serializer {name!r}", "")
+    """The serializer called ``name``: ``"json"``, ``"pickle"`` (only with
+    ``allow_pickle``) or one of :func:`register_serializer`; :class:`SerializationError`
+    otherwise."""
+    factory = _REGISTRY.get(name) if isinstance(name, str) else None
+    if factory is None:
+        raise SerializationError(f"unknown serializer {name!r} (known: {', '.join(_REGISTRY)})", "")
+    if name in _UNSAFE and not allow_pickle:
+        raise SerializationError(f"the {name} serializer is unsafe for untrusted stores; "
+                                 "pass allow_pickle=True to use it", "")
+    return factory()
+
+
+def resume_serializer(recorded: str, given: Serializer | None = None) -> Serializer:
+    """The serializer to read (and go on saving) a run saved with the one named ``recorded``.
+
+    ``given`` (an explicit choice) must be that one; without it, the serializer of that
+    name (pickle included: the run was saved with it by whoever can write the store).
+    :class:`SerializationError` when ``given`` contradicts ``recorded``, or when no
+    serializer of that name is known.
+    """
+    if given is not None:
+        if given.name != recorded:
+            raise SerializationError(f"the run was saved with the {recorded!r} serializer, not {given.name!r}: "
+                                     f"resume it with {recorded!r}, or without choosing one (the saved run "
+                                     "says which)", "")
+        return given
+    try:
+        return get_serializer(recorded, allow_pickle=True)
+    except SerializationError:
+        raise SerializationError(f"the run was saved with the {recorded!r} serializer, which is not known "
+                                 "here: pass it (serializer=...) or register it (register_serializer)", "") from None

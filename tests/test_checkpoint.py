@@ -20,7 +20,7 @@ from flow_orchestrator import NodeStatus, WorkflowBuilder
 from flow_orchestrator.checkpoint import CheckpointPolicy
 from flow_orchestrator.engine import Engine
 from flow_orchestrator.errors import DefinitionError, IncompatibleStateError, WorkflowFailedError
-from flow_orchestrator.serialization import PickleSerializer, SerializationError
+from flow_orchestrator.serialization import JsonSerializer, PickleSerializer, SerializationError
 from flow_orchestrator.stores import (
     CheckpointFailedError,
     FlatBuffersFileStore,
@@ -327,8 +327,9 @@ def test_pickle_serializer_round_trips_objects(tmp_path: Path) -> None:
         assert store.load("p").load_outputs(PickleSerializer()) == {0: {1, 2, 3}}
         again = engine.resume(wf, "p", store=store, serializer=PickleSerializer())
         assert again.output("a") == {1, 2, 3}
-        with pytest.raises(SerializationError):
-            engine.resume(wf, "p", store=store)  # saved with pickle, read as JSON: refused
+        with pytest.raises(SerializationError, match="saved with the 'pickle' serializer"):
+            engine.resume(wf, "p", store=store, serializer=JsonSerializer())  # contradicts the saved run
+        assert engine.resume(wf, "p", store=store).output("a") == {1, 2, 3}  # the recorded one
 
 
 def test_store_failure_cancels_run_and_keeps_last_state() -> None:

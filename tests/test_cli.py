@@ -237,7 +237,7 @@ def test_processes_executor_imports_the_module_in_the_workers(project):
 
 
 def test_dask_executor_on_a_local_cluster(project):
-    pytest.importorskip("distributed")
+    pytest.importorskip("distributed", reason="needs the 'dask' extra: pip install 'flow-orchestrator[dask]'")
     done = cli_run(project, "run", "etl_flow.py:workflow", "--executor", "dask", "--workers", "1")
     assert done.returncode == 0, done.stderr
     assert len(logged(project)) == 4
@@ -493,3 +493,36 @@ def test_format_table_aligns_columns():
     text = report.format_table(("name", "n"), [("a", 1), ("long name", 10)], right=(1,))
     assert text.splitlines() == ["name        n", "a           1", "long name  10"]
     assert report.format_seconds(0.0000123) == "12 us" and report.format_seconds(2) == "2.000 s"
+
+
+def test_serializer_flag_and_resume_with_the_recorded_serializer(project, capsys, monkeypatch):
+    """A run saved with pickle from Python resumes from the command line without flags; a
+    --serializer that contradicts the saved run is a clear error; run takes --serializer."""
+    monkeypatch.setenv("WF_LOG", str(project / "log.txt"))
+    saved = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import flow_orchestrator as fo, etl_flow
+        from flow_orchestrator.serialization import PickleSerializer
+        from flow_orchestrator.stores import open_store
+        with open_store("sqlite:///runs.db") as store, fo.Engine(2) as engine:
+            result = engine.run(etl_flow.workflow, store=store, run_id="p1", serializer=PickleSerializer(),
+                                data={"factor": {1, 2}}, raise_on_failure=False)
+        assert result.status.value == "failed", result.summary()
+    """)], cwd=project, env={**os.environ, "WF_LOG": str(project / "log.txt"), "WF_FAIL": "load"},
+        capture_output=True, text=True, timeout=120, check=False)
+    assert saved.returncode == 0, saved.stderr
+    logged(project)
+    wf = f"{project}/etl_flow.py:workflow"
+    store = f"sqlite:///{project}/runs.db"
+    status, _, err = in_process(capsys, "resume", wf, "p1", "--store", store, "--serializer", "json")
+    assert status == 1 and "saved with the 'pickle' serializer, not 'json'" in err, err
+    status, out, err = in_process(capsys, "resume", wf, "p1", "--store", store, "--data", "label=x")
+    assert status == 0 and re.search(r"^completed\s+4$", out, re.MULTILINE), err
+    assert logged(project) == ["load factor={1, 2}"]  # the pickled data came back
+
+    status, out, err = in_process(capsys, "run", wf, "--store", store, "--run-id", "p2", "--serializer", "pickle")
+    assert status == 0, err
+    status, _, err = in_process(capsys, "run", wf, "--serializer", "pickle")
+    assert status == 2 and "--serializer needs --store" in err
+    from flow_orchestrator.stores import open_store
+    with open_store(store) as opened:
+        assert opened.load("p2").serializer == "pickle" and opened.load("p1").serializer == "pickle"

@@ -592,7 +592,7 @@ class TestPostgresStore:
     def test_bad_server_or_arguments_are_store_errors(self) -> None:
         """An unreachable server, a malformed conninfo or schema raise StoreError (never psycopg's
         errors), and no message shows the password."""
-        pytest.importorskip("psycopg")
+        pytest.importorskip("psycopg", reason="needs the 'postgres' extra")
         for conninfo, schema, message in (
                 ("host=127.0.0.1 port=1 user=x password=s3cret dbname=x", "public", "cannot connect to PostgreSQL"),
                 ("nonsense", "public", "invalid PostgreSQL connection string"),

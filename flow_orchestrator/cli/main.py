@@ -29,6 +29,7 @@ from ..errors import (
     RenderTooLargeError,
 )
 from ..result import RunResult
+from ..serialization import get_serializer, resume_serializer, serializer_names
 from ..state import RunState
 from ..status import NodeStatus
 from ..stores import (
@@ -128,21 +129,17 @@ def _observers(args: argparse.Namespace, total: int, restored: int) -> list[Any]
         return []
     from ..progress import ProgressObserver
 
-    observer = ProgressObserver(total=total, file=sys.stderr, interval=0.25, bar_options={"initial": restored})
-    if not observer.uses_tqdm:  # no tqdm: its log lines, on stderr
-        logger = logging.getLogger("flow_orchestrator.progress")
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    return [observer]
+    # without tqdm: the plain progress line, on stderr (rewritten in place on a terminal)
+    return [ProgressObserver(total=total, file=sys.stderr, interval=0.25, bar_options={"initial": restored},
+                             line=True)]
 
 
 def _check_run_options(args: argparse.Namespace, *, new_run: bool) -> None:
     """Usage errors among the options of run and resume, before anything is imported."""
     if new_run and args.checkpoint is not None and not args.store:
         raise usage("--checkpoint needs --store")
+    if new_run and args.serializer is not None and not args.store:
+        raise usage("--serializer needs --store")
     if args.dask_scheduler and args.executor not in (None, "dask"):
         raise usage(f"--dask-scheduler goes with --executor dask, not --executor {args.executor}")
     args.checkpoint = args.checkpoint or "batched"
@@ -191,7 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         store = stack.enter_context(open_store(args.store)) if args.store else None
         try:
-            return _execute(args, workflow, target, store, data=data or None, run_id=args.run_id)
+            serializer = get_serializer(args.serializer, allow_pickle=True) if args.serializer else None
+            return _execute(args, workflow, target, store, data=data or None, run_id=args.run_id,
+                            serializer=serializer)
         except RunExistsError:
             raise CliError(f"run {args.run_id!r} already exists in {redact_url(args.store)}: resume it "
                            f"({PROG} resume {shlex.quote(target.spec)} {args.run_id} --store ...) or choose "
@@ -211,10 +210,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
         done = {name for name, s in zip(state.node_names, state.statuses.tolist()) if s == NodeStatus.COMPLETED}
         if args.rerun:
             done -= set(workflow.descendants(args.rerun, include_self=True))
+        # the serializer the run was saved with; --serializer, if given, must name it
+        serializer = resume_serializer(state.serializer, get_serializer(args.serializer, allow_pickle=True)
+                                       if args.serializer else None)
         options: dict[str, Any] = {"resume": args.run_id, "rerun": args.rerun,
-                                   "allow_new_nodes": args.allow_new_nodes}
+                                   "allow_new_nodes": args.allow_new_nodes, "serializer": serializer}
         if data:
-            options["data"] = {**state.load_data(), **data}
+            options["data"] = {**state.load_data(serializer), **data}
         return _execute(args, workflow, target, store, len(done & set(workflow.names)), **options)
 
 
@@ -369,6 +371,10 @@ def _run_options(parser: argparse.ArgumentParser, *, store_required: bool) -> No
                         help="with --executor dask: the scheduler to use (default: a new LocalCluster)")
     parser.add_argument("--checkpoint", choices=("strict", "batched", "end"),
                         help="with --store: when progress is saved (default: batched)")
+    parser.add_argument("--serializer", choices=serializer_names(), default=None,
+                        help="with --store: how outputs and data are saved (default: json; pickle saves any "
+                             "picklable value, but never use it with a store others can write to); resume uses "
+                             "the one the run was saved with")
     parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                         help="workflow data (repeatable); VALUE is JSON when it parses as JSON, else a string")
     parser.add_argument("--continue-on-error", action="store_true",

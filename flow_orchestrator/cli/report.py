@@ -56,6 +56,7 @@ class RunView:
     started_at: float | None = None
     updated_at: float | None = None
     cancel_reason: str | None = None
+    restored_attempts: int = 0  # a resumed run's attempts that an earlier run made
 
 
 def view_of_result(result: RunResult) -> RunView:
@@ -63,7 +64,8 @@ def view_of_result(result: RunResult) -> RunView:
     errors = {name: (type(exc).__name__, _text(exc)) for name, exc in result.errors.items()}
     return RunView(result.workflow.name, result.run_id, str(result.status), result.workflow.names,
                    result.statuses, result.attempts, result.started, result.ended, errors,
-                   wall_seconds=result.wall_seconds, cancel_reason=result.cancel_reason)
+                   wall_seconds=result.wall_seconds, cancel_reason=result.cancel_reason,
+                   restored_attempts=result.restored_attempts)
 
 
 def view_of_state(state: RunState) -> RunView:
@@ -161,7 +163,7 @@ def summary_json(view: RunView, slowest: int = 5) -> dict[str, Any]:
         "status": view.status,
         "nodes": len(view.names),
         "counts": _counts(view),
-        "attempts": int(view.attempts.sum()),
+        "attempts": int(view.attempts.sum()) - view.restored_attempts,
         "node_seconds": _node_seconds(view),
     }
     if view.wall_seconds is not None:

@@ -67,7 +67,8 @@ HELP_RUN_EPILOG = """examples:
   flow-orchestrator run etl.py:workflow --executor dask --dask-scheduler tcp://scheduler:8786
 
 """ + _STORE_URLS + """
-exit status: 0 every node completed; 1 the run failed or was cancelled (or could not start); 2 usage error.
+exit status: 0 every node completed; 1 the run failed or was cancelled, or could not start (a store
+error, a workflow module that raised while being imported); 2 usage error; 130 interrupted (Ctrl-C).
 """
 
 HELP_RESUME = """Continue a run saved in a store: its completed nodes are not run again (their outputs and the
@@ -82,7 +83,8 @@ HELP_RESUME_EPILOG = """examples:
 
 """ + _STORE_URLS + """
 exit status: 0 the run completed; 1 it failed again, or the run is missing, locked by another
-process or saved for an incompatible workflow; 2 usage error.
+process or saved for an incompatible workflow (or with another --serializer); 2 usage error;
+130 interrupted (Ctrl-C).
 """
 
 HELP_STATUS = """Without RUN_ID: the runs of a store (run id, workflow, status, when last updated), most recent
@@ -127,4 +129,6 @@ HELP_BENCH_EPILOG = """examples:
   flow-orchestrator bench                                 every suite
   flow-orchestrator bench --suite engine middleware --repeat 3
   flow-orchestrator bench --suite graph --nodes 100000 --json graph.json
+
+exit status: the runner's own (2 for its usage errors); 1 when bench/run.py is not found.
 """
