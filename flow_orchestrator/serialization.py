@@ -878,10 +878,13 @@ def get_serializer(name: str, *, allow_pickle: bool = False) -> Serializer:
 def resume_serializer(recorded: str, given: Serializer | None = None) -> Serializer:
     """The serializer to read (and go on saving) a run saved with the one named ``recorded``.
 
-    ``given`` (an explicit choice) must be that one; without it, the serializer of that
-    name (pickle included: the run was saved with it by whoever can write the store).
-    :class:`SerializationError` when ``given`` contradicts ``recorded``, or when no
-    serializer of that name is known.
+    ``given`` (an explicit choice) must be that one.  Without it, the serializer of that
+    name, unless it is unsafe for untrusted stores (pickle runs code stored in the run):
+    a store that anyone else can write could then run code on the next resume, so such
+    a run resumes only when its serializer is given explicitly (``serializer=
+    PickleSerializer()``; on the command line ``--serializer pickle``).
+    :class:`SerializationError` when ``given`` contradicts ``recorded``, when an unsafe
+    serializer is not given explicitly, or when no serializer of that name is known.
     """
     if given is not None:
         if given.name != recorded:
@@ -889,8 +892,13 @@ def resume_serializer(recorded: str, given: Serializer | None = None) -> Seriali
                                      f"resume it with {recorded!r}, or without choosing one (the saved run "
                                      "says which)", "")
         return given
+    if recorded in _UNSAFE:
+        raise SerializationError(f"the run was saved with the {recorded!r} serializer, which runs code stored "
+                                 f"in the run: resume it with that serializer given explicitly (serializer=..., "
+                                 f"or --serializer {recorded} on the command line) only if you trust the store",
+                                 "")
     try:
-        return get_serializer(recorded, allow_pickle=True)
+        return get_serializer(recorded)
     except SerializationError:
         raise SerializationError(f"the run was saved with the {recorded!r} serializer, which is not known "
                                  "here: pass it (serializer=...) or register it (register_serializer)", "") from None

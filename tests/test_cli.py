@@ -496,8 +496,9 @@ def test_format_table_aligns_columns():
 
 
 def test_serializer_flag_and_resume_with_the_recorded_serializer(project, capsys, monkeypatch):
-    """A run saved with pickle from Python resumes from the command line without flags; a
-    --serializer that contradicts the saved run is a clear error; run takes --serializer."""
+    """A run saved with pickle from Python resumes from the command line with --serializer
+    pickle (never chosen for you: it runs code from the store); a --serializer that
+    contradicts the saved run is a clear error; run takes --serializer."""
     monkeypatch.setenv("WF_LOG", str(project / "log.txt"))
     saved = subprocess.run([sys.executable, "-c", textwrap.dedent("""
         import flow_orchestrator as fo, etl_flow
@@ -515,7 +516,10 @@ def test_serializer_flag_and_resume_with_the_recorded_serializer(project, capsys
     store = f"sqlite:///{project}/runs.db"
     status, _, err = in_process(capsys, "resume", wf, "p1", "--store", store, "--serializer", "json")
     assert status == 1 and "saved with the 'pickle' serializer, not 'json'" in err, err
-    status, out, err = in_process(capsys, "resume", wf, "p1", "--store", store, "--data", "label=x")
+    status, _, err = in_process(capsys, "resume", wf, "p1", "--store", store)
+    assert status == 1 and "--serializer pickle" in err, err
+    status, out, err = in_process(capsys, "resume", wf, "p1", "--store", store, "--data", "label=x",
+                                  "--serializer", "pickle")
     assert status == 0 and re.search(r"^completed\s+4$", out, re.MULTILINE), err
     assert logged(project) == ["load factor={1, 2}"]  # the pickled data came back
 

@@ -46,7 +46,10 @@ def test_a_durable_resume_uses_the_serializer_the_run_was_saved_with():
         fail[0] = False
         with pytest.raises(SerializationError, match="saved with the 'pickle' serializer, not 'json'"):
             engine.resume(wf, "r", store=store, serializer=JsonSerializer())
-        result = engine.resume(wf, "r", store=store)  # no serializer: the recorded one
+        with pytest.raises(SerializationError, match="runs code stored in the run"):
+            engine.resume(wf, "r", store=store)  # pickle is never chosen for you: it trusts the store
+        assert store.load("r").serializer == "pickle"
+        result = engine.resume(wf, "r", store=store, serializer=PickleSerializer())
         assert result.ok and result.output("second").n == 2
         assert store.load("r").serializer == "pickle"
 
@@ -58,12 +61,17 @@ def test_resuming_a_state_uses_its_serializer():
         failed = engine.run(wf, raise_on_failure=False)
         state = RunState.from_result(failed, PickleSerializer())
         fail[0] = False
-        assert engine.run(wf, resume=state).output("second").n == 2
+        with pytest.raises(SerializationError, match="runs code stored in the run"):
+            engine.run(wf, resume=state)
+        assert engine.run(wf, resume=state, serializer=PickleSerializer()).output("second").n == 2
 
 
 def test_the_registry():
     assert serializer_names()[:2] == ["json", "pickle"]
-    assert resume_serializer("pickle").name == "pickle"  # no allow_pickle: the run was saved with it
+    assert resume_serializer("json").name == "json"
+    with pytest.raises(SerializationError, match="runs code stored in the run"):
+        resume_serializer("pickle")  # never chosen for you
+    assert resume_serializer("pickle", PickleSerializer()).name == "pickle"
     with pytest.raises(SerializationError, match="'yaml' serializer, which is not known"):
         resume_serializer("yaml")
 
