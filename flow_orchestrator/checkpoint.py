@@ -69,7 +69,7 @@ from .errors import DefinitionError
 from .result import RunResult, new_run_id
 from .resume import ResumePlan
 from .serialization import JsonSerializer, SerializationError, Serializer
-from .state import ErrorRecord, RunState, dump_data, fingerprint
+from .state import ErrorRecord, RunState, canonical_graph, dump_data, fingerprint
 from .status import NodeStatus
 from .stores.base import Store, Transition, check_run_id
 from .stores.errors import CheckpointFailedError, RunExistsError
@@ -487,10 +487,10 @@ class DurableRun:
             keep = np.isnan(started) & ~np.isnan(self._restored_times[0])
             started[keep], ended[keep] = self._restored_times[0][keep], self._restored_times[1][keep]
         workflow = result.workflow
-        graph = workflow.graph
+        indptr, indices = canonical_graph(workflow)
         return RunState(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=self.run_id,
                         run_status=str(result.status), node_names=workflow.names,
-                        succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+                        succ_indptr=indptr, succ_indices=indices,
                         statuses=statuses, attempts=np.array(result.attempts), started=started, ended=ended,
                         started_at=self._started_at, updated_at=time.time(), outputs=outputs, errors=errors,
                         data=dump_data(data, self.serializer), serializer=self.serializer.name)

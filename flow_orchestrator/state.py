@@ -16,8 +16,11 @@ A :class:`RunState` holds everything needed to resume a run of a workflow:
   that ended with an exception, and the serialized workflow data.
 
 Every :class:`RunState` is validated when it is made (:meth:`RunState.validate`): array
-types and lengths, status codes, the CSR arrays, output and error ids, and that the
-fingerprint matches the names and edges.  Anything inconsistent raises
+types and lengths, status codes, attempt counts (below :data:`MAX_ATTEMPTS`, what the
+core keeps), the CSR arrays (no duplicate edge, no cycle), that every completed node's
+dependencies completed too, output and error ids, that the fingerprint matches the names
+and edges, and that JSON workflow data is a JSON object (data of other serializers is
+checked when :meth:`RunState.load_data` reads it).  Anything inconsistent raises
 :class:`CorruptStateError`, so a state that a codec hands back is always usable.  The
 codecs (:mod:`flow_orchestrator.codecs`) add checksums and bounds checks on top.
 
@@ -39,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._draw import Picture
-from .errors import CorruptStateError, UnknownNodeError
+from ._ext import CSRGraph
+from .errors import CorruptStateError, FlowError, UnknownNodeError
 from .serialization import JsonSerializer, SerializationError, Serializer
 from .status import NodeStatus
 
@@ -49,16 +53,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_ATTEMPTS",
     "RUN_STATUSES",
     "CorruptStateError",
     "ErrorRecord",
     "RunState",
+    "canonical_graph",
     "fingerprint",
     "fingerprint_arrays",
 ]
 
 FORMAT_VERSION = 1
 """The version of the saved-state format that this library writes (and the newest it reads)."""
+
+MAX_ATTEMPTS = 2**24
+"""Attempt counts must be below this: the compiled core keeps a node's attempt in 24 bits."""
 
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
 """The values of :attr:`RunState.run_status`: a run being checkpointed, or how it ended."""
@@ -139,6 +148,14 @@ def fingerprint_arrays(names: Sequence[str], succ_indptr: np.ndarray, succ_indic
     digest.update(np.ascontiguousarray(indptr, dtype="<i8").data)
     digest.update(np.ascontiguousarray(indices, dtype="<i4").data)
     return digest.hexdigest()
+
+
+def canonical_graph(workflow: Workflow) -> tuple[np.ndarray, np.ndarray]:
+    """The workflow's CSR successor arrays as a state stores them: each node's successors
+    sorted, each edge once (:meth:`Workflow.from_arrays` may list an edge twice); the
+    workflow's own arrays when they already are (no copy, one O(edges) check)."""
+    graph = workflow.graph
+    return _canonical_csr(graph.succ_indptr, graph.succ_indices, len(workflow))
 
 
 def fingerprint(workflow: Workflow) -> str:
@@ -323,12 +340,15 @@ class RunState:
             _fail("node names must be non-empty and unique")
         self._validate_graph(n, names_utf8)
         self._validate_nodes(n)
+        self._validate_progress()
         self._validate_outputs(output_ids)
         _id_array("errors", self.errors, n)
         if not all(type(v) is ErrorRecord for v in self.errors.values()):
             _fail("errors must be ErrorRecord values")
         if type(self.data) is not bytes:
             _fail(f"data must be bytes, got {type(self.data).__name__}")
+        if self.serializer == JsonSerializer.name:
+            self._loaded_data(JsonSerializer())
 
     def _validate_header(self) -> None:
         version = self.format_version
@@ -354,8 +374,17 @@ class RunState:
             _fail("succ_indptr is not a valid CSR offset array for succ_indices")
         if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n):
             _fail(f"succ_indices has node ids outside 0..{n - 1}")
-        if fingerprint_arrays(self.node_names, indptr, indices, names_utf8=names_utf8) != self.fingerprint:
+        canon_indptr, canon_indices = _canonical_csr(indptr, indices, n)
+        if canon_indices.size != indices.size:
+            _fail(f"the graph has {indices.size - canon_indices.size} duplicate edge(s)")
+        if fingerprint_arrays(self.node_names, canon_indptr, canon_indices, names_utf8=names_utf8) != self.fingerprint:
             _fail("the fingerprint does not match the node names and edges")
+        if indices.size:
+            sources = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+            try:
+                CSRGraph.from_edges(n, sources, indices)
+            except FlowError as exc:  # CycleError
+                _fail(f"the graph is not a DAG: {str(exc)[:300]}")
 
     def _validate_nodes(self, n: int) -> None:
         _check_array("statuses", self.statuses, np.uint8, n)
@@ -364,8 +393,20 @@ class RunState:
         _check_array("ended", self.ended, np.float64, n)
         if n and int(self.statuses.max()) >= _NUM_STATUSES:
             _fail(f"statuses has codes outside 0..{_NUM_STATUSES - 1}")
-        if n and int(self.attempts.min()) < 0:
-            _fail("attempts has negative counts")
+        if n and (int(self.attempts.min()) < 0 or int(self.attempts.max()) >= MAX_ATTEMPTS):
+            _fail(f"attempts has counts outside 0..{MAX_ATTEMPTS - 1}")
+
+    def _validate_progress(self) -> None:
+        """Every completed node's dependencies completed too (a run never starts a node
+        before them; a state saying otherwise never existed)."""
+        indptr, indices = self.succ_indptr, self.succ_indices
+        if not indices.size:
+            return
+        done = self.statuses == NodeStatus.COMPLETED
+        sources = np.repeat(done, np.diff(indptr))
+        early = indices[done[indices] & ~sources]
+        if early.size:
+            _fail(f"completed node(s) with a dependency that did not complete: {_names_of(self, _sorted_unique(early))}")
 
     def _validate_outputs(self, ids: np.ndarray) -> None:
         if type(self.outputs) is not dict or len(self.outputs) != ids.size:
@@ -392,11 +433,11 @@ class RunState:
         serializer = serializer or JsonSerializer()
         n = len(workflow)
         now = time.time()
-        graph = workflow.graph
+        indptr, indices = canonical_graph(workflow)
         make = cls if check else cls._unchecked
         return make(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=run_id,
                     run_status="running", node_names=workflow.names,
-                    succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+                    succ_indptr=indptr, succ_indices=indices,
                     statuses=np.zeros(n, np.uint8), attempts=np.zeros(n, np.int32),
                     started=np.full(n, np.nan), ended=np.full(n, np.nan),
                     started_at=now if started_at is None else started_at, updated_at=now,
@@ -415,11 +456,11 @@ class RunState:
         """
         serializer = serializer or JsonSerializer()
         workflow = result.workflow
-        graph = workflow.graph
+        indptr, indices = canonical_graph(workflow)
         now = time.time()
         return cls(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=result.run_id,
                    run_status=str(result.status), node_names=workflow.names,
-                   succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices,
+                   succ_indptr=indptr, succ_indices=indices,
                    statuses=result.statuses, attempts=result.attempts,
                    started=result.started, ended=result.ended,
                    started_at=now - result.wall_seconds if started_at is None else started_at,
@@ -465,8 +506,17 @@ class RunState:
         return dict(zip(ids, values))
 
     def load_data(self, serializer: Serializer | None = None) -> dict[str, Any]:
-        """The deserialized workflow data."""
-        return self._serializer(serializer).loads(self.data)
+        """The deserialized workflow data; :class:`CorruptStateError` unless it is a dict."""
+        return self._loaded_data(self._serializer(serializer))
+
+    def _loaded_data(self, serializer: Serializer) -> dict[str, Any]:
+        try:
+            data = serializer.loads(self.data)
+        except SerializationError as exc:
+            raise CorruptStateError(f"the workflow data cannot be read: {exc}") from None
+        if type(data) is not dict:
+            _fail(f"the workflow data must be a mapping, got {type(data).__name__}")
+        return data
 
     def _serializer(self, serializer: Serializer | None) -> Serializer:
         serializer = serializer or JsonSerializer()

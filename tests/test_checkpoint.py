@@ -70,12 +70,16 @@ class Recording(Store):
     """A store that forwards to another and records what it was asked to write.
 
     ``durable`` is the set of node ids whose completion was written (checkpoint or save);
-    ``fail_after`` makes the n-th checkpoint call raise; ``delay`` slows each write.
+    ``fail_after`` makes the n-th checkpoint call raise; ``delay`` slows each write;
+    ``max_saves`` drops the snapshots after that many silently (as a process killed before
+    its final snapshot would).
     """
 
-    def __init__(self, inner: Store, *, fail_after: int | None = None, delay: float = 0.0) -> None:
+    def __init__(self, inner: Store, *, fail_after: int | None = None, delay: float = 0.0,
+                 max_saves: int | None = None) -> None:
         self.inner = inner
         self.fail_after = fail_after
+        self.max_saves = max_saves
         self.delay = delay
         self.lock_ = threading.Lock()
         self.durable: set[int] = set()
@@ -84,6 +88,8 @@ class Recording(Store):
         self.data_blobs: list[bytes] = []
 
     def save(self, state):  # type: ignore[no-untyped-def]
+        if self.max_saves is not None and self.saves >= self.max_saves:
+            return
         time.sleep(self.delay)
         self.inner.save(state)
         with self.lock_:
@@ -275,6 +281,21 @@ def test_batched_groups_commits_and_bounds_pending(tmp_path: Path) -> None:
         engine.run(wf, store=slow, checkpoint=CheckpointPolicy.batched(every=5, interval=60, max_pending=10))
     assert sum(len(b) for b in slow.batches) == 200
     assert max(len(b) for b in slow.batches) <= 10
+
+
+def test_last_partial_batch_reaches_the_journal_without_a_final_snapshot(store: Store) -> None:
+    """A run that ends without its final snapshot (killed) keeps every record in its journal,
+    the last partial batch too: 7 completions in batches of 3 are 3 + 3 + 1, and the writer
+    must not drop the 1 on close."""
+    wf = layered(7, 1, writer_of)
+    recording = Recording(store, max_saves=1)  # the initial snapshot only
+    with Engine(2) as engine:
+        engine.run(wf, store=recording, run_id="partial",
+                   checkpoint=CheckpointPolicy.batched(every=3, interval=3600.0, max_pending=3))
+    assert list(map(len, recording.batches)) == [3, 3, 1]  # max_pending=3: never more than 3 a batch
+    state = store.load("partial")
+    assert state.run_status == "running"  # only the journal holds the progress
+    assert (state.statuses == DONE).all() and len(state.outputs) == 7
 
 
 def test_strict_group_commit_shares_writes() -> None:

@@ -10,7 +10,7 @@ from flow_orchestrator import Engine, NodeStatus, WorkflowBuilder
 from flow_orchestrator.codecs import flatbuffers_codec, json_codec
 from flow_orchestrator.errors import DefinitionError, IncompatibleStateError
 from flow_orchestrator.state import RunState
-from flow_orchestrator.stores import FlatBuffersFileStore, SqliteStore
+from flow_orchestrator.stores import FlatBuffersFileStore, JsonFileStore, SqliteStore
 
 
 class Calls:
@@ -149,3 +149,38 @@ def test_the_serial_executor_resumes_too():
         _, state = failed_state(serial, calls)
         assert serial.run(diamond(calls), resume=state).ok
     assert calls.counts == {"a": 1, "b": 2, "c": 1, "d": 1}
+
+
+def edited(calls: Calls, order: str):
+    """a -> b (fails while data['broken']) -> c; a -> d; x -> y: its nodes added in ``order``."""
+    specs = {"a": (), "b": ("a",), "c": ("b",), "d": ("a",), "x": (), "y": ("x",)}
+    flow = WorkflowBuilder("edited")
+    for name in order:
+        flow.add(name, calls.action(name, name == "b"), depends_on=specs[name])
+    return flow.build()
+
+
+@pytest.mark.parametrize("kind", ["state", "sqlite", "json"])
+def test_resume_of_an_edited_pipeline_maps_completed_nodes_by_name(engine, tmp_path, kind):
+    """An edited pipeline lists its nodes in another order: the saved completions are mapped
+    by name, so no finished node runs again and no node that never ran reports completed."""
+    calls = Calls()
+    store = None if kind == "state" else (SqliteStore(tmp_path / "runs.db") if kind == "sqlite"
+                                          else JsonFileStore(tmp_path / "runs"))
+    first = engine.run(edited(calls, "abcdxy"), store=store, run_id="edit", continue_on_error=True,
+                       raise_on_failure=False)
+    assert calls.counts == {"a": 1, "b": 1, "d": 1, "x": 1, "y": 1}  # c was skipped
+    reordered = edited(calls, "ycxbda")
+    assert reordered.names != first.workflow.names
+    if store is None:
+        result = engine.run(reordered, resume=RunState.from_result(first, data={"broken": False}))
+    else:
+        result = engine.resume(reordered, "edit", store=store, data={"broken": False})
+    assert result.ok
+    assert calls.counts == {"a": 1, "b": 2, "c": 1, "d": 1, "x": 1, "y": 1}
+    assert result.outputs == {"a": 1, "b": 2, "c": 3, "d": 2, "x": 1, "y": 2}
+    if store is not None:
+        saved = store.load("edit")
+        assert saved.node_names == reordered.names
+        assert {name: saved.output(name) for name in saved.node_names} == result.outputs
+        store.close()

@@ -40,6 +40,7 @@ from flow_orchestrator.serialization import (
 )
 from flow_orchestrator.state import (
     FORMAT_VERSION,
+    MAX_ATTEMPTS,
     RUN_STATUSES,
     CorruptStateError,
     ErrorRecord,
@@ -65,28 +66,47 @@ any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=20
 times = st.one_of(st.just(np.nan), st.floats(allow_nan=False), st.just(-0.0))
 
 
+def _dag(n: int, sources: Any, targets: Any) -> CSRGraph:
+    """The DAG of the edges, each edge once (a state's graph lists no edge twice)."""
+    keys = sorted({(int(a), int(b)) for a, b in zip(sources, targets)})
+    return CSRGraph.from_edges(n, np.array([a for a, _ in keys], np.int32), np.array([b for _, b in keys], np.int32))
+
+
+def _reachable(graph: CSRGraph, statuses: np.ndarray) -> np.ndarray:
+    """``statuses`` with completed nodes whose dependencies did not all complete made pending
+    (a run never completes a node before its dependencies)."""
+    statuses = statuses.copy()
+    for node in graph.topological_order().tolist():
+        if statuses[node] == NodeStatus.COMPLETED and (statuses[graph.predecessors(node)] != NodeStatus.COMPLETED).any():
+            statuses[node] = NodeStatus.PENDING
+    return statuses
+
+
 @st.composite
 def run_states(draw: Any, max_nodes: int = 30) -> RunState:
-    """A random valid state: any DAG, names with NULs and lone surrogates, any statuses,
-    outputs with newlines, errors with empty and odd strings."""
+    """A random valid state: any DAG, names with NULs and lone surrogates, any statuses a run
+    can reach, outputs with newlines, errors with empty and odd strings."""
     n, sources, targets = draw(dags(max_nodes=max_nodes, max_edges=3 * max_nodes))
-    graph = CSRGraph.from_edges(n, sources, targets)
+    graph = _dag(n, sources, targets)
     names = draw(st.lists(names_text, min_size=n, max_size=n, unique=True))
     statuses = np.array(draw(st.lists(st.integers(0, len(NodeStatus) - 1), min_size=n, max_size=n)), np.uint8)
+    statuses = _reachable(graph, statuses)
+    serializer = draw(st.sampled_from(["json", "pickle"]))
     done = np.flatnonzero(statuses == NodeStatus.COMPLETED).tolist()
     error_ids = draw(st.lists(st.integers(0, n - 1), unique=True, max_size=n))
     return RunState(
         workflow=draw(names_text), fingerprint=fingerprint_arrays(names, graph.succ_indptr, graph.succ_indices),
         run_id=draw(names_text), run_status=draw(st.sampled_from(RUN_STATUSES)), node_names=names,
         succ_indptr=graph.succ_indptr, succ_indices=graph.succ_indices, statuses=statuses,
-        attempts=np.array(draw(st.lists(st.integers(0, 2**31 - 1), min_size=n, max_size=n)), np.int32),
+        attempts=np.array(draw(st.lists(st.integers(0, MAX_ATTEMPTS - 1), min_size=n, max_size=n)), np.int32),
         started=np.array(draw(st.lists(times, min_size=n, max_size=n)), np.float64),
         ended=np.array(draw(st.lists(times, min_size=n, max_size=n)), np.float64),
         started_at=draw(st.floats(allow_nan=False, allow_infinity=False)),
         updated_at=draw(st.floats(allow_nan=False, allow_infinity=False)),
         outputs={i: draw(st.binary(max_size=12) | st.sampled_from([b"", b"\n", b"1\n2"])) for i in done},
         errors={i: ErrorRecord(draw(any_text), draw(any_text), draw(any_text)) for i in sorted(error_ids)},
-        data=draw(st.binary(max_size=40)), serializer=draw(st.sampled_from(["json", "pickle"])),
+        data=draw(st.binary(max_size=40)) if serializer == "pickle" else JSON.dumps(draw(st.dictionaries(
+            any_text, st.integers() | any_text, max_size=3))), serializer=serializer,
     )
 
 
@@ -179,9 +199,9 @@ def _random_state(seed: int, n: int = 12) -> RunState:
     order = rng.permutation(n)
     pairs = rng.integers(0, n, (3 * n, 2))
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    graph = CSRGraph.from_edges(n, order[pairs.min(1)], order[pairs.max(1)])
+    graph = _dag(n, order[pairs.min(1)], order[pairs.max(1)])
     names = [f"n{i}" + ("\x00" if i == 1 else "") + ("\ud800é" if i == 2 else "") for i in range(n)]
-    statuses = rng.integers(0, len(NodeStatus), n).astype(np.uint8)
+    statuses = _reachable(graph, rng.integers(0, len(NodeStatus), n).astype(np.uint8))
     started = np.where(rng.random(n) < 0.3, np.nan, rng.random(n))
     return RunState(
         workflow="fuzz", fingerprint=fingerprint_arrays(names, graph.succ_indptr, graph.succ_indices),
@@ -531,7 +551,7 @@ def _fields(state: RunState, **changes: Any) -> dict[str, Any]:
     ({"attempts": np.zeros(3, np.int32)}, "attempts has 3"),
     ({"started": [0.0] * 4}, "numpy array"),
     ({"statuses": np.array([2, 2, 9, 4], np.uint8)}, "codes"),
-    ({"attempts": np.array([1, 1, -1, 0], np.int32)}, "negative"),
+    ({"attempts": np.array([1, 1, -1, 0], np.int32)}, "attempts has counts outside"),
     ({"outputs": {0: b"1"}}, "without an output: 'transform'"),
     ({"outputs": {0: b"1", 1: b"2", 3: b"3"}}, "did not complete: 'report'"),
     ({"outputs": {0: b"1", 1: "2"}}, "bytes"),
@@ -549,10 +569,53 @@ def _fields(state: RunState, **changes: Any) -> dict[str, Any]:
     ({"succ_indices": np.array([1, 2, 9], np.int32)}, "outside"),
     ({"succ_indptr": np.array([0, 2, 1, 3, 3], np.int64)}, "CSR"),
     ({"workflow": ""}, "workflow"),
+    ({"attempts": np.array([1, 1, 2**24, 0], np.int32)}, "attempts has counts outside"),
+    ({"statuses": np.array([3, 2, 3, 4], np.uint8), "outputs": {1: b"[10]"}},
+     "dependency that did not complete: 'transform'"),
+    ({"statuses": np.array([2, 2, 0, 2], np.uint8), "outputs": {0: b"1", 1: b"2", 3: b"3"}},
+     "dependency that did not complete: 'report'"),
+    ({"data": b"[1, 2]"}, "workflow data must be a mapping, got list"),
+    ({"data": b'"x"'}, "workflow data must be a mapping, got str"),
+    ({"data": b"7"}, "workflow data must be a mapping, got int"),
+    ({"data": b'{"$fo": "bytes", "b64": ""}'}, "workflow data"),
+    ({"data": b"{"}, "workflow data cannot be read"),
 ])
 def test_validation_refuses_inconsistent_states(change, message):
     with pytest.raises(CorruptStateError, match=message):
         RunState(**_fields(small_state(), **change))
+
+
+def _with_edges(state: RunState, sources: list[int], targets: list[int]) -> dict[str, Any]:
+    """The fields of ``state`` on another graph, with a fingerprint that matches it."""
+    n = state.num_nodes
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(np.array(sources, np.int64), minlength=n), out=indptr[1:])
+    indices = np.array([t for _, t in sorted(zip(sources, targets), key=lambda e: e[0])], np.int32)
+    fp = fingerprint_arrays(state.node_names, indptr, indices)
+    return _fields(state, succ_indptr=indptr, succ_indices=indices, fingerprint=fp)
+
+
+@pytest.mark.parametrize("codec", ["flatbuffers", "json", None])
+def test_stored_graphs_with_cycles_or_duplicate_edges_are_refused(codec):
+    """A graph that is not a DAG, or lists an edge twice, never loads (even with a matching fingerprint)."""
+    state = RunState(**_fields(small_state(), statuses=np.zeros(4, np.uint8), outputs={}, errors={}))
+    for sources, targets, message in (([0, 1, 2, 3], [1, 2, 3, 0], "not a DAG"), ([2], [2], "not a DAG"),
+                                      ([0, 0, 1, 2], [1, 1, 2, 3], "duplicate edge")):
+        fields = _with_edges(state, sources, targets)
+        with pytest.raises(CorruptStateError, match=message):
+            if codec is None:
+                RunState(**fields)
+            else:  # the bytes a forger would write, behind a valid checksum
+                CODECS[codec].decode(CODECS[codec].encode(RunState._unchecked(**fields)))
+
+
+def test_workflow_data_of_other_serializers_is_checked_when_read():
+    """Data that is not a mapping raises CorruptStateError when read (a resume reads it first)."""
+    state = small_state()
+    state.serializer, state.data = "pickle", PickleSerializer().dumps([1, 2])
+    state.validate()  # pickle data is not run by validation
+    with pytest.raises(CorruptStateError, match="mapping, got list"):
+        state.load_data(PickleSerializer())
 
 
 def test_equality_is_bitwise_and_validate_rechecks():

@@ -13,6 +13,7 @@ import os
 import random
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -79,6 +80,7 @@ class Env:
     where: str
     open: Callable[[], Store]
     schema: str = ""
+    _journal_header: bytes = b""
 
     def sql(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run ``query`` (``{s}``: the quoted schema) on the PostgreSQL store's database."""
@@ -127,6 +129,39 @@ class Env:
         else:
             path = Path(self.where) / f"{run_id}.journal"
             path.write_bytes(damage(path.read_bytes()))
+
+
+    def records(self, run_id: str) -> list[bytes]:
+        """The framed checkpoint records, in order: a file journal's frames after its header,
+        or the databases' checkpoint rows."""
+        if self.kind == "postgres":
+            return [bytes(r[0]) for r in self.sql("SELECT record FROM {s}.checkpoints WHERE run_id = %s ORDER BY seq",
+                                                  (run_id,))]
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.where) as db:
+                return [r[0] for r in db.execute("SELECT record FROM checkpoints WHERE run_id = ? ORDER BY seq",
+                                                 (run_id,))]
+        data, frames, pos = (Path(self.where) / f"{run_id}.journal").read_bytes(), [], 0
+        while pos < len(data):
+            end = pos + 8 + struct.unpack_from("<I", data, pos)[0]
+            frames.append(data[pos:end])
+            pos = end
+        self._journal_header = frames[0]
+        return frames[1:]
+
+    def write_records(self, run_id: str, frames: list[bytes]) -> None:
+        """Replace the checkpoint records by ``frames`` (after :meth:`records`)."""
+        if self.kind == "postgres":
+            self.sql("DELETE FROM {s}.checkpoints WHERE run_id = %s", (run_id,))
+            for seq, frame in enumerate(frames, 1):
+                self.sql("INSERT INTO {s}.checkpoints VALUES (%s, %s, %s)", (run_id, seq, frame))
+        elif self.kind == "sqlite":
+            with sqlite3.connect(self.where) as db:
+                db.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+                db.executemany("INSERT INTO checkpoints VALUES (?, ?, ?)",
+                               [(run_id, seq, frame) for seq, frame in enumerate(frames, 1)])
+        else:
+            (Path(self.where) / f"{run_id}.journal").write_bytes(self._journal_header + b"".join(frames))
 
 
 def _memory_env(tmp_path: Path) -> Env:
@@ -328,15 +363,14 @@ class TestStoreContract:
         store.checkpoint("run-1", [Transition(3, NodeStatus.RUNNING, 1, 2.0, float("nan"))])
         store.checkpoint("run-1", [(3, NodeStatus.PENDING, 1, 2.0, 2.5, None, ErrorRecord("E", "retry")),
                                    (4, NodeStatus.RUNNING, 1, 3.0, float("nan"), None, None)])
-        store.checkpoint("run-1", [Transition(3, DONE, 2, 4.0, 5.0, b"[3]"),
-                                   Transition(2, NodeStatus.PENDING, 3, float("nan"), float("nan"))])
+        store.checkpoint("run-1", [Transition(2, DONE, 4, 3.0, 3.5, b"2"), Transition(3, DONE, 2, 4.0, 5.0, b"[3]")])
         loaded = env.open().load("run-1") if env.kind != "memory" else store.load("run-1")
-        assert loaded.statuses.tolist() == [DONE, DONE, NodeStatus.PENDING, DONE, NodeStatus.RUNNING, 0]
-        assert loaded.attempts.tolist() == [1, 2, 3, 2, 1, 0]
-        assert loaded.outputs == {0: b"1", 1: b'"two\\n"', 3: b"[3]"}
+        assert loaded.statuses.tolist() == [DONE, DONE, DONE, DONE, NodeStatus.RUNNING, 0]
+        assert loaded.attempts.tolist() == [1, 2, 4, 2, 1, 0]
+        assert loaded.outputs == {0: b"1", 1: b'"two\\n"', 2: b"2", 3: b"[3]"}
         assert loaded.errors == {}
         assert loaded.started[3] == 4.0 and loaded.ended[3] == 5.0 and np.isnan(loaded.ended[4])
-        assert np.isnan(loaded.started[2])
+        assert loaded.started[2] == 3.0
         assert loaded.updated_at > 2000.0
         store.save(loaded)  # a snapshot supersedes the checkpoints
         assert_same(store.load("run-1"), loaded)
@@ -345,7 +379,8 @@ class TestStoreContract:
         """A batch carrying workflow data replaces the state's; one without keeps the last."""
         store = env.open()
         store.save(make_state())
-        store.checkpoint("run-1", [Transition(3, DONE, 1, 1.0, 2.0, b"3")], data=b'{"k": 1}')
+        store.checkpoint("run-1", [Transition(2, DONE, 4, 1.0, 2.0, b"2"), Transition(3, DONE, 1, 1.0, 2.0, b"3")],
+                         data=b'{"k": 1}')
         store.checkpoint("run-1", [Transition(4, NodeStatus.RUNNING, 1, 2.0, float("nan"))])
         store.checkpoint("run-1", [], data=b'{"k": 2, "z": [1]}')
         store.checkpoint("run-1", [Transition(4, DONE, 1, 2.0, 3.0, b"4")])
@@ -362,7 +397,8 @@ class TestStoreContract:
         store.save(make_state())
         bad = [[(6, 1, 1, 0.0, 0.0)], [(3, 9, 1, 0.0, 0.0)], [(3, DONE, 1, 0.0, 0.0)],
                [(3, 1, 1, 0.0, 0.0, b"x")], [(3, 1, -1, 0.0, 0.0)], [(3, 1)], [("3", 1, 1, 0.0, 0.0)],
-               [(3, 1, 1, 10**400, 0.0)], [(3, 1, 1, 0.0, "0")], [(True, 1, 1, 0.0, 0.0)], ["abc"]]
+               [(3, 1, 1, 10**400, 0.0)], [(3, 1, 1, 0.0, "0")], [(True, 1, 1, 0.0, 0.0)], ["abc"],
+               [(3, 1, 2**24, 0.0, 0.0)]]
         for batch in bad:
             with pytest.raises(CheckpointError):
                 store.checkpoint("run-1", batch)
@@ -489,6 +525,91 @@ class TestStoreContract:
             assert durable.read_snapshot("run-1") == damaged
             assert "run-1" not in [r.run_id for r in store.list_runs()] or durable.kind in ("sqlite", "postgres")
 
+    def _three_records(self, durable: Env) -> Store:
+        """A saved run with three checkpoint records (of a run that could have happened)."""
+        store = durable.open()
+        store.save(make_state())
+        store.checkpoint("run-1", [Transition(2, NodeStatus.RUNNING, 4, 1.0, float("nan"))])
+        store.checkpoint("run-1", [Transition(2, DONE, 4, 1.0, 2.0, b"2")])
+        store.checkpoint("run-1", [Transition(3, NodeStatus.RUNNING, 1, 2.0, float("nan"))])
+        return store
+
+    def test_dropped_repeated_or_reordered_records_are_corruption(self, durable: Env) -> None:
+        """Whole intact records dropped (but the last), repeated or reordered never load as a
+        state that never existed: CorruptStateError, and no checkpoint lands on top of them."""
+        store = self._three_records(durable)
+        good = durable.records("run-1")
+        assert len(good) == 3
+        r1, r2, r3 = good
+        for edited in ([r2, r3], [r1, r3], [r1, r2, r2, r3], [r1, r1, r2, r3], [r1, r3, r2], [r2, r1, r3],
+                       [r1, r2, r3, r2], [r1, r2, r3, r1]):
+            durable.write_records("run-1", edited)
+            for reader in (durable.open(), store):
+                with pytest.raises(CorruptStateError):
+                    reader.load("run-1")
+            with pytest.raises(CorruptStateError):
+                durable.open().checkpoint("run-1", [Transition(5, NodeStatus.RUNNING, 1, 3.0, float("nan"))])
+        durable.write_records("run-1", [r1, r2])  # the last record lost: as if the crash came before it
+        loaded = durable.open().load("run-1")
+        assert loaded.statuses[2] == DONE and loaded.statuses[3] == NodeStatus.PENDING
+
+    def test_records_of_another_snapshot_never_apply(self, durable: Env) -> None:
+        """Records copied from another run (or an older snapshot) are refused or ignored."""
+        store = self._three_records(durable)
+        foreign = durable.records("run-1")
+        store.save(make_state("run-2"))
+        store.checkpoint("run-2", [Transition(5, NodeStatus.RUNNING, 1, 1.0, float("nan"))])
+        durable.records("run-2")
+        durable.write_records("run-2", foreign)
+        try:
+            loaded = durable.open().load("run-2")
+        except CorruptStateError:
+            return
+        assert_same(loaded, make_state("run-2"))  # a file journal naming another snapshot is stale
+
+    def test_damaged_record_in_the_middle_is_corruption(self, durable: Env) -> None:
+        """A damaged record followed by intact ones raises CorruptStateError: never skipped with
+        the later records applied, never cut off with them by the next checkpoint."""
+        store = self._three_records(durable)
+        r1, r2, r3 = durable.records("run-1")
+        for damaged in (r2[:-1] + bytes([r2[-1] ^ 0x10]), r2[:12] + bytes([r2[12] ^ 1]) + r2[13:], r2[:-4],
+                        b"\xff" * 8 + r2[8:], r2[:8] + b"\x00" + r2[9:]):
+            durable.write_records("run-1", [r1, damaged, r3])
+            for reader in (durable.open(), store):
+                with pytest.raises(CorruptStateError):
+                    reader.load("run-1")
+            with pytest.raises(CorruptStateError):
+                durable.open().checkpoint("run-1", [Transition(5, NodeStatus.RUNNING, 1, 3.0, float("nan"))])
+            if durable.kind in ("sqlite", "postgres"):
+                assert durable.records("run-1")[2] == r3  # the intact record was not cut off
+            else:
+                assert (Path(durable.where) / "run-1.journal").read_bytes().endswith(r3)
+
+    def test_fuzzed_journals_load_or_raise_corruption(self, durable: Env) -> None:
+        """Random damage to the records loads a state the run went through or raises
+        CorruptStateError, nothing else."""
+        self._three_records(durable)
+        good = durable.records("run-1")
+        states = []
+        for k in range(4):
+            durable.write_records("run-1", good[:k])
+            states.append(durable.open().load("run-1"))
+        rng = random.Random(13)
+        for _ in range(60 if durable.kind == "postgres" else 150):
+            frames = [bytearray(f) for f in good]
+            for _ in range(rng.randint(1, 3)):
+                frame = frames[rng.randrange(3)]
+                frame[rng.randrange(len(frame))] ^= 1 << rng.randrange(8)
+            if rng.random() < 0.3:
+                frames[-1] = frames[-1][: rng.randrange(len(frames[-1]))]
+            durable.write_records("run-1", [bytes(f) for f in frames])
+            try:
+                loaded = durable.open().load("run-1")
+            except CorruptStateError:
+                continue
+            assert any(loaded.statuses.tolist() == s.statuses.tolist() and loaded.outputs == s.outputs
+                       for s in states)
+
     def test_lock_in_another_process(self, durable: Env) -> None:
         """A run locked here cannot be locked by another process until released."""
         store = durable.open()
@@ -556,6 +677,85 @@ class TestStoreSpecifics:
         (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
         with pytest.raises(StoreError):
             SqliteStore(tmp_path / "junk.db")
+
+    @pytest.mark.parametrize("kind", ["json", "sqlite"])
+    def test_format_1_journals_are_read_and_folded_before_appending(self, kind: str, tmp_path: Path) -> None:
+        """Records without sequence numbers (journal format 1) still load; the next checkpoint
+        folds them into a snapshot before appending a chained record."""
+        from flow_orchestrator.stores import journal
+
+        env = FACTORIES[kind](tmp_path)
+        store = env.open()
+        store.save(make_state())
+        old = [journal.frame(journal.encode_batch(5.0, [Transition(2, NodeStatus.RUNNING, 4, 1.0, float("nan"))])),
+               journal.frame(journal.encode_batch(6.0, [Transition(2, DONE, 4, 1.0, 2.0, b"2")]))]
+        if kind == "sqlite":
+            env.write_records("run-1", old)
+        else:
+            snapshot = env.read_snapshot("run-1")
+            head = journal.frame(struct.pack("<16sQ32s", b"FORS-JOURNAL-1\x00\x00", 6,
+                                             __import__("hashlib").sha256(snapshot).digest()))
+            (tmp_path / "runs" / "run-1.journal").write_bytes(head + b"".join(old))
+        loaded = env.open().load("run-1")
+        assert loaded.statuses[2] == DONE and loaded.outputs[2] == b"2" and loaded.updated_at == 6.0
+        env.open().checkpoint("run-1", [Transition(3, NodeStatus.RUNNING, 1, 2.0, float("nan"))])
+        again = env.open().load("run-1")
+        assert again.statuses[2] == DONE and again.statuses[3] == NodeStatus.RUNNING
+        assert len(env.records("run-1")) == 1  # folded: one chained record on a new snapshot
+
+    def test_batch_with_trailing_bytes_is_refused(self) -> None:
+        """Bytes after a batch's records that are not its data are corruption, not "no data"."""
+        from flow_orchestrator.stores import journal
+
+        records = [Transition(3, DONE, 1, 1.0, 2.0, b"3")]
+        assert journal.decode_batch(journal.encode_batch(5.0, records))[1:] == (records, None)
+        assert journal.decode_batch(journal.encode_batch(5.0, records, b"{}"))[2] == b"{}"
+        for tail in (b"\x00", b"\x02", b"\xff" * 3, b"\x00" * 9):
+            with pytest.raises(CorruptStateError):
+                journal.decode_batch(journal.encode_batch(5.0, records) + tail)
+        with pytest.raises(CorruptStateError):
+            journal.decode_batch(journal.encode_batch(5.0, records, b"{}") + b"\x00")
+
+    def test_sqlite_with_a_damaged_schema_raises_store_errors(self, tmp_path: Path) -> None:
+        """One byte of the schema's text made invalid UTF-8: StoreError, not UnicodeDecodeError."""
+        SqliteStore(tmp_path / "runs.db").close()
+        data = bytearray((tmp_path / "runs.db").read_bytes())
+        at = data.index(b"tablerunsruns")  # sqlite_master's row of table runs: type, name, tbl_name
+        data[at + 5] = 0xFF
+        (tmp_path / "runs.db").write_bytes(bytes(data))
+        with pytest.raises(StoreError):
+            SqliteStore(tmp_path / "runs.db")
+
+    def test_fuzzed_sqlite_files_raise_only_store_errors(self, tmp_path: Path) -> None:
+        """Random byte flips and truncations of a database: opening, loading, listing and
+        checkpointing raise only StoreError or CorruptStateError (never sqlite3's or Python's)."""
+        path = tmp_path / "runs.db"
+        with SqliteStore(path) as store:
+            store.save(make_state())
+            store.checkpoint("run-1", [Transition(2, NodeStatus.RUNNING, 4, 1.0, float("nan"))])
+            store.checkpoint("run-1", [Transition(2, DONE, 4, 1.0, 2.0, b"2")])
+        good = path.read_bytes()
+        assert not Path(f"{path}-wal").exists() or not Path(f"{path}-wal").stat().st_size
+        rng = random.Random(31)
+        for _ in range(200):
+            damaged = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+            if rng.random() < 0.2:
+                damaged = damaged[: rng.randrange(len(damaged))]
+            for extra in ("-wal", "-shm"):
+                Path(f"{path}{extra}").unlink(missing_ok=True)
+            path.write_bytes(bytes(damaged))
+            try:
+                with SqliteStore(path, timeout=0.1) as store:
+                    for call in (lambda: store.load("run-1"), store.list_runs, lambda: store.exists("run-1"),
+                                 lambda: store.checkpoint("run-1", [Transition(3, NodeStatus.RUNNING, 1, 2.0, 2.0)])):
+                        try:
+                            call()
+                        except (StoreError, CorruptStateError):
+                            pass
+            except StoreError:
+                pass
 
     def test_sqlite_uses_wal(self, tmp_path: Path) -> None:
         """The SQLite database is in WAL mode."""

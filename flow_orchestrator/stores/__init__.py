@@ -12,16 +12,22 @@ Guarantees:
   flush and fsync it, :func:`os.replace` it over the snapshot and fsync the directory:
   a crash at any point leaves the old snapshot or the new one, never a mix.  SQLite
   writes each snapshot in one transaction (WAL, ``synchronous=FULL``).
-* **Journal framing.**  A checkpoint batch is one record framed as
+* **Journal framing and chain.**  A checkpoint batch is one record framed as
   ``<u32 length><u32 CRC32>`` + payload, appended to ``<run>.journal`` and fsynced (a
-  row in SQLite).  The journal's first record names the sha256 of the snapshot it
-  extends, so a journal left behind by a crash during ``save`` is ignored.  ``load``
-  replays the intact records in order and stops at the first torn or damaged one,
-  keeping every earlier record; the next ``checkpoint`` cuts the damaged tail off.  A
-  batch is applied all or nothing.
+  row in the databases).  Every record carries a sequence number (1 after each snapshot)
+  and a running checksum chained to its snapshot (:mod:`.journal`), so ``load`` raises
+  :class:`~flow_orchestrator.errors.CorruptStateError` for records missing, repeated,
+  reordered or copied from another snapshot.  A file journal's header names the sha256
+  of the snapshot it extends, so a journal left behind by a crash during ``save`` is
+  ignored.  A torn or damaged last record is ignored (the next ``checkpoint`` cuts it
+  off); a damaged record with an intact one after it is ``CorruptStateError``.  A batch
+  is applied all or nothing.  Format 1 journals (no sequence numbers) are still read and
+  folded into a snapshot by the next ``checkpoint``.
 * **Loading never writes** and raises only :class:`RunNotFoundError`,
   :class:`~flow_orchestrator.errors.CorruptStateError` (damaged data, checked by the
-  codecs' checksums and bounds checks) or :class:`StoreError` (I/O failures).
+  codecs' checksums and bounds checks, the journal's chain and
+  :meth:`~flow_orchestrator.state.RunState.validate`) or :class:`StoreError` (I/O
+  failures, and every error of a back end, such as a damaged SQLite file).
 * **Locks** are exclusive and fail fast with :class:`RunLockedError`, never wait.
   File stores ``flock`` ``<run>.lock``, which the kernel releases when the holder
   dies, so a killed process never blocks a run; the lock file itself is never deleted.

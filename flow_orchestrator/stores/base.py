@@ -14,7 +14,7 @@ from typing import NamedTuple, Self, TypeVar
 
 import numpy as np
 
-from ..state import CorruptStateError, ErrorRecord, RunState
+from ..state import MAX_ATTEMPTS, CorruptStateError, ErrorRecord, RunState
 from ..status import NodeStatus
 from .errors import CheckpointError, RunNotFoundError, StoreError
 
@@ -90,8 +90,8 @@ def _check_one(record: Transition, num_nodes: int | None) -> None:
         raise CheckpointError(f"node id {node!r} is not a node of this run")
     if type(status) not in (int, NodeStatus) or not 0 <= status < _NUM_STATUSES:
         raise CheckpointError(f"unknown node status {status!r}")
-    if type(attempt) is not int or not 0 <= attempt < 2**31:
-        raise CheckpointError(f"attempt must be an int in 0..2**31-1, got {attempt!r}")
+    if type(attempt) is not int or not 0 <= attempt < MAX_ATTEMPTS:
+        raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits), got {attempt!r}")
     if not all(map(_is_time, (started, ended))):
         raise CheckpointError("started and ended must be numbers (NaN when unset)")
     if (output is None) == (status == NodeStatus.COMPLETED) or (output is not None and type(output) is not bytes):
@@ -211,7 +211,9 @@ class Store(abc.ABC):
 
         ``data``, when given, is the run's serialized workflow data, replacing the
         state's.  The batch is applied all or nothing.  :class:`~.errors.RunNotFoundError` if the
-        run was never saved, :class:`~.errors.CheckpointError` for invalid records.
+        run was never saved, :class:`~.errors.CheckpointError` for invalid records,
+        :class:`CorruptStateError` if the records already stored are damaged in the middle or
+        their chain is broken (they are never cut off to make room).
         """
 
     @abc.abstractmethod

@@ -5,6 +5,13 @@ checkpoint batches since that snapshot) and ``r.lock`` (for :func:`fcntl.flock`;
 deleted, since unlinking a lock file races with its users).  Temporary files start
 with a dot, which run ids cannot.
 
+The journal is a header frame (``FORS-JOURNAL-2``, the number of nodes and the sha256
+of the snapshot file it extends) and then one framed, chained record per checkpoint
+batch (:mod:`.journal`): the first record's link is that sha256.  A journal whose header
+names another snapshot is stale (left by a crash during ``save``) and ignored.  A
+format 1 journal (``FORS-JOURNAL-1``, records without sequence numbers) is still read;
+the first checkpoint on top of it folds it into a new snapshot.
+
 Where it sits: layer L4 (services, durability): loaded on first use of its classes.
 """
 
@@ -20,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import ModuleType
+from typing import NamedTuple
 
 from ..codecs import flatbuffers_codec, json_codec
 from ..state import CorruptStateError, RunState
@@ -29,7 +37,8 @@ from .errors import RunLockedError, RunNotFoundError, StoreError
 
 __all__ = ["FileStore", "FlatBuffersFileStore", "JsonFileStore"]
 
-_JOURNAL_MAGIC = b"FORS-JOURNAL-1\x00\x00"
+_JOURNAL_MAGIC = b"FORS-JOURNAL-2\x00\x00"
+_LEGACY_MAGIC = b"FORS-JOURNAL-1\x00\x00"  # records without sequence numbers: read, folded before appending
 _HEADER = struct.Struct("<16sQ32s")  # magic, number of nodes, sha256 of the snapshot file
 
 
@@ -56,18 +65,33 @@ def _header(snapshot: bytes, num_nodes: int) -> bytes:
     return _HEADER.pack(_JOURNAL_MAGIC, num_nodes, hashlib.sha256(snapshot).digest())
 
 
-def _journal_frames(data: bytes | None, snapshot: bytes) -> tuple[int | None, list[bytes], int]:
-    """(number of nodes, batch payloads, end of the intact frames) of a journal that
-    belongs to ``snapshot``; (None, [], 0) when it is absent, stale or its header damaged."""
+class _Journal(NamedTuple):
+    """What a journal that belongs to a snapshot holds."""
+
+    nodes: int
+    payloads: list[bytes]  # the intact records, header excluded
+    end: int               # where the intact frames end (a torn tail starts)
+    legacy: bool           # format 1: records without a chain
+    seed: bytes            # the snapshot's sha256, the chain's first link
+
+
+def _journal_frames(data: bytes | None, snapshot: bytes) -> _Journal | None:
+    """The journal if it belongs to ``snapshot``; ``None`` when it is absent, stale or only
+    a torn header.  :class:`CorruptStateError` for damage with intact records after it."""
     if not data:
-        return None, [], 0
+        return None
     payloads, end = journal.read_frames(data)
     if not payloads or len(payloads[0]) != _HEADER.size:
-        return None, [], 0
+        journal.read_frames(data, end, strict=True)  # a damaged header with records after it
+        return None
     magic, n, digest = _HEADER.unpack(payloads[0])
-    if magic != _JOURNAL_MAGIC or digest != hashlib.sha256(snapshot).digest():
-        return None, [], 0
-    return n, payloads[1:], end
+    seed = hashlib.sha256(snapshot).digest()
+    if magic not in (_JOURNAL_MAGIC, _LEGACY_MAGIC) or digest != seed:
+        return None
+    legacy = magic == _LEGACY_MAGIC
+    if not legacy:
+        journal.read_frames(data, end, strict=True)
+    return _Journal(n, payloads[1:], end, legacy, seed)
 
 
 class FileStore(Store):
@@ -84,7 +108,8 @@ class FileStore(Store):
         os.makedirs(self.directory, exist_ok=True)
         self._codec = codec
         self._mutex = threading.RLock()
-        self._journals: dict[str, tuple[tuple[object, ...], int, int]] = {}  # run: (files key, nodes, end)
+        # run: (files key, nodes, end, chain) of the journal this object appended to last
+        self._journals: dict[str, tuple[tuple[object, ...], int, int, journal.Chain]] = {}
         self._closed = False
 
     # -- paths -----------------------------------------------------------------------------
@@ -137,11 +162,14 @@ class FileStore(Store):
         return state
 
     def load(self, run_id: str) -> RunState:
-        """The snapshot with the journal's intact batches replayed; never writes."""
+        """The snapshot with the journal's records replayed (their chain checked, a torn
+        tail ignored); never writes."""
         snapshot = self._snapshot(run_id)
         state = self._decode(run_id, snapshot)
-        _, payloads, _ = _journal_frames(_read(self._path(run_id, ".journal")), snapshot)
-        return apply_batches(state, map(journal.decode_batch, payloads))
+        found = _journal_frames(_read(self._path(run_id, ".journal")), snapshot)
+        if found is None:
+            return state
+        return apply_batches(state, journal.replay(found.payloads, found.seed, legacy=found.legacy))
 
     def exists(self, run_id: str) -> bool:
         """Whether the run's snapshot file exists."""
@@ -176,18 +204,26 @@ class FileStore(Store):
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def _open_journal(self, run_id: str) -> tuple[int, int]:
-        """(number of nodes, offset to append at) of a journal that fits the snapshot,
-        created (atomically) if absent or stale, its damaged tail cut off."""
+    def _open_journal(self, run_id: str) -> tuple[int, int, journal.Chain]:
+        """(number of nodes, offset to append at, chain) of a journal that fits the snapshot,
+        created (atomically) if absent or stale, its torn tail cut off; a format 1
+        journal is first folded into a new snapshot.  :class:`CorruptStateError` if the
+        journal is damaged in the middle or its chain is broken."""
         snapshot = self._snapshot(run_id)
         path = self._path(run_id, ".journal")
-        n, _, end = _journal_frames(_read(path), snapshot)
-        if n is None:
+        found = _journal_frames(_read(path), snapshot)
+        if found is not None and found.legacy:
+            self.save(self.load(run_id))
+            return self._open_journal(run_id)
+        if found is None:
             n = self._decode(run_id, snapshot).num_nodes
             head = journal.frame(_header(snapshot, n))
             self._write_atomic(path, head)
-            return n, len(head)
-        return n, end
+            return n, len(head), journal.Chain(hashlib.sha256(snapshot).digest())
+        chain = journal.Chain(found.seed)
+        for payload in found.payloads:
+            chain.follow(payload)
+        return found.nodes, found.end, chain
 
     def _files_key(self, run_id: str) -> tuple[object, ...]:
         """Identity of the snapshot and journal files (inode, size, mtime), to tell
@@ -203,21 +239,23 @@ class FileStore(Store):
             raise RunNotFoundError(f"no run {run_id!r} in {self.directory}")
         return tuple(keys)
 
-    def _journal_position(self, run_id: str) -> tuple[int, int]:
+    def _journal_position(self, run_id: str) -> tuple[int, int, journal.Chain]:
         """:meth:`_open_journal`, skipped when the files did not change since the last append
         by this object (so a checkpoint does not reread the snapshot and journal)."""
         cached = self._journals.get(run_id)
         if cached is not None and cached[0] == self._files_key(run_id):
-            return cached[1], cached[2]
+            return cached[1], cached[2], cached[3]
         return self._open_journal(run_id)
 
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
-        """Append the batch as one framed record to the journal and fsync it."""
+        """Append the batch as one framed, chained record to the journal and fsync it."""
         records = list(transitions)
         _check_data(data)
         with self._mutex:
-            n, end = self._journal_position(run_id)
-            data = journal.frame(journal.encode_batch(time.time(), check_transitions(records, n), data))
+            n, end, chain = self._journal_position(run_id)
+            body = journal.encode_batch(time.time(), check_transitions(records, n), data)
+            following = journal.Chain(chain.link, chain.seq)
+            data = journal.frame(following.seal(body))
             try:
                 with open(self._path(run_id, ".journal"), "r+b") as f:
                     f.truncate(end)
@@ -228,7 +266,7 @@ class FileStore(Store):
             except OSError as exc:
                 self._journals.pop(run_id, None)
                 raise StoreError(f"cannot append to the journal of run {run_id!r}: {exc}") from exc
-            self._journals[run_id] = (self._files_key(run_id), n, end + len(data))
+            self._journals[run_id] = (self._files_key(run_id), n, end + len(data), following)
 
     # -- locks -----------------------------------------------------------------------------
 

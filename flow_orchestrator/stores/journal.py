@@ -1,29 +1,52 @@
-"""The binary encoding of checkpoint batches and the framing of journal records.
+"""The binary encoding of checkpoint batches, the framing of journal records, and their chain.
 
 A frame is ``<u32 length><u32 crc32(payload)>`` (little-endian) then the payload.
-:func:`read_frames` stops at the first frame that is short or fails its CRC: a torn or
-damaged tail is ignored while every earlier record is kept.
+
+**The chain (journal format 2).**  Every checkpoint record's payload starts with
+``<4s tag "\\xf0FJ2"><u64 seq><32s link>`` before the batch: ``seq`` counts the records
+since the snapshot they extend (the first is 1), and ``link`` is the running digest of
+the records before it: for record 1 the digest naming the snapshot (the stores choose
+it: the sha256 of a file store's snapshot file, a digest of a database snapshot's
+FlatBuffers header, which holds the snapshot's length and CRC32), then
+``link[k+1] = sha256(link[k] || <u64 seq k> || <u32 crc32 of record k's payload>)``, so
+each record's checksum covers the previous one's.  :class:`Chain` seals records when
+writing and checks them when replaying: a missing, repeated, reordered or foreign record
+raises :class:`CorruptStateError`.  Only the *last* record may be lost without notice
+(a crash before it was written looks the same).
+
+**Damage.**  A torn or damaged record with no intact record after it is a crash's torn
+tail: it is ignored (and cut off by the next checkpoint), every earlier record kept.  A
+damaged record *followed by an intact one* is damage in the middle: loading raises
+:class:`CorruptStateError` rather than skip it and apply the later records
+(:func:`read_frames` with ``strict=True``, :func:`row_payloads`).
+
+**Format 1** (records without ``seq`` and ``link``) is still read, with the old rule
+(replay up to the first damaged record); stores fold such a journal into a new snapshot
+before they append to it, so formats never mix.
 
 A batch payload is ``<f64 timestamp><u32 count>`` then per record
 ``<i32 node><u8 status><i32 attempt><f64 started><f64 ended><u8 flags>``, the output
 (``<u32 size>`` + bytes, if ``flags & 1``) and the error (three ``<u32 size>`` + UTF-8
 strings: type, message, traceback, if ``flags & 2``).  A batch that carries the
-workflow data ends with ``<u8 1><u32 size>`` + the serialized data.  Decoding checks
-every size against the bytes left, so damaged input raises :class:`CorruptStateError`
-only.
+workflow data ends with ``<u8 1><u32 size>`` + the serialized data; any other byte after
+the records is refused.  Decoding checks every size against the bytes left, so damaged
+input raises :class:`CorruptStateError` only.
 
 Where it sits: layer L4 (services, durability).
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
+from collections.abc import Iterable, Sequence
 
 from ..state import CorruptStateError, ErrorRecord
 from .base import Transition, check_transitions
 
-__all__ = ["FRAME", "decode_batch", "encode_batch", "frame", "read_frames"]
+__all__ = ["FRAME", "RECORD_TAG", "SEED_BYTES", "Chain", "decode_batch", "encode_batch", "frame", "is_legacy",
+           "read_frames", "replay", "replay_rows", "row_payloads", "single_frame", "snapshot_seed"]
 
 FRAME = struct.Struct("<II")
 """The frame header: payload length and CRC32."""
@@ -33,14 +56,25 @@ _RECORD = struct.Struct("<iBiddB")
 _SIZE = struct.Struct("<I")
 _DATA_TAG = b"\x01"
 
+RECORD_TAG = b"\xf0FJ2"
+"""The first bytes of a chained (format 2) checkpoint record's payload."""
+
+_CHAIN = struct.Struct("<4sQ32s")
+_LINK = struct.Struct("<QI")
+
 
 def frame(payload: bytes) -> bytes:
     """``payload`` with its length and CRC32 in front."""
     return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_frames(data: bytes | memoryview, start: int = 0) -> tuple[list[bytes], int]:
-    """The payloads of the intact frames from ``start`` on, and the offset where they end."""
+def read_frames(data: bytes | memoryview, start: int = 0, *, strict: bool = False) -> tuple[list[bytes], int]:
+    """The payloads of the intact frames from ``start`` on, and the offset where they end.
+
+    Reading stops at the first short or damaged frame.  With ``strict``, an intact
+    chained record anywhere after that point means the damage is in the middle:
+    :class:`CorruptStateError` instead of a silently shortened journal.
+    """
     view, pos, payloads = memoryview(data), start, []
     while pos + FRAME.size <= len(view):
         length, crc = FRAME.unpack_from(view, pos)
@@ -49,7 +83,124 @@ def read_frames(data: bytes | memoryview, start: int = 0) -> tuple[list[bytes], 
             break
         payloads.append(bytes(view[pos + FRAME.size:end]))
         pos = end
+    if strict and pos < len(view) and _intact_record_after(bytes(view), pos):
+        raise CorruptStateError(f"a journal record at byte {pos} is damaged and intact records follow it")
     return payloads, pos
+
+
+def _intact_record_after(data: bytes, pos: int) -> bool:
+    """Whether an intact chained record's frame starts somewhere after ``pos``."""
+    hit = data.find(RECORD_TAG, pos + 1)
+    while hit >= 0:
+        start = hit - FRAME.size
+        if start > pos:
+            length, crc = FRAME.unpack_from(data, start)
+            if hit + length <= len(data) and zlib.crc32(memoryview(data)[hit:hit + length]) == crc:
+                return True
+        hit = data.find(RECORD_TAG, hit + 1)
+    return False
+
+
+def single_frame(data: object) -> bytes | None:
+    """The payload of ``data`` if it is exactly one intact frame (a checkpoint row), else ``None``."""
+    if not isinstance(data, bytes):
+        return None
+    got, end = read_frames(data)
+    return got[0] if len(got) == 1 and end == len(data) else None
+
+
+def row_payloads(rows: Sequence[object]) -> list[bytes]:
+    """The payloads of checkpoint rows (one frame each) in order, up to a damaged last
+    row (a torn tail, ignored); :class:`CorruptStateError` if a damaged row has an
+    intact row after it."""
+    payloads = []
+    for i, row in enumerate(rows):
+        payload = single_frame(row)
+        if payload is None:
+            if any(single_frame(later) is not None for later in rows[i + 1:]):
+                raise CorruptStateError(f"checkpoint row {i + 1} is damaged and intact rows follow it")
+            break
+        payloads.append(payload)
+    return payloads
+
+
+class Chain:
+    """Where a chain of checkpoint records stands: the last record's ``seq`` (0: none
+    yet) and the running ``link`` the next record must name (see the module docs)."""
+
+    __slots__ = ("link", "seq")
+
+    def __init__(self, seed: bytes, seq: int = 0) -> None:
+        self.link, self.seq = seed, seq
+
+    def _advance(self, seq: int, payload: bytes) -> None:
+        self.link = hashlib.sha256(self.link + _LINK.pack(seq, zlib.crc32(payload))).digest()
+        self.seq = seq
+
+    def seal(self, body: bytes) -> bytes:
+        """The payload of the next record, ``body`` (a batch) behind its chain header."""
+        seq = self.seq + 1
+        payload = _CHAIN.pack(RECORD_TAG, seq, self.link) + body
+        self._advance(seq, payload)
+        return payload
+
+    def follow(self, payload: bytes) -> bytes:
+        """The batch of ``payload``, checked to be the next record of this chain;
+        :class:`CorruptStateError` for a missing, repeated, reordered or foreign record."""
+        if len(payload) < _CHAIN.size or payload[:len(RECORD_TAG)] != RECORD_TAG:
+            raise CorruptStateError(f"checkpoint record {self.seq + 1} has no sequence number (not format 2)")
+        _, seq, link = _CHAIN.unpack_from(payload)
+        if seq != self.seq + 1:
+            what = "repeated or out of order" if seq <= self.seq else f"records {self.seq + 1}..{seq - 1} are missing"
+            raise CorruptStateError(f"checkpoint record {seq} follows record {self.seq}: {what}")
+        if link != self.link:
+            raise CorruptStateError(f"checkpoint record {seq} does not extend "
+                                    f"{'this snapshot' if seq == 1 else f'record {seq - 1}'}")
+        self._advance(seq, payload)
+        return payload[_CHAIN.size:]
+
+    @classmethod
+    def after(cls, payload: bytes) -> Chain:
+        """The chain just after the record ``payload`` (an intact, already checked record)."""
+        _, seq, link = _CHAIN.unpack_from(payload)
+        chain = cls(link, seq - 1)
+        chain._advance(seq, payload)
+        return chain
+
+
+def replay(payloads: Iterable[bytes], seed: bytes, *, legacy: bool = False
+           ) -> list[tuple[float, list[Transition], bytes | None]]:
+    """The decoded batches of a snapshot's records, their chain checked from ``seed``.
+
+    ``legacy``: format 1 records (no chain).
+    """
+    if legacy:
+        return [decode_batch(p) for p in payloads]
+    chain = Chain(seed)
+    return [decode_batch(chain.follow(p)) for p in payloads]
+
+
+def replay_rows(rows: Sequence[object], seed: bytes) -> list[tuple[float, list[Transition], bytes | None]]:
+    """The decoded batches of a database run's checkpoint rows (one frame each, in order):
+    :func:`row_payloads`, then :func:`replay` (format 1 when the first row is)."""
+    payloads = row_payloads(rows)
+    return replay(payloads, seed, legacy=bool(payloads) and is_legacy(payloads[0]))
+
+
+SEED_BYTES = 24
+"""How many leading bytes of a database snapshot (its FlatBuffers header: magic, format
+version, CRC32 and length) name it for :func:`snapshot_seed`."""
+
+
+def snapshot_seed(snapshot: bytes) -> bytes:
+    """The first link of the chain of a database snapshot's checkpoint rows: the sha256 of
+    its first :data:`SEED_BYTES` bytes (read without fetching the whole blob)."""
+    return hashlib.sha256(b"flow-orchestrator/journal-seed\x00" + snapshot[:SEED_BYTES]).digest()
+
+
+def is_legacy(payload: bytes) -> bool:
+    """Whether a record payload is of format 1 (no chain header)."""
+    return payload[:len(RECORD_TAG)] != RECORD_TAG
 
 
 def _text(value: str) -> bytes:
@@ -119,7 +270,9 @@ def decode_batch(payload: bytes) -> tuple[float, list[Transition], bytes | None]
         raise CorruptStateError(f"a checkpoint batch claims {count} records in {len(payload)} bytes")
     records = [_decode_one(reader) for _ in range(count)]
     data = None
-    if reader.pos < len(payload) and reader.take(1) == _DATA_TAG:
+    if reader.pos < len(payload):
+        if reader.take(1) != _DATA_TAG:
+            raise CorruptStateError("a checkpoint batch has trailing bytes after its records")
         data = reader.blob()
     if reader.pos != len(payload):
         raise CorruptStateError("a checkpoint batch has trailing bytes")

@@ -6,15 +6,20 @@ Tables (created when missing, in the store's schema):
   ``workflow``, ``status``, ``updated_at``, ``num_nodes`` and ``state``, the snapshot
   encoded by the FlatBuffers codec (``BYTEA``);
 * ``checkpoints``: one row per checkpoint batch, ``(run_id, seq)`` the primary key and
-  ``record`` the batch framed as a journal record (``<u32 length><u32 CRC32>`` +
-  payload, :mod:`.journal`).
+  ``record`` the batch framed and chained as a journal record (``<u32 length><u32
+  CRC32>`` + payload, format 2 of :mod:`.journal`): the chain starts from
+  :func:`.journal.snapshot_seed` of the run's snapshot, so rows that are missing,
+  repeated, reordered or left from another snapshot raise ``CorruptStateError`` on
+  load.  Format 1 rows (no chain) are still read; the first checkpoint on top of them
+  folds them into a new snapshot.
 
 Every write is one transaction.  ``checkpoint`` first updates the run's row (``UPDATE
 ... RETURNING``), which locks it, so batches of one run get consecutive ``seq`` numbers
 whichever process writes them, and a concurrent ``save`` or ``delete`` is ordered
 before or after the batch, never interleaved.  ``load`` reads the snapshot and its
-checkpoint rows in one statement (one consistent view) and replays the rows in order up
-to the first damaged one.
+checkpoint rows in one statement (one consistent view) and replays the rows in order: a
+damaged last row is ignored (a torn tail), a damaged row before an intact one is
+corruption.
 
 Locks are session-level advisory locks (``pg_try_advisory_lock``) held by a dedicated
 connection opened for each :meth:`PostgresStore.lock` and closed on release.  The lock
@@ -68,7 +73,6 @@ from .base import (
     held,
 )
 from .errors import RunLockedError, RunNotFoundError, StoreError
-from .sqlite import _intact
 
 if TYPE_CHECKING:
     import psycopg
@@ -255,8 +259,9 @@ class PostgresStore(Store):
             self._verified.add(state.run_id)
 
     def load(self, run_id: str) -> RunState:
-        """The snapshot with the checkpoint rows replayed in order, up to the first damaged
-        one; the row and its checkpoints are read in one statement (one consistent view)."""
+        """The snapshot with the checkpoint rows replayed in order, their chain checked (a
+        damaged last row ignored); the row and its checkpoints are read in one statement
+        (one consistent view)."""
         check_run_id(run_id)
         with self._cursor(transaction=False) as cur:
             row = cur.execute(f"SELECT r.state, ARRAY(SELECT c.record FROM {self._checkpoints} c"
@@ -270,7 +275,7 @@ class PostgresStore(Store):
         state = flatbuffers_codec.decode(blob)
         if state.run_id != run_id:
             raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
-        return apply_batches(state, map(journal.decode_batch, _intact(list(records or ()))))
+        return apply_batches(state, journal.replay_rows(list(records or ()), journal.snapshot_seed(blob)))
 
     def exists(self, run_id: str) -> bool:
         """Whether the ``runs`` table has a row for the run."""
@@ -299,40 +304,62 @@ class PostgresStore(Store):
             self._verified.discard(run_id)
 
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
-        """Append the batch as one row and bump ``updated_at``, in one transaction that
-        holds the run's row lock (so concurrent writers of a run are serialised)."""
+        """Append the batch as one chained row and bump ``updated_at``, in one transaction
+        that holds the run's row lock (so concurrent writers of a run are serialised);
+        :class:`CorruptStateError` if the rows before it are damaged in the middle."""
         records, stamp = list(transitions), time.time()
         _check_data(data)
         check_run_id(run_id)
+        if self._legacy(run_id):
+            self.save(self.load(run_id))  # format 1 rows: folded into a snapshot first
         with self._cursor() as cur:
-            row = cur.execute(f"UPDATE {self._runs} SET updated_at = %s WHERE run_id = %s RETURNING num_nodes",
-                              (stamp, run_id)).fetchone()
+            row = cur.execute(f"UPDATE {self._runs} SET updated_at = %s WHERE run_id = %s"
+                              f" RETURNING num_nodes, substring(state from 1 for {journal.SEED_BYTES})",
+                              (stamp, run_id), binary=True).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.where}")
             payload = journal.encode_batch(stamp, check_transitions(records, row[0]), data)
-            seq = self._next_seq(cur, run_id)
-            cur.execute(f"INSERT INTO {self._checkpoints} VALUES (%s, %s, %s)", (run_id, seq, journal.frame(payload)))
+            chain, seq = self._tail(cur, run_id, journal.snapshot_seed(bytes(row[1])))
+            cur.execute(f"INSERT INTO {self._checkpoints} VALUES (%s, %s, %s)",
+                        (run_id, seq + 1, journal.frame(chain.seal(payload))))
         with self._mutex:
             self._verified.add(run_id)
 
-    def _next_seq(self, cur: psycopg.Cursor[Any], run_id: str) -> int:
-        """The ``seq`` of a new checkpoint row, after deleting the rows from the first damaged
-        one on (so that the new batch is not hidden behind them): every row is checked
-        once per run and store object, then only the last row."""
+    def _legacy(self, run_id: str) -> bool:
+        """Whether the run's first checkpoint row is of format 1 (checked once per run and object)."""
+        with self._mutex:
+            if run_id in self._verified:
+                return False
+        with self._cursor(transaction=False) as cur:
+            first = cur.execute(f"SELECT record FROM {self._checkpoints} WHERE run_id = %s ORDER BY seq LIMIT 1",
+                                (run_id,), binary=True).fetchone()
+        payload = journal.single_frame(bytes(first[0])) if first is not None else None
+        return payload is not None and journal.is_legacy(payload)
+
+    def _tail(self, cur: psycopg.Cursor[Any], run_id: str, seed: bytes) -> tuple[journal.Chain, int]:
+        """The chain after the run's last checkpoint row, and that row's ``seq`` (0: none).
+
+        The first time per run and store object every row is checked (chain, damage in
+        the middle) and a torn last row deleted; then only the last row is read."""
         last = cur.execute(f"SELECT seq, record FROM {self._checkpoints} WHERE run_id = %s ORDER BY seq DESC LIMIT 1",
                            (run_id,), binary=True).fetchone()
         if last is None:
-            return 1
+            return journal.Chain(seed), 0
         with self._mutex:
             verified = run_id in self._verified
-        if verified and len(_intact([last[1]])) == 1:
-            return int(last[0]) + 1
+        payload = journal.single_frame(bytes(last[1])) if verified else None
+        if payload is not None:
+            return journal.Chain.after(payload), int(last[0])
         rows = cur.execute(f"SELECT seq, record FROM {self._checkpoints} WHERE run_id = %s ORDER BY seq",
                            (run_id,), binary=True).fetchall()
-        intact = len(_intact([record for _, record in rows]))
-        if intact < len(rows):
-            cur.execute(f"DELETE FROM {self._checkpoints} WHERE run_id = %s AND seq >= %s", (run_id, rows[intact][0]))
-        return int(rows[intact - 1][0]) + 1 if intact else 1
+        chain = journal.Chain(seed)
+        payloads = journal.row_payloads([bytes(record) for _, record in rows])
+        for payload in payloads:
+            chain.follow(payload)
+        if len(payloads) < len(rows):
+            cur.execute(f"DELETE FROM {self._checkpoints} WHERE run_id = %s AND seq >= %s",
+                        (run_id, rows[len(payloads)][0]))
+        return chain, int(rows[len(payloads) - 1][0]) if payloads else 0
 
     # -- locks --------------------------------------------------------------------------------
 

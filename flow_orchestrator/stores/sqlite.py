@@ -1,5 +1,13 @@
 """A SQLite store (stdlib :mod:`sqlite3`, WAL): the embedded default for durable runs.
 
+Checkpoint rows hold one framed, chained record each (:mod:`.journal`, format 2): the
+chain starts from :func:`.journal.snapshot_seed` of the run's snapshot blob, so rows that
+are missing, repeated, reordered or left from another snapshot raise
+:class:`~flow_orchestrator.errors.CorruptStateError` on load.  Rows of format 1 (no
+chain) are still read; the first checkpoint on top of them folds them into a new
+snapshot.  Every error of the database (a damaged file included) is raised as
+:class:`StoreError` or :class:`CorruptStateError`.
+
 Where it sits: layer L4 (services, durability): loaded on first use of its class, with
 sqlite3.
 """
@@ -64,7 +72,7 @@ class SqliteStore(Store):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema text: UnicodeDecodeError
             self.close()
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
 
@@ -84,7 +92,7 @@ class SqliteStore(Store):
             except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, (sqlite3.Error, UnicodeDecodeError)):
                     raise StoreError(f"{self.path}: {exc}") from exc
                 raise
 
@@ -105,7 +113,8 @@ class SqliteStore(Store):
         return row[0]
 
     def load(self, run_id: str) -> RunState:
-        """The snapshot with the checkpoints replayed in order (up to the first damaged one)."""
+        """The snapshot with the checkpoint rows replayed in order, their chain checked (a
+        damaged last row is ignored, a damaged row before an intact one is corruption)."""
         with self._transaction("DEFERRED") as db:
             row = db.execute("SELECT state FROM runs WHERE run_id = ?", (check_run_id(run_id),)).fetchone()
             records = [r[0] for r in db.execute(
@@ -117,7 +126,7 @@ class SqliteStore(Store):
         state = flatbuffers_codec.decode(row[0])
         if state.run_id != run_id:
             raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
-        return apply_batches(state, map(journal.decode_batch, _intact(records)))
+        return apply_batches(state, journal.replay_rows(records, journal.snapshot_seed(row[0])))
 
     def exists(self, run_id: str) -> bool:
         """Whether the ``runs`` table has a row for the run."""
@@ -143,28 +152,59 @@ class SqliteStore(Store):
             self._verified.discard(run_id)
 
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
-        """Insert the batch as one row and bump ``updated_at``, in one transaction."""
+        """Insert the batch as one chained row and bump ``updated_at``, in one transaction;
+        :class:`CorruptStateError` if the rows before it are damaged in the middle."""
         records, stamp = list(transitions), time.time()
         _check_data(data)
+        if self._legacy(run_id):
+            self.save(self.load(run_id))  # format 1 rows: folded into a snapshot first
         with self._transaction() as db:
             payload = journal.encode_batch(stamp, check_transitions(records, self._num_nodes(db, run_id)), data)
-            self._cut_damaged(db, run_id)
-            db.execute("INSERT INTO checkpoints VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM checkpoints"
-                       " WHERE run_id = ?), ?)", (run_id, run_id, journal.frame(payload)))
+            chain, seq = self._tail(db, run_id)
+            db.execute("INSERT INTO checkpoints VALUES (?, ?, ?)", (run_id, seq + 1, journal.frame(chain.seal(payload))))
             db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", (stamp, run_id))
 
-    def _cut_damaged(self, db: sqlite3.Connection, run_id: str) -> None:
-        """Delete the rows from the first damaged checkpoint on, so that a new batch is not
-        hidden behind them: every row once per run and store object, then the last row."""
-        last = db.execute("SELECT record FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
+    def _legacy(self, run_id: str) -> bool:
+        """Whether the run's first checkpoint row is of format 1 (checked once per run and object)."""
+        if run_id in self._verified:
+            return False
+        with self._transaction("DEFERRED") as db:
+            first = db.execute("SELECT record FROM checkpoints WHERE run_id = ? ORDER BY seq LIMIT 1",
+                               (check_run_id(run_id),)).fetchone()
+        payload = journal.single_frame(first[0]) if first is not None else None
+        return payload is not None and journal.is_legacy(payload)
+
+    def _tail(self, db: sqlite3.Connection, run_id: str) -> tuple[journal.Chain, int]:
+        """The chain after the run's last checkpoint row, and that row's ``seq`` (0: none).
+
+        The first time per run and store object every row is checked (chain, damage in
+        the middle) and a torn last row deleted; then only the last row is read."""
+        last = db.execute("SELECT seq, record FROM checkpoints WHERE run_id = ? ORDER BY seq DESC LIMIT 1",
                           (run_id,)).fetchone()
-        if run_id in self._verified and (last is None or len(_intact([last[0]])) == 1):
-            return
+        if run_id in self._verified:
+            if last is None:
+                return journal.Chain(self._seed(db, run_id)), 0
+            payload = journal.single_frame(last[1])
+            if payload is not None:
+                return journal.Chain.after(payload), last[0]
         rows = db.execute("SELECT seq, record FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
-        intact = len(_intact([record for _, record in rows]))
-        if intact < len(rows):
-            db.execute("DELETE FROM checkpoints WHERE run_id = ? AND seq >= ?", (run_id, rows[intact][0]))
+        chain = journal.Chain(self._seed(db, run_id))
+        payloads = journal.row_payloads([record for _, record in rows])
+        for payload in payloads:
+            chain.follow(payload)
+        if len(payloads) < len(rows):
+            db.execute("DELETE FROM checkpoints WHERE run_id = ? AND seq >= ?", (run_id, rows[len(payloads)][0]))
         self._verified.add(run_id)
+        return chain, rows[len(payloads) - 1][0] if payloads else 0
+
+    @staticmethod
+    def _seed(db: sqlite3.Connection, run_id: str) -> bytes:
+        """The first link of the run's chain, from its snapshot's header (not the whole blob)."""
+        row = db.execute("SELECT substr(state, 1, ?) FROM runs WHERE run_id = ?",
+                         (journal.SEED_BYTES, run_id)).fetchone()
+        if row is None or not isinstance(row[0], bytes):
+            raise CorruptStateError(f"the state of run {run_id!r} is not a blob")
+        return journal.snapshot_seed(row[0])
 
     def _acquire(self, run_id: str) -> str:
         token, host = uuid.uuid4().hex, socket.gethostname()
@@ -191,16 +231,3 @@ class SqliteStore(Store):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-
-def _intact(frames: list[object]) -> list[bytes]:
-    """The payloads of the checkpoint rows up to the first damaged one."""
-    payloads = []
-    for data in frames:
-        if not isinstance(data, bytes):
-            break
-        got, end = journal.read_frames(data)
-        if len(got) != 1 or end != len(data):
-            break
-        payloads.append(got[0])
-    return payloads
