@@ -48,7 +48,10 @@ should be idempotent.
 
 A write that fails (a full disk, a lost database) cancels the run: nothing new starts,
 the run ends with :class:`~flow_orchestrator.stores.CheckpointFailedError`, and the
-store keeps the last state it accepted.
+store keeps the last state it accepted.  So does a lost lock: the writer checks the
+run's :class:`~flow_orchestrator.stores.RunLock` before every write and, while idle,
+every ``store.lock_check_interval`` seconds; once it is lost (the error's cause is a
+:class:`~flow_orchestrator.stores.LockLostError`) nothing more is written.
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ from .resume import ResumePlan
 from .serialization import JsonSerializer, SerializationError, Serializer
 from .state import ErrorRecord, RunState, canonical_graph, dump_data, fingerprint
 from .status import NodeStatus
-from .stores.base import Store, Transition, check_run_id
-from .stores.errors import CheckpointFailedError, RunExistsError
+from .stores.base import RunLock, Store, Transition, check_run_id
+from .stores.errors import CheckpointFailedError, LockLostError, RunExistsError
 from .workflow import Workflow
 
 __all__ = ["CheckpointPolicy", "CheckpointSpec", "DurableRun"]
@@ -148,10 +151,14 @@ class RunWriter:
 
     The core calls :meth:`encode` and :meth:`node_ended` from worker threads (see
     ``_ext.begin_run``); every store write happens on the writer thread, in order.
+    With the run's ``lock``, the writer checks it before every write and, while it has
+    nothing to write, every ``lock.check_interval`` seconds: a lost lock fails the run
+    as a failed write does, and nothing is written after it.
     """
 
     def __init__(self, store: Store, run_id: str, policy: CheckpointPolicy, serializer: Serializer,
-                 data: WorkflowData, names: list[str], on_failure: Callable[[str], None]) -> None:
+                 data: WorkflowData, names: list[str], on_failure: Callable[[str], None],
+                 lock: RunLock | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.policy = policy
@@ -159,6 +166,9 @@ class RunWriter:
         self.data = data
         self.names = names
         self._on_failure = on_failure
+        self._lock = lock
+        self._check_every = lock.check_interval if lock is not None else None
+        self._next_check = math.inf             # monotonic time of the next idle lock check
         self._strict = policy.mode == "strict"
         self._journal = policy.mode != "end"
         self.outputs: dict[int, bytes] = {}     # node id -> serialized output, completed nodes
@@ -234,11 +244,16 @@ class RunWriter:
             snapshot, self._snapshot = self._snapshot, None
             if snapshot is not None:
                 snapshot.validate()  # made unchecked on the run's critical path: checked here
+            self._check_lock()
+            if snapshot is not None:
                 self.store.save(snapshot)
             while True:
                 batch, ticket = self._next_batch()
                 if batch is None:
                     return
+                self._check_lock()
+                if not batch:  # only a lock check was due
+                    continue
                 self.store.checkpoint(self.run_id, batch, self._changed_data())
                 with self._cond:
                     self._durable = ticket
@@ -247,8 +262,17 @@ class RunWriter:
         except BaseException as exc:  # noqa: BLE001 - reported through the run
             self._fail(exc)
 
+    def _check_lock(self) -> None:
+        """:class:`LockLostError` if the run's lock is gone; the next idle check is due in
+        ``check_interval`` seconds."""
+        if self._lock is not None:
+            self._lock.check()
+            if self._check_every is not None:
+                self._next_check = time.monotonic() + self._check_every
+
     def _next_batch(self) -> tuple[list[Transition] | None, int]:
-        """Wait for the next group commit's records (``None``: closing and nothing left)."""
+        """Wait for the next group commit's records (``None``: closing and nothing left;
+        ``[]``: nothing to write, but the lock is due for a check)."""
         policy, cond = self.policy, self._cond
         with cond:
             while True:
@@ -259,13 +283,14 @@ class RunWriter:
                     break
                 if self._closing:
                     return None, 0
-                if count:
-                    wait = self._oldest + policy.interval - time.monotonic()
-                    if wait <= 0:
-                        break
-                    cond.wait(wait)
-                else:
-                    cond.wait()
+                now = time.monotonic()
+                wait = self._oldest + policy.interval - now if count else math.inf
+                if wait <= 0:
+                    break
+                if self._next_check <= now:
+                    return [], 0
+                wait = min(wait, self._next_check - now)
+                cond.wait(None if wait == math.inf else wait)
             batch, self._pending = self._pending, []
             cond.notify_all()  # workers held back by max_pending
             return batch, self._queued
@@ -282,8 +307,9 @@ class RunWriter:
         _log.error("run %s: saving to %r failed: %s: %s", self.run_id, self.store, type(exc).__name__, exc)
         # Cancel first: workers waiting for this write must find the run aborted when
         # they wake, so that no dependent of an unsaved completion starts.
+        what = "the run's lock was lost" if isinstance(exc, LockLostError) else "saving the run failed"
         try:
-            self._on_failure(f"saving the run failed: {type(exc).__name__}: {exc}")
+            self._on_failure(f"{what}: {type(exc).__name__}: {exc}")
         finally:
             with self._cond:
                 if self.failure is None:
@@ -328,7 +354,8 @@ class DurableRun:
         self.serializer = serializer or JsonSerializer()
         self.writer: RunWriter | None = None
         self._exit = contextlib.ExitStack()
-        self._exit.enter_context(store.lock(run_id))
+        handle = self._exit.enter_context(store.lock(run_id))
+        self.lock = handle if isinstance(handle, RunLock) else None  # a store of our own gives one
         self._started_at = time.time()
         self._restored: dict[int, bytes] = {}
         self._restored_times: tuple[np.ndarray, np.ndarray] | None = None
@@ -407,7 +434,8 @@ class DurableRun:
             if resume is not None:
                 self._carry_over(state, resume.state, resume.completed, resume.ids)
                 self._started_at = state.started_at = resume.state.started_at
-        writer = RunWriter(self.store, self.run_id, self.policy, self.serializer, data, workflow.names, on_failure)
+        writer = RunWriter(self.store, self.run_id, self.policy, self.serializer, data, workflow.names, on_failure,
+                           self.lock)
         writer.outputs.update(self._restored)
         self._initial = state
         self.writer = writer
@@ -446,7 +474,10 @@ class DurableRun:
             if writer is not None:
                 writer.close()
                 if writer.failure is None and result is not None:
-                    self.store.save(self._final_state(result, data, writer))
+                    final = self._final_state(result, data, writer)
+                    if self.lock is not None:
+                        self.lock.check()
+                    self.store.save(final)
         except BaseException as exc:  # noqa: BLE001 - reported below
             if writer is not None and writer.failure is None:
                 writer.failure = exc
@@ -454,8 +485,9 @@ class DurableRun:
             self.release()
         failure = writer.failure if writer is not None else None
         if failure is not None:
-            error = CheckpointFailedError(f"run {self.run_id}: saving its state to the store failed: "
-                                          f"{type(failure).__name__}: {failure}")
+            what = ("stopped: its lock in the store was lost, and nothing was saved after that"
+                    if isinstance(failure, LockLostError) else "saving its state to the store failed")
+            error = CheckpointFailedError(f"run {self.run_id}: {what}: {type(failure).__name__}: {failure}")
             error.result = result
             raise error from failure
 

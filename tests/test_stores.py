@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import socket
 import sqlite3
 import struct
@@ -255,7 +256,7 @@ def _spawn(env: Env, run_id: str, mode: str) -> subprocess.Popen[str]:
     # cwd="/": ``python -c`` puts the working directory first on sys.path, and the
     # uncompiled source package of a checkout there would shadow the installed one.
     return subprocess.Popen([sys.executable, "-c", CHILD, env.kind, env.where, run_id, mode, env.schema],
-                            stdout=subprocess.PIPE, text=True, env=environment, cwd="/")
+                            stdout=subprocess.PIPE, text=True, env=environment, cwd="/", start_new_session=True)
 
 
 @pytest.fixture(params=KINDS)
@@ -622,7 +623,8 @@ class TestStoreContract:
         assert out.strip() == "acquired"
 
     def test_lock_of_killed_process_taken_over(self, durable: Env) -> None:
-        """The lock of a process killed with SIGKILL is taken over, not waited on."""
+        """The lock of a process killed with SIGKILL is taken over at once, not waited on, even
+        while the killed process is a zombie nobody reaped (``os.kill(pid, 0)`` still finds it)."""
         durable.open()  # creates the directory or database
         child = _spawn(durable, "run-1", "hold")
         try:
@@ -630,6 +632,12 @@ class TestStoreContract:
             store = durable.open()
             with pytest.raises(RunLockedError), store.lock("run-1"):
                 pass
+            os.kill(child.pid, signal.SIGKILL)
+            # Wait until every thread of the child is dead, without reaping it (WNOWAIT).
+            os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            with store.lock("run-1"):
+                stat = Path(f"/proc/{child.pid}/stat").read_bytes()
+                assert stat[stat.rfind(b")") + 2:][:1] == b"Z"  # still not reaped
         finally:
             child.kill()
             child.wait()
@@ -837,6 +845,7 @@ class TestPostgresStore:
             if not str(conn.info.host).startswith("/"):  # TCP, not a Unix socket
                 assert conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("10",)
                 assert conn.info.get_parameters()["keepalives"] == "1"
+                assert conn.info.get_parameters()["tcp_user_timeout"] == "15000"  # interval * count, in ms
             store.close()
             with other.lock("run-1"):
                 pass

@@ -28,17 +28,27 @@ Guarantees:
   codecs' checksums and bounds checks, the journal's chain and
   :meth:`~flow_orchestrator.state.RunState.validate`) or :class:`StoreError` (I/O
   failures, and every error of a back end, such as a damaged SQLite file).
-* **Locks** are exclusive and fail fast with :class:`RunLockedError`, never wait.
-  File stores ``flock`` ``<run>.lock``, which the kernel releases when the holder
-  dies, so a killed process never blocks a run; the lock file itself is never deleted.
-  SQLite keeps ``(run_id, pid, hostname, acquired_at)`` rows taken in an ``IMMEDIATE``
-  transaction; a row of a dead pid on this host is taken over (a row from another host
-  is honoured until removed).  PostgreSQL takes a session-level advisory lock
-  (``pg_try_advisory_lock``, keyed by a 64-bit hash of the schema and run id) on a
-  connection of its own, with TCP keepalives both ways; the server frees it when that
-  session ends, so when the holder dies (at once for a killed process, after the
-  keepalive probes for a vanished host).  :class:`MemoryStore` locks are per store object.  Locks
-  are advisory: ``save`` and ``checkpoint`` do not check them.
+* **Locks** are exclusive and fail fast with :class:`RunLockedError`, never wait, and
+  die with their holder.  File stores ``flock`` ``<run>.lock``; SQLite locks
+  ``<database>-locks/<run>.lock`` beside the database (its ``locks`` rows only name the
+  holder in messages).  The kernel releases an ``flock`` when the holder exits, before
+  it is reaped, so a killed process, even a zombie, never blocks a run; lock files are
+  never deleted (unlinking one races with its users).  PostgreSQL takes a session-level
+  advisory lock (``pg_try_advisory_lock``, keyed by a 64-bit hash of the schema and run
+  id) on a connection of its own, with TCP keepalives both ways; the server frees it
+  when that session ends: at once for a killed process, after the keepalive probes
+  (about ``idle + interval * count`` seconds) for a vanished host.
+  :class:`MemoryStore` locks are per store object and never lost.
+* **A lost lock is noticed.**  ``with store.lock(run_id) as lock`` gives a
+  :class:`RunLock`; ``lock.check()`` raises :class:`LockLostError` once the lock is
+  gone: its PostgreSQL session ended (``pg_terminate_backend``, a network cut, the store
+  closed), or its lock file was deleted or replaced.  A durable run checks before every
+  write (snapshot or checkpoint) and, while it has nothing to write, every
+  :attr:`Store.lock_check_interval` seconds (1 by default); a lost lock cancels the run
+  like a failed write (:class:`CheckpointFailedError` caused by :class:`LockLostError`)
+  and nothing is written after it.  Locks stay advisory: ``save`` and ``checkpoint``
+  themselves do not check them, so a write already under way when the lock goes can
+  still land, and nodes already running when the run stops finish their call.
 * Run ids are checked (:func:`check_run_id`): no path separators, control characters
   or leading dot, so they cannot escape a store's directory.
 
@@ -53,10 +63,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .base import RunInfo, Store, Transition, check_run_id
+from .base import RunInfo, RunLock, Store, Transition, check_run_id
 from .errors import (
     CheckpointError,
     CheckpointFailedError,
+    LockLostError,
     RunExistsError,
     RunLockedError,
     RunNotFoundError,
@@ -76,10 +87,12 @@ __all__ = [
     "FileStore",
     "FlatBuffersFileStore",
     "JsonFileStore",
+    "LockLostError",
     "MemoryStore",
     "PostgresStore",
     "RunExistsError",
     "RunInfo",
+    "RunLock",
     "RunLockedError",
     "RunNotFoundError",
     "SqliteStore",

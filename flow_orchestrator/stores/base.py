@@ -16,9 +16,9 @@ import numpy as np
 
 from ..state import MAX_ATTEMPTS, CorruptStateError, ErrorRecord, RunState
 from ..status import NodeStatus
-from .errors import CheckpointError, RunNotFoundError, StoreError
+from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
-__all__ = ["RunInfo", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
+__all__ = ["RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
            "check_transitions", "copy_state"]
 
 T = TypeVar("T")
@@ -177,7 +177,12 @@ class Store(abc.ABC):
     :class:`~.errors.RunNotFoundError`, :class:`CorruptStateError` or (for I/O
     failures) :class:`~.errors.StoreError`, and never writes.  Stores are context
     managers that :meth:`close` on exit.
+
+    ``lock_check_interval`` (seconds, settable per store object; ``None``: never) is how
+    often a durable run checks that its lock is still held while it has nothing to write.
     """
+
+    lock_check_interval: float | None = 1.0
 
     @abc.abstractmethod
     def save(self, state: RunState) -> None:
@@ -217,12 +222,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
-        """A context manager holding the run for exclusive use.
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[RunLock]:
+        """A context manager holding the run for exclusive use; it gives a :class:`RunLock`.
 
         Raises :class:`~.errors.RunLockedError` at once when another live process or
         another store object (or this one) holds it; a lock left by a dead process is
-        taken over.  Locks are advisory: ``save`` and ``checkpoint`` do not check them.
+        taken over.  Locks are advisory: ``save`` and ``checkpoint`` do not check them;
+        a durable run calls :meth:`RunLock.check` before each of its writes and every
+        :attr:`lock_check_interval` seconds.
         """
 
     @abc.abstractmethod
@@ -238,11 +245,64 @@ class Store(abc.ABC):
         self.close()
 
 
+class RunLock:
+    """A run's lock while it is held: what ``with store.lock(run_id) as lock`` gives.
+
+    :meth:`check` raises :class:`~.errors.LockLostError` when the lock is no longer held
+    (its session ended, its lock file was replaced, or it was released): another process
+    may hold the run then.  A lock that cannot be lost (a :class:`MemoryStore`'s) has no
+    ``probe`` and ``check_interval`` ``None``.
+    """
+
+    __slots__ = ("_lost", "_probe", "check_interval", "run_id")
+
+    def __init__(self, run_id: str, probe: Callable[[], None] | None = None,
+                 check_interval: float | None = None) -> None:
+        self.run_id = run_id
+        self.check_interval = check_interval if probe is not None else None
+        self._probe = probe
+        self._lost: LockLostError | None = None
+
+    def check(self) -> None:
+        """Return if the lock is still held; else :class:`~.errors.LockLostError` (for good)."""
+        if self._lost is None and self._probe is not None:
+            try:
+                self._probe()
+            except LockLostError as exc:
+                self._lost = exc
+        if self._lost is not None:
+            raise LockLostError(str(self._lost))
+
+    @property
+    def alive(self) -> bool:
+        """Whether :meth:`check` passes now."""
+        try:
+            self.check()
+        except LockLostError:
+            return False
+        return True
+
+    def _released(self) -> None:
+        if self._lost is None:
+            self._lost = LockLostError(f"the lock of run {self.run_id!r} was released")
+
+    def __repr__(self) -> str:
+        return f"<RunLock {self.run_id!r} {'lost or released' if self._lost is not None else 'held'}>"
+
+
 @contextlib.contextmanager
-def held(acquire: Callable[[], T], release: Callable[[T], object]) -> Iterator[None]:
-    """Internal: a context manager calling ``acquire()`` then, on exit, ``release(token)``."""
+def held(run_id: str, acquire: Callable[[], T], release: Callable[[T], object],
+         probe: Callable[[T], None] | None = None, check_interval: float | None = None) -> Iterator[RunLock]:
+    """Internal: a context manager calling ``acquire()`` then, on exit, ``release(token)``,
+    giving a :class:`RunLock` whose check calls ``probe(token)`` (which raises
+    :class:`~.errors.LockLostError` when the lock is gone)."""
+    if check_interval is not None and (isinstance(check_interval, bool) or not isinstance(check_interval, (int, float))
+                                       or not math.isfinite(check_interval) or check_interval <= 0):
+        raise StoreError(f"lock_check_interval must be a positive number of seconds or None, got {check_interval!r}")
     token = acquire()
+    handle = RunLock(run_id, None if probe is None else (lambda: probe(token)), check_interval)
     try:
-        yield
+        yield handle
     finally:
+        handle._released()
         release(token)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..errors import FlowError
 
-__all__ = ["CheckpointError", "CheckpointFailedError", "RunExistsError", "RunLockedError", "RunNotFoundError",
-           "StoreError"]
+__all__ = ["CheckpointError", "CheckpointFailedError", "LockLostError", "RunExistsError", "RunLockedError",
+           "RunNotFoundError", "StoreError"]
 
 
 class StoreError(FlowError):
@@ -18,6 +18,13 @@ class RunNotFoundError(StoreError, LookupError):
 
 class RunLockedError(StoreError):
     """The run is locked for exclusive use by another live process or another store object."""
+
+
+class LockLostError(StoreError):
+    """A held run lock is gone: its PostgreSQL session ended (terminated by the server, a
+    network cut), its lock file was deleted or replaced, or it was released.  Another
+    process may hold the run now; a durable run that finds this out stops at once and
+    writes nothing more (it ends with :class:`CheckpointFailedError` caused by this)."""
 
 
 class CheckpointError(StoreError, ValueError):

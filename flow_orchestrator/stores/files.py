@@ -18,8 +18,6 @@ Where it sits: layer L4 (services, durability): loaded on first use of its class
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import os
 import struct
@@ -27,13 +25,17 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..codecs import flatbuffers_codec, json_codec
 from ..state import CorruptStateError, RunState
 from . import journal
+from ._locking import FileLock
 from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held
-from .errors import RunLockedError, RunNotFoundError, StoreError
+from .errors import RunNotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from .base import RunLock
 
 __all__ = ["FileStore", "FlatBuffersFileStore", "JsonFileStore"]
 
@@ -270,28 +272,17 @@ class FileStore(Store):
 
     # -- locks -----------------------------------------------------------------------------
 
-    def _acquire(self, run_id: str) -> int:
-        path = self._path(run_id, ".lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot open {path}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLockedError(f"run {run_id!r} is locked by another process or store") from None
-            raise StoreError(f"cannot lock run {run_id!r}: {exc}") from exc
-        with contextlib.suppress(OSError):  # the holder's pid, for people; flock is what counts
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        return fd
+    def _acquire(self, run_id: str) -> FileLock:
+        held_lock = FileLock(self._path(run_id, ".lock"), run_id)
+        held_lock.note_holder()
+        return held_lock
 
-    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
-        """Hold ``<run>.lock`` with ``flock``: released by the kernel if the holder dies."""
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[RunLock]:
+        """Hold ``<run>.lock`` with ``flock``: released by the kernel when the holder dies
+        (before it is reaped); reported lost if the lock file is deleted or replaced."""
         self._path(run_id, ".lock")
-        return held(lambda: self._acquire(run_id), os.close)
+        return held(run_id, lambda: self._acquire(run_id), FileLock.release, FileLock.check,
+                    self.lock_check_interval)
 
     def close(self) -> None:
         """Mark the store closed (held locks are released when their ``with`` ends)."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from ..state import RunState
 from .base import (
     RunInfo,
+    RunLock,
     Store,
     _check_data,
     apply_transitions,
@@ -106,10 +107,10 @@ class MemoryStore(Store):
         with self._mutex:
             self._locked.discard(run_id)
 
-    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
-        """Hold the run for exclusive use within this store object."""
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[RunLock]:
+        """Hold the run for exclusive use within this store object (a lock never lost)."""
         check_run_id(run_id)
-        return held(lambda: self._acquire(run_id), self._release)
+        return held(run_id, lambda: self._acquire(run_id), self._release)
 
     def close(self) -> None:
         """Drop every state."""

@@ -63,8 +63,10 @@ from typing import TYPE_CHECKING, Any
 from ..codecs import flatbuffers_codec
 from ..state import CorruptStateError, RunState
 from . import journal
+from ._locking import pid_alive
 from .base import (
     RunInfo,
+    RunLock,
     Store,
     _check_data,
     apply_batches,
@@ -72,7 +74,7 @@ from .base import (
     check_transitions,
     held,
 )
-from .errors import RunLockedError, RunNotFoundError, StoreError
+from .errors import LockLostError, RunLockedError, RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
     import psycopg
@@ -102,24 +104,13 @@ def _app_name(pid: int, host: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in name)[:63]
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):  # someone else's process; or no pid at all
-        return True
-    return True
-
-
 def _dead_local_holder(app_name: str) -> bool:
     """Whether ``app_name`` names a lock connection of a process of this host that is gone."""
     match = _HOLDER.match(app_name)
     if match is None:
         return False
     pid = int(match.group(1))
-    return app_name == _app_name(pid, socket.gethostname()) and not _pid_alive(pid)
+    return app_name == _app_name(pid, socket.gethostname()) and not pid_alive(pid)
 
 
 def _quote(name: str) -> str:
@@ -187,6 +178,8 @@ class PostgresStore(Store):
             if name not in self._params:
                 extra[name] = value
         if lock:
+            if "tcp_user_timeout" not in self._params:  # a check unanswered this long fails
+                extra["tcp_user_timeout"] = int(interval * count * 1000)
             extra["application_name"] = _app_name(os.getpid(), socket.gethostname())
             extra["options"] = " ".join(filter(None, (
                 self._params.get("options"), f"-c tcp_keepalives_idle={idle}",
@@ -384,9 +377,9 @@ class PostgresStore(Store):
             return None
         return row[0] or f"PostgreSQL backend {row[1]}"
 
-    def _acquire(self, run_id: str) -> psycopg.Connection[Any]:
-        """A new lock connection holding the run's advisory lock; :class:`RunLockedError`
-        (the connection closed) when another session holds it."""
+    def _acquire(self, run_id: str) -> tuple[psycopg.Connection[Any], int]:
+        """A new lock connection holding the run's advisory lock, and its backend pid;
+        :class:`RunLockedError` (the connection closed) when another session holds it."""
         key, conn = self._lock_key(run_id), self._connect(lock=True)
         try:
             deadline, delay = time.monotonic() + self.dead_holder_grace, 0.005
@@ -400,16 +393,32 @@ class PostgresStore(Store):
                 if self._closed:
                     raise StoreError("the store is closed")
                 self._locks.add(conn)
+            backend = conn.info.backend_pid
         except BaseException as exc:
             with contextlib.suppress(self._pg.Error):
                 conn.close()
             if isinstance(exc, self._pg.Error):
                 raise StoreError(f"cannot lock run {run_id!r} in {self.where}: {str(exc).strip()}") from None
             raise
-        return conn
+        return conn, backend
 
-    def _release(self, conn: psycopg.Connection[Any]) -> None:
+    def _probe(self, held_lock: tuple[psycopg.Connection[Any], int], run_id: str) -> None:
+        """:class:`LockLostError` unless the lock's session still answers, on the same backend
+        (a session-level advisory lock lives as long as its session)."""
+        conn, backend = held_lock
+        try:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        except self._pg.Error as exc:
+            raise LockLostError(f"the lock of run {run_id!r} in {self.where} is lost: its session ended"
+                                f" ({str(exc).strip() or type(exc).__name__}); another process may hold the run"
+                                ) from None
+        if row != (backend,):
+            raise LockLostError(f"the lock of run {run_id!r} in {self.where} is lost: its connection now reaches"
+                                " another session")
+
+    def _release(self, held_lock: tuple[psycopg.Connection[Any], int]) -> None:
         """Unlock (so that the lock is free when this returns) and close the connection."""
+        conn = held_lock[0]
         with self._mutex:
             self._locks.discard(conn)
         with contextlib.suppress(self._pg.Error):
@@ -417,18 +426,21 @@ class PostgresStore(Store):
         with contextlib.suppress(self._pg.Error):
             conn.close()
 
-    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[RunLock]:
         """A session-level advisory lock on a connection of its own, held while in the block.
 
         :class:`RunLockedError` at once (naming the holder) when another session holds it,
         this store's own included; a dead holder's lock is freed by the server when its
         session ends (see the module docstring).  If the lock connection breaks, the lock
-        is lost with it.
+        is lost with it: the lock's :meth:`~.base.RunLock.check` (called by a durable run
+        before each write and every :attr:`lock_check_interval` seconds) then raises
+        :class:`LockLostError`.
         """
         check_run_id(run_id)
         if self._closed:
             raise StoreError("the store is closed")
-        return held(lambda: self._acquire(run_id), self._release)
+        return held(run_id, lambda: self._acquire(run_id), self._release, lambda h: self._probe(h, run_id),
+                    self.lock_check_interval)
 
     def close(self) -> None:
         """Close the data connection and every lock connection (releasing those locks)."""

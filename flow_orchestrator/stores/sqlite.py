@@ -22,12 +22,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..codecs import flatbuffers_codec
 from ..state import CorruptStateError, RunState
 from . import journal
+from ._locking import FileLock
 from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held
 from .errors import RunLockedError, RunNotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from .base import RunLock
 
 __all__ = ["SqliteStore"]
 
@@ -43,16 +48,6 @@ CREATE TABLE IF NOT EXISTS locks (
 """
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 class SqliteStore(Store):
     """Runs in one SQLite database: a ``runs`` table (snapshot encoded by the FlatBuffers
     codec), a ``checkpoints`` table (one framed batch per row) and a ``locks`` table.
@@ -60,6 +55,15 @@ class SqliteStore(Store):
     One connection shared by all threads under a mutex; every write is one transaction
     (``BEGIN IMMEDIATE``).  ``timeout`` is how long to wait for another process's
     write transaction.
+
+    Run locks are ``flock`` locks on one file per run beside the database,
+    ``<database>-locks/<run id>.lock`` (the directory is created on the first lock; the
+    files are never deleted, not even by :meth:`delete`), so the kernel releases a lock
+    when its holder exits, even one never reaped.  The ``locks`` table only tells who
+    holds a run (pid, host, time), for :class:`RunLockedError`'s message.  A database in
+    a directory where the lock directory cannot be created (read-only) can be read, but
+    :meth:`lock` raises :class:`StoreError`.  An in-memory database (``":memory:"``)
+    locks within this store object.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
@@ -67,6 +71,9 @@ class SqliteStore(Store):
         self._mutex = threading.RLock()
         self._verified: set[str] = set()  # runs whose checkpoint rows this object has checked
         self._conn: sqlite3.Connection | None = None
+        memory = self.path in ("", ":memory:")
+        self.lock_dir = None if memory else os.path.abspath(self.path) + "-locks"
+        self._memory_locks: set[str] = set()
         try:
             self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -206,24 +213,67 @@ class SqliteStore(Store):
             raise CorruptStateError(f"the state of run {run_id!r} is not a blob")
         return journal.snapshot_seed(row[0])
 
-    def _acquire(self, run_id: str) -> str:
+    def _holder(self, run_id: str) -> str:
+        """Who holds the run, per its ``locks`` row (best effort: only information)."""
+        with contextlib.suppress(StoreError), self._transaction("DEFERRED") as db:
+            row = db.execute("SELECT pid, hostname FROM locks WHERE run_id = ?", (run_id,)).fetchone()
+            if row is not None:
+                return f"pid {row[0]} on {row[1]}"
+        return "another process or store"
+
+    def _acquire(self, run_id: str) -> tuple[FileLock | None, str]:
         token, host = uuid.uuid4().hex, socket.gethostname()
-        with self._transaction() as db:
-            row = db.execute("SELECT pid, hostname FROM locks WHERE run_id = ?", (check_run_id(run_id),)).fetchone()
-            if row is not None and (row[1] != host or _pid_alive(row[0])):
-                raise RunLockedError(f"run {run_id!r} is locked by pid {row[0]} on {row[1]}")
-            db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)",
-                       (run_id, os.getpid(), host, time.time(), token))
-        return token
+        file_lock = None
+        if self.lock_dir is None:
+            with self._mutex:
+                if run_id in self._memory_locks:
+                    raise RunLockedError(f"run {run_id!r} is locked by this store")
+                self._memory_locks.add(run_id)
+        else:
+            try:
+                os.makedirs(self.lock_dir, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the lock directory {self.lock_dir} beside the database: "
+                                 f"{exc.strerror}") from exc
+            try:
+                file_lock = FileLock(os.path.join(self.lock_dir, run_id + ".lock"), run_id)
+            except RunLockedError:
+                raise RunLockedError(f"run {run_id!r} is locked by {self._holder(run_id)}") from None
+        try:
+            with self._transaction() as db:
+                db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)",
+                           (run_id, os.getpid(), host, time.time(), token))
+        except BaseException:
+            self._release((file_lock, token), own_row=False, run_id=run_id)
+            raise
+        if file_lock is not None:
+            file_lock.note_holder()
+        return file_lock, token
 
-    def _release(self, token: str) -> None:
-        with contextlib.suppress(StoreError), self._transaction() as db:
-            db.execute("DELETE FROM locks WHERE token = ?", (token,))
+    def _release(self, held_lock: tuple[FileLock | None, str], own_row: bool = True, run_id: str = "") -> None:
+        file_lock, token = held_lock
+        try:
+            if own_row:
+                with contextlib.suppress(StoreError), self._transaction() as db:
+                    db.execute("DELETE FROM locks WHERE token = ?", (token,))
+        finally:
+            if file_lock is not None:
+                file_lock.release()
+            else:
+                with self._mutex:
+                    self._memory_locks.discard(run_id)
 
-    def lock(self, run_id: str) -> contextlib.AbstractContextManager[None]:
-        """A row in ``locks``; a row of a dead process on this host is taken over."""
+    @staticmethod
+    def _probe(held_lock: tuple[FileLock | None, str]) -> None:
+        if held_lock[0] is not None:
+            held_lock[0].check()
+
+    def lock(self, run_id: str) -> contextlib.AbstractContextManager[RunLock]:
+        """``flock`` ``<database>-locks/<run id>.lock`` (see the class docstring): released by
+        the kernel when the holder exits; reported lost if that file is deleted or replaced."""
         check_run_id(run_id)
-        return held(lambda: self._acquire(run_id), self._release)
+        return held(run_id, lambda: self._acquire(run_id), lambda h: self._release(h, run_id=run_id),
+                    self._probe, self.lock_check_interval)
 
     def close(self) -> None:
         """Close the connection."""
