@@ -114,12 +114,14 @@ cdef enum:
     FLAG_TAKES_CONTEXT = 1
     FLAG_HAS_TIMEOUT = 2
     FLAG_CONTINUE_ON_ERROR = 4
+    FLAG_BRANCH = 8             # its output names the successors to take (_joins.pxi)
+    FLAG_MAP = 16               # runs one item per element of a dependency's output (_maps.pxi)
 
 # Counters of a run, atomically updated.
 cdef enum:
     C_TERMINAL = 0      # nodes in a terminal status
     C_RUNNING = 1       # nodes RUNNING, plus workers between "running += 1" and their CAS
-    C_ABORTED = 2       # 1 once the run stops starting nodes
+    C_ABORTED = 2       # 2 once the run stops starting nodes; 1: only all_done nodes start (_joins.pxi)
     C_FINISHED = 3      # 1 once the run is over (all terminal); set by one thread
     C_ATTACHED = 4      # threads that may still touch this arena (driver + helpers)
     C_HELPERS = 5       # helper workers submitted and not yet exited
@@ -149,6 +151,11 @@ cdef class CompiledWorkflow:
     cdef const double* timeouts        # per option-table entry, 0.0: none
     cdef const uint32_t* option_index  # per node
     cdef object retry_delay            # callable(option slot, retry number) -> seconds
+    cdef cnp.ndarray _triggers
+    cdef const uint8_t* triggers       # per node, a status.Trigger (_joins.pxi)
+    cdef readonly bint has_joins       # some trigger is not all_success, or some node branches
+    cdef readonly bint has_all_done    # some trigger is all_done: fail-fast aborts softly
+    cdef object _branch_names          # {branch node: its successors' names, in CSR order}
     cdef list _pool
     cdef cython.pymutex _pool_lock
     #: ``(action, takes_context, middleware)`` per node, for process executors.
@@ -156,7 +163,7 @@ cdef class CompiledWorkflow:
     cdef object __weakref__
 
     def __cinit__(self, workflow, CSRGraph graph, tuple actions, flags, option_index,
-                  max_attempts, timeouts, retry_delay):
+                  max_attempts, timeouts, retry_delay, triggers=None):
         self._workflow_ref = weakref.ref(workflow)
         self.graph = graph
         self.num_nodes = graph.num_nodes
@@ -183,6 +190,7 @@ cdef class CompiledWorkflow:
         self.has_timeouts = bool((self._flags & FLAG_HAS_TIMEOUT).any())
         self.retry_delay = retry_delay
         self._pool = []
+        _compile_joins(self, triggers)
 
     @property
     def workflow(self):
@@ -325,6 +333,9 @@ cdef class RunCore:
     cdef int64_t* start_ns
     cdef int64_t* end_ns
     cdef int64_t* ready_ns          # when each node last became ready (metrics only)
+    cdef cnp.ndarray _seen, _why
+    cdef uint8_t* seen              # what each node saw of its dependencies (SEEN_* bits)
+    cdef uint8_t* why               # why each SKIPPED node was (SKIP_*)
     cdef NodeMetrics metrics        # None: no metrics (the hot path tests one pointer)
     cdef object events              # None, or the observers' dispatcher
     cdef object checkpoint          # None, or the run's checkpointer (see begin_run)
@@ -360,6 +371,10 @@ cdef class RunCore:
         self.remaining = <int32_t*>cnp.PyArray_DATA(self._remaining)
         self.start_ns = <int64_t*>cnp.PyArray_DATA(self._start)
         self.end_ns = <int64_t*>cnp.PyArray_DATA(self._end)
+        self._seen = np.zeros(self.n, dtype=np.uint8)
+        self._why = np.zeros(self.n, dtype=np.uint8)
+        self.seen = <uint8_t*>cnp.PyArray_DATA(self._seen)
+        self.why = <uint8_t*>cnp.PyArray_DATA(self._why)
         self.queue = new FoReadyQueue()
         self.over = new FoEvent()
         self.generation = 0
@@ -375,6 +390,9 @@ cdef class RunCore:
         memset(self.state, 0, self.n * sizeof(uint32_t))
         memset(self.start_ns, 0, self.n * sizeof(int64_t))
         memset(self.end_ns, 0, self.n * sizeof(int64_t))
+        memset(self.why, 0, self.n)
+        if self.wf.has_joins:
+            memset(self.seen, 0, self.n)
         for i in range(self.n):
             self.remaining[i] = self.wf.indegree[i]
         for i in range(NUM_COUNTERS):
@@ -425,6 +443,10 @@ cdef class RunCore:
         cdef const int32_t* si = self.wf.graph.succ_idx
         cdef Py_ssize_t v
         cdef int64_t k, restored = 0
+        if self.wf.has_joins:
+            self.counters[C_TERMINAL] = _join_restore(self, done, tries, outputs)
+            self.restored = True
+            return
         for v in range(self.n):
             if done[v]:
                 self.state[v] = _word(ST_COMPLETED, <uint32_t>max(tries[v], 1))
@@ -489,7 +511,7 @@ cdef class RunCore:
         try:
             while True:
                 if node < 0:
-                    if fo_load_i64(&self.counters[C_ABORTED]) or fo_load_i64(&self.counters[C_FINISHED]):
+                    if fo_load_i64(&self.counters[C_ABORTED]) == 2 or fo_load_i64(&self.counters[C_FINISHED]):
                         break
                     if self.queue.pop(got, 1) == 0:
                         with nogil:
@@ -520,7 +542,7 @@ cdef class RunCore:
         cdef uint8_t flags = self.wf.flags[node]
         cdef NodeContext ctx
         fo_add_fetch_i64(&self.counters[C_RUNNING], 1)
-        if fo_load_i64(&self.counters[C_ABORTED]) or _status_of(word) != ST_PENDING \
+        if self._stopped(node) or _status_of(word) != ST_PENDING \
                 or not self._transition(node, word, ST_RUNNING, attempt):
             self._running_done()
             return -1
@@ -561,6 +583,13 @@ cdef class RunCore:
                                     vector[int32_t]& ready, int64_t end) except -2:
         cdef object payload = None
         cdef object interrupt = None
+        cdef object taken = None
+        if self.wf.flags[node] & FLAG_BRANCH:
+            try:
+                taken = _branch_taken(self, node, result)
+            except Exception as exc:
+                self._attempt_failed(node, running, exc, end)
+                return -1
         if self.checkpoint is not None:
             # Serialized before the node counts as completed: an output that cannot be
             # saved fails its node (naming it) instead of being lost at the next save.
@@ -585,10 +614,11 @@ cdef class RunCore:
             # no dependent can start before it (the dependents are released below).
             interrupt = self._checkpoint_call(node, _attempt_of(running), ST_COMPLETED, payload)
         ready.clear()
-        self._release_successors(node, ready)
+        cdef int64_t skipped = (_join_notify(self, node, SEEN_COMPLETED, taken, ready) if self.wf.has_joins
+                                else self._release_successors(node, ready))
         cdef int32_t next_node = self._dispatch(ready)
         self._running_done()
-        self._count_terminal(1)
+        self._count_terminal(1 + skipped)
         if interrupt is not None:
             raise interrupt
         return next_node
@@ -613,7 +643,7 @@ cdef class RunCore:
             self.cancel(f"checkpoint failed: {type(failure).__name__}: {failure}")
         return None
 
-    cdef int _release_successors(self, int32_t node, vector[int32_t]& ready) except -1:
+    cdef int64_t _release_successors(self, int32_t node, vector[int32_t]& ready) except -1:
         cdef const int64_t* sp = self.wf.graph.succ_ptr
         cdef const int32_t* si = self.wf.graph.succ_idx
         cdef int64_t k
@@ -732,7 +762,7 @@ cdef class RunCore:
             self._interrupted(exc)
         elif isinstance(exc, NodeCancelledError):
             final_status = ST_CANCELLED
-        elif not fo_load_i64(&self.counters[C_ABORTED]) and (
+        elif not self._stopped(node) and (
                 isinstance(exc, RetryRequested) or <int32_t>attempt < self.wf.max_attempts[slot]):
             if self._transition(node, running, ST_PENDING, attempt):
                 fo_store_i64(&self.end_ns[node], end)
@@ -776,7 +806,7 @@ cdef class RunCore:
         # A cancelled node aborts the run like a failure does; an interrupt (Ctrl-C,
         # SystemExit) already aborted it in _interrupted().
         if not (self.run_continues_on_error or self.wf.flags[node] & FLAG_CONTINUE_ON_ERROR):
-            self._abort()
+            self._abort(False)
         self._count_terminal(1 + skipped)
         return 0
 
@@ -787,6 +817,8 @@ cdef class RunCore:
         cdef int64_t k, skipped = 0
         cdef int32_t u, w
         cdef uint32_t word
+        if self.wf.has_joins:
+            return _join_failed(self, node)
         todo.push_back(node)
         while todo.size():
             u = todo.back()
@@ -795,6 +827,7 @@ cdef class RunCore:
                 w = si[k]
                 word = fo_load_u32(&self.state[w])
                 if _status_of(word) == ST_PENDING and self._transition(w, word, ST_SKIPPED, _attempt_of(word)):
+                    self.why[w] = SKIP_DEPENDENCY_FAILED
                     skipped += 1
                     todo.push_back(w)
                     if self.metrics is not None:
@@ -803,8 +836,11 @@ cdef class RunCore:
                         self.events.node_skip(w)
         return skipped
 
-    cdef void _abort(self) noexcept:
-        if fo_cas_i64(&self.counters[C_ABORTED], 0, 1):
+    cdef void _abort(self, bint hard=True) noexcept:
+        # Soft (1) lets all_done nodes still start: only fail-fast with such nodes.
+        cdef int64_t level = 2 if hard or not self.wf.has_all_done else 1
+        if fo_cas_i64(&self.counters[C_ABORTED], 0, level) or (
+                level == 2 and fo_cas_i64(&self.counters[C_ABORTED], 1, 2)):
             self.queue.wake()
             if fo_load_i64(&self.counters[C_RUNNING]) == 0:
                 self._sweep()
@@ -815,6 +851,9 @@ cdef class RunCore:
         cdef int64_t cancelled = 0
         cdef uint32_t word
         if fo_load_i64(&self.counters[C_FINISHED]):
+            return
+        if fo_load_i64(&self.counters[C_ABORTED]) == 1:
+            _join_soft_sweep(self)
             return
         # PENDING -> CANCELLED is in the table; this loop is noexcept, so it does the
         # CAS directly rather than through _transition().
@@ -859,7 +898,7 @@ cdef class RunCore:
         exc = NodeTimeoutError(
             f"node {self.wf.labels[node]!r} attempt {attempt} timed out after {timeout:g} s")
         cdef int64_t end = fo_now_ns()
-        if <int32_t>attempt < self.wf.max_attempts[slot] and not fo_load_i64(&self.counters[C_ABORTED]):
+        if <int32_t>attempt < self.wf.max_attempts[slot] and not self._stopped(node):
             if not self._transition(node, running, ST_PENDING, attempt):
                 return
             fo_store_i64(&self.end_ns[node], end)
@@ -883,8 +922,13 @@ cdef class RunCore:
         self._maybe_spawn()
 
     cdef bint _attempt_cancelled(self, int32_t node, uint32_t word) noexcept:
-        return (fo_load_i64(&self.counters[C_ABORTED]) != 0
-                or fo_load_u32(&self.state[node]) != word)
+        return self._stopped(node) or fo_load_u32(&self.state[node]) != word
+
+    cdef inline bint _stopped(self, int32_t node) noexcept:
+        """Whether ``node`` may not start now: the run was aborted (softly: unless it is
+        an all_done node, see _joins.pxi)."""
+        cdef int64_t aborted = fo_load_i64(&self.counters[C_ABORTED])
+        return aborted != 0 and (aborted == 2 or self.wf.triggers[node] != TRIG_ALL_DONE)
 
     # -- control from the engine ---------------------------------------------------------
 
@@ -948,6 +992,17 @@ cdef class RunCore:
         return fo_load_i64(&self.counters[C_ABORTED]) != 0
 
     @property
+    def accepting(self):
+        """Whether nodes may still start (not over, not stopped; after a fail-fast abort
+        all_done nodes still do)."""
+        return (not fo_load_i64(&self.counters[C_FINISHED])
+                and fo_load_i64(&self.counters[C_ABORTED]) != 2)
+
+    def skip_reasons(self):
+        """A snapshot of why each SKIPPED node was (``uint8`` :class:`SkipReason` values)."""
+        return self._why.copy()
+
+    @property
     def failures(self):
         """Number of nodes FAILED or TIMED_OUT so far."""
         return fo_load_i64(&self.counters[C_FAILURES])
@@ -1006,7 +1061,7 @@ cdef class RunCore:
         """
         cdef uint32_t word = fo_load_u32(&self.state[node])
         fo_add_fetch_i64(&self.counters[C_RUNNING], 1)
-        if fo_load_i64(&self.counters[C_ABORTED]) or _status_of(word) != ST_PENDING \
+        if self._stopped(node) or _status_of(word) != ST_PENDING \
                 or not self._transition(node, word, ST_RUNNING, _attempt_of(word) + 1):
             self._running_done()
             return 0

@@ -13,6 +13,7 @@
 # encoding of the word and the table of allowed transitions in one short file, next to
 # nothing that could drift from status.py unnoticed.
 
+from flow_orchestrator.status import JOIN_RULES as _JOIN_RULES
 from flow_orchestrator.status import TRANSITIONS as _TRANSITIONS
 
 cdef enum:
@@ -37,6 +38,44 @@ cdef void _load_transition_table():
             _ALLOWED[int(old)][int(new)] = 1
 
 _load_transition_table()
+
+# The join rules (status.JOIN_RULES): _JOIN[trigger][seen bits][all dependencies ended].
+cdef enum:
+    TRIG_ALL_SUCCESS = 0
+    TRIG_NONE_FAILED = 1
+    TRIG_ALL_DONE = 2
+    NUM_TRIGGERS = 3
+    SEEN_COMPLETED = 1
+    SEEN_BRANCH_SKIPPED = 2
+    SEEN_FAILED = 4
+    JOIN_WAIT = 0
+    JOIN_RUN = 1
+    JOIN_SKIP_FAILED = 2
+    JOIN_SKIP_BRANCH = 3
+    SKIP_NONE = 0
+    SKIP_DEPENDENCY_FAILED = 1
+    SKIP_BRANCH_NOT_TAKEN = 2
+
+cdef uint8_t _JOIN[NUM_TRIGGERS][8][2]
+
+
+cdef void _load_join_table():
+    for trigger, rows in _JOIN_RULES.items():
+        for seen in range(8):
+            for ended in range(2):
+                _JOIN[int(trigger)][seen][ended] = int(rows[seen][ended])
+
+_load_join_table()
+
+
+def join_table():
+    """The C copy of ``status.JOIN_RULES``, as nested tuples (for the tests)."""
+    return tuple(tuple((_JOIN[t][s][0], _JOIN[t][s][1]) for s in range(8)) for t in range(NUM_TRIGGERS))
+
+
+def transition_table():
+    """The C copy of ``status.TRANSITIONS``, as a tuple of rows of 0/1 (for the tests)."""
+    return tuple(tuple(_ALLOWED[o][n] for n in range(NUM_STATUSES)) for o in range(NUM_STATUSES))
 
 cdef inline uint32_t _word(uint32_t status, uint32_t attempt) noexcept nogil:
     return (attempt << 8) | status

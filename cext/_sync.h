@@ -42,6 +42,19 @@ static inline int fo_cas_u32(uint32_t* p, uint32_t expected, uint32_t desired) {
 static inline void fo_store_i64(int64_t* p, int64_t v) {
     __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
 }
+// Join rules: the bits a node has seen of its dependencies, and its skip reason.
+static inline uint8_t fo_or_fetch_u8(uint8_t* p, uint8_t v) {
+    return __atomic_or_fetch(p, v, __ATOMIC_SEQ_CST);
+}
+static inline uint8_t fo_load_u8(const uint8_t* p) {
+    return __atomic_load_n(p, __ATOMIC_SEQ_CST);
+}
+static inline void fo_store_u8(uint8_t* p, uint8_t v) {
+    __atomic_store_n(p, v, __ATOMIC_SEQ_CST);
+}
+static inline int64_t fo_fetch_add_i64(int64_t* p, int64_t v) {
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+}
 // Metric counters are updated with the GIL held, which serializes them; only a
 // free-threaded build needs (relaxed) atomic adds, and a lock prefix per event costs.
 static inline void fo_metric_add(int64_t* p, int64_t v) {

@@ -33,14 +33,15 @@ from .errors import (
 from .data import WorkflowData
 from .context import ExternalContext, NodeContext
 from .engine import CancellationToken, Engine, RunHandle
-from .errors import NodeFailedError, RunCancelledError, WorkflowFailedError
+from .errors import BranchError, NodeFailedError, RunCancelledError, WorkflowFailedError
 from .render import to_dot, to_mermaid
 from .result import RunResult
-from .status import NodeStatus, RunStatus
+from .status import NodeStatus, RunStatus, SkipReason, Trigger
 from ._version import __version__
 from .workflow import Node, NodeOptions, Workflow, WorkflowBuilder
 
 __all__ = [
+    "BranchError",
     "CancellationToken",
     "Engine",
     "ExternalContext",
@@ -51,6 +52,8 @@ __all__ = [
     "RunHandle",
     "RunResult",
     "RunStatus",
+    "SkipReason",
+    "Trigger",
     "WorkflowData",
     "WorkflowFailedError",
     "CSRGraph",

@@ -67,14 +67,22 @@ class _Compiler:
                 made[key] = found
             actions.append(found[0])
             flags[node] |= found[1]
+        _mark_kinds(wf, flags)
         max_attempts = np.array([1 + o.retries for o in self.table], dtype=np.int32)
         timeouts = np.array([o.timeout or 0.0 for o in self.table], dtype=np.float64)
         table = self.table
         compiled = CompiledWorkflow(wf, wf.graph, tuple(actions), flags, wf.option_index,
                                     max_attempts, timeouts,
-                                    lambda slot, retry: table[slot].retry_delay_for(retry))
+                                    lambda slot, retry: table[slot].retry_delay_for(retry),
+                                    triggers=np.array([int(o.trigger) for o in table], dtype=np.uint8)[wf.option_index])
         compiled.external_actions = raw
         return compiled
+
+
+def _mark_kinds(wf: Workflow, flags: np.ndarray) -> None:
+    """Flag the branch (``8``) and map (``16``) nodes (few: a dict of them)."""
+    for node, kind in wf.kinds.items():
+        flags[node] |= 8 if kind.kind == "branch" else 16
 
 
 def compile_workflow(workflow: Workflow, middleware: Sequence[Callable[..., Any]] = ()) -> CompiledWorkflow:

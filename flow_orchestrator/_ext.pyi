@@ -138,6 +138,8 @@ class CompiledWorkflow:
     workflow: Any
     num_nodes: int
     has_timeouts: bool
+    has_joins: bool
+    has_all_done: bool
     labels: list[str]
     external_actions: list[tuple[Callable[..., Any], Any, tuple[Callable[..., Any], ...]]]
     def __init__(
@@ -150,6 +152,7 @@ class CompiledWorkflow:
         max_attempts: npt.ArrayLike,
         timeouts: npt.ArrayLike,
         retry_delay: RetryDelay,
+        triggers: npt.ArrayLike | None = ...,
     ) -> None: ...
     def pool_size(self) -> int: ...
 
@@ -204,6 +207,9 @@ class RunCore:
     @property
     def aborted(self) -> bool: ...
     @property
+    def accepting(self) -> bool: ...
+    def skip_reasons(self) -> npt.NDArray[np.uint8]: ...
+    @property
     def failures(self) -> int: ...
     def statuses(self) -> npt.NDArray[np.uint8]: ...
     def attempts(self) -> npt.NDArray[np.int32]: ...
@@ -225,6 +231,9 @@ def begin_run(
     events: NodeEventSink | None = ...,
     checkpoint: CheckpointWriter | None = ...,
 ) -> RunCore: ...
+
+def join_table() -> tuple[tuple[tuple[int, int], ...], ...]: ...
+def transition_table() -> tuple[tuple[int, ...], ...]: ...
 
 METRIC_COUNTS: tuple[str, ...]
 BUCKET_BOUNDS: tuple[float, ...]

@@ -78,7 +78,7 @@ from .result import RunResult, count_statuses, new_run_id
 from .resume import ResumePlan
 from .serialization import Serializer, resume_serializer
 from .state import RunState
-from .status import NodeStatus, RunStatus
+from .status import NodeStatus, RunStatus, SkipReason
 from .stores.base import Store
 from .workflow import Workflow, check_middleware
 
@@ -601,13 +601,22 @@ class _Run:
         started, ended = core.times()
         if core.failures:
             status = RunStatus.FAILED
-        elif core.aborted or (statuses != NodeStatus.COMPLETED).any():
+        elif core.aborted or not _all_done_well(statuses, core):
             status = RunStatus.CANCELLED
         else:
             status = RunStatus.COMPLETED
         return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
                          started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason,
-                         self.restored_attempts)
+                         self.restored_attempts, core.skip_reasons() if self.compiled.has_joins else None)
+
+
+def _all_done_well(statuses: np.ndarray, core: Any) -> bool:
+    """Every node completed, or was skipped because a branch did not take it."""
+    left = statuses != NodeStatus.COMPLETED
+    if not left.any():
+        return True
+    return not (left & ((statuses != NodeStatus.SKIPPED)
+                        | (core.skip_reasons() != SkipReason.BRANCH_NOT_TAKEN))).any()
 
 
 class _WorkerState(threading.local):

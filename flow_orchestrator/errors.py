@@ -28,6 +28,7 @@ __all__ = [
     "EdgeArrayError",
     "NodeNameError",
     "DefinitionError",
+    "BranchError",
     "FrozenInternerError",
     "GraphTooLargeError",
     "ExecutionError",
@@ -212,6 +213,11 @@ class RetryRequested(ExecutionError):
             raise DefinitionError(f"retry delay must be a number of seconds >= 0, got {delay!r}")
         super().__init__(message)
         self.delay = float(delay)
+
+
+class BranchError(ExecutionError, ValueError):
+    """A branch node's action returned something other than the name, or a list of
+    names, of its direct successors: the node fails with it."""
 
 
 def _one_line(text: str, limit: int) -> str:

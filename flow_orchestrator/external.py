@@ -467,7 +467,7 @@ def dispatch(core: Any, executor: cf.Executor, compiled: CompiledWorkflow, worke
     ship = shipper(executor, codec, compiled) if codec is not None else None
     slots = threading.BoundedSemaphore(workers + queue_ahead(executor, workers, compiled))
     actions = compiled.external_actions
-    while not core.is_over and not core.aborted:
+    while core.accepting:  # after a fail-fast abort, all_done nodes still start
         if not slots.acquire(timeout=0.05):
             continue
         node = core.pop_ready(0.05)

@@ -25,7 +25,7 @@ import numpy as np
 from . import _draw
 from ._draw import Picture
 from .errors import NodeFailedError, RunCancelledError, UnknownNodeError, WorkflowFailedError
-from .status import NodeStatus, RunStatus
+from .status import NodeStatus, RunStatus, SkipReason
 from .workflow import Workflow
 
 __all__ = ["RunResult", "count_statuses", "new_run_id"]
@@ -68,12 +68,14 @@ class RunResult:
     """
 
     __slots__ = ("workflow", "run_id", "status", "statuses", "attempts", "started", "ended",
-                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason", "restored_attempts")
+                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason", "restored_attempts",
+                 "_skip")
 
     def __init__(self, workflow: Workflow, run_id: str, status: RunStatus, statuses: np.ndarray,
                  attempts: np.ndarray, started: np.ndarray, ended: np.ndarray,
                  outputs: list[Any], errors: dict[int, BaseException], wall_seconds: float,
-                 cancel_reason: str | None = None, restored_attempts: int = 0) -> None:
+                 cancel_reason: str | None = None, restored_attempts: int = 0,
+                 skip_reasons: np.ndarray | None = None) -> None:
         self.workflow = workflow
         self.run_id = run_id
         self.status = status
@@ -88,6 +90,7 @@ class RunResult:
         self.wall_seconds = wall_seconds
         self.cancel_reason = cancel_reason
         self.restored_attempts = restored_attempts
+        self._skip = skip_reasons
         self._names = workflow.interner
 
     @property
@@ -111,6 +114,22 @@ class RunResult:
         node = self._id(name)
         # int() both sides: a numpy scalar compared with an IntEnum is slow.
         return self._outputs[node] if int(self.statuses[node]) == _COMPLETED else default
+
+    @property
+    def skip_reasons(self) -> np.ndarray:
+        """``uint8`` per node id: why it was SKIPPED, a
+        :class:`~flow_orchestrator.status.SkipReason` value (0: it was not)."""
+        if self._skip is None:  # without joins and branches every skip is for a failed dependency
+            self._skip = np.where(self.statuses == NodeStatus.SKIPPED, np.uint8(SkipReason.DEPENDENCY_FAILED),
+                                  np.uint8(0)).astype(np.uint8)
+        self._skip.flags.writeable = False
+        return self._skip
+
+    def skip_reason(self, name: str | int) -> str | None:
+        """Why a SKIPPED node was: ``"branch not taken"`` or ``"dependency failed"``
+        (``None`` for a node that was not skipped)."""
+        reason = int(self.skip_reasons[self._id(name)])
+        return str(SkipReason(reason)) if reason else None
 
     @property
     def outputs(self) -> dict[str, Any]:

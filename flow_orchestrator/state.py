@@ -397,16 +397,19 @@ class RunState:
             _fail(f"attempts has counts outside 0..{MAX_ATTEMPTS - 1}")
 
     def _validate_progress(self) -> None:
-        """Every completed node's dependencies completed too (a run never starts a node
-        before them; a state saying otherwise never existed)."""
+        """No completed node has a dependency still running (a run never starts a node
+        before its dependencies ended; a state saying otherwise never existed).  Under
+        the join rules a dependency may have failed (``all_done``) or been skipped by a
+        branch (``none_failed``), and a skip is not recorded until the final snapshot,
+        so a dependency may show as failed, skipped or pending, but not running."""
         indptr, indices = self.succ_indptr, self.succ_indices
         if not indices.size:
             return
         done = self.statuses == NodeStatus.COMPLETED
-        sources = np.repeat(done, np.diff(indptr))
-        early = indices[done[indices] & ~sources]
+        sources = np.repeat(self.statuses == NodeStatus.RUNNING, np.diff(indptr))
+        early = indices[done[indices] & sources]
         if early.size:
-            _fail(f"completed node(s) with a dependency that did not complete: {_names_of(self, _sorted_unique(early))}")
+            _fail(f"completed node(s) with a dependency still running: {_names_of(self, _sorted_unique(early))}")
 
     def _validate_outputs(self, ids: np.ndarray) -> None:
         if type(self.outputs) is not dict or len(self.outputs) != ids.size:

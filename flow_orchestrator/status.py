@@ -12,6 +12,30 @@ authority on how a node's status may evolve::
 
 COMPLETED, FAILED, SKIPPED, CANCELLED and TIMED_OUT are terminal.
 
+When a node may leave PENDING for RUNNING or SKIPPED is the second half of the table:
+the **join rules** (:data:`JOIN_RULES`), by the node's :class:`Trigger` and what it has
+seen of its dependencies so far (a set of :data:`SEEN_COMPLETED`,
+:data:`SEEN_BRANCH_SKIPPED` and :data:`SEEN_FAILED` bits, and whether every dependency
+has ended):
+
+=================  =====================================  ================================
+trigger            runs                                   is SKIPPED
+=================  =====================================  ================================
+``all_success``    every dependency completed             at once when one failed
+                                                          (:attr:`SkipReason.DEPENDENCY_FAILED`)
+                                                          or one was not taken by a branch
+                                                          (:attr:`SkipReason.BRANCH_NOT_TAKEN`)
+``none_failed``    every dependency completed or was      at once when one failed; when
+                   skipped by a branch, one completed     all were skipped by a branch
+``all_done``       every dependency ended, whatever the   never
+                   outcome (also after a failure under
+                   fail-fast: clean-up, reporting)
+=================  =====================================  ================================
+
+"Failed" means failed, timed out, cancelled, or skipped because a dependency failed.
+A skip propagates as what caused it: a node skipped because a branch was not taken
+is, to its own dependents, a dependency skipped by a branch.
+
 Where it sits: layer L0 (foundations): the one transition table; ``cext`` holds its C
 copy.
 """
@@ -20,7 +44,8 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["NodeStatus", "RunStatus", "TRANSITIONS", "TERMINAL", "can_transition"]
+__all__ = ["NodeStatus", "RunStatus", "TRANSITIONS", "TERMINAL", "can_transition", "Trigger", "SkipReason",
+           "Join", "JOIN_RULES", "SEEN_COMPLETED", "SEEN_BRANCH_SKIPPED", "SEEN_FAILED", "join_rule"]
 
 
 class NodeStatus(enum.IntEnum):
@@ -67,3 +92,88 @@ TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
 def can_transition(old: NodeStatus | int, new: NodeStatus | int) -> bool:
     """Whether a node may go from status ``old`` to status ``new``."""
     return NodeStatus(new) in TRANSITIONS[NodeStatus(old)]
+
+
+class Trigger(enum.IntEnum):
+    """When a node runs, given how its dependencies ended (the node option ``trigger=``)."""
+
+    ALL_SUCCESS = 0  #: every dependency completed (the default)
+    NONE_FAILED = 1  #: none failed, at least one completed (the join after a branch)
+    ALL_DONE = 2  #: every dependency ended, whatever the outcome (clean-up, reports)
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: Trigger | str) -> Trigger:
+        """``value`` (a :class:`Trigger` or its name, ``"none_failed"``) as a Trigger;
+        ``ValueError`` otherwise."""
+        if isinstance(value, Trigger):
+            return value
+        if isinstance(value, str) and value.upper() in cls.__members__:
+            return cls[value.upper()]
+        raise ValueError(f"trigger must be one of {', '.join(map(repr, _TRIGGER_NAMES))}, got {value!r}")
+
+
+_TRIGGER_NAMES = ("all_success", "none_failed", "all_done")
+
+
+class SkipReason(enum.IntEnum):
+    """Why a node was SKIPPED (``NONE`` for a node that was not)."""
+
+    NONE = 0
+    DEPENDENCY_FAILED = 1  #: a dependency failed, timed out or was cancelled (or was skipped for that)
+    BRANCH_NOT_TAKEN = 2  #: a branch did not take it, or skipped everything it depends on
+
+    def __str__(self) -> str:
+        return _SKIP_TEXT[self]
+
+
+_SKIP_TEXT = {SkipReason.NONE: "", SkipReason.DEPENDENCY_FAILED: "dependency failed",
+              SkipReason.BRANCH_NOT_TAKEN: "branch not taken"}
+
+SEEN_COMPLETED = 1
+"""What a node has seen of its dependencies (bits): one completed (through a taken edge)."""
+SEEN_BRANCH_SKIPPED = 2
+"""... one was skipped by a branch (or an edge out of a branch was not taken)."""
+SEEN_FAILED = 4
+"""... one failed, timed out, was cancelled, or was skipped because a dependency failed."""
+
+
+class Join(enum.IntEnum):
+    """What happens to a PENDING node when it learns how one more dependency ended."""
+
+    WAIT = 0  #: nothing yet
+    RUN = 1  #: it is ready (PENDING -> RUNNING when a worker takes it)
+    SKIP_FAILED = 2  #: PENDING -> SKIPPED, reason DEPENDENCY_FAILED
+    SKIP_BRANCH = 3  #: PENDING -> SKIPPED, reason BRANCH_NOT_TAKEN
+
+
+def _join(trigger: Trigger, seen: int, all_ended: bool) -> Join:
+    failed = bool(seen & SEEN_FAILED)
+    if trigger is Trigger.ALL_DONE:
+        return Join.RUN if all_ended else Join.WAIT
+    if failed:
+        return Join.SKIP_FAILED
+    if trigger is Trigger.ALL_SUCCESS:
+        if seen & SEEN_BRANCH_SKIPPED:
+            return Join.SKIP_BRANCH
+        return Join.RUN if all_ended else Join.WAIT
+    if not all_ended:  # NONE_FAILED
+        return Join.WAIT
+    return Join.RUN if seen & SEEN_COMPLETED else Join.SKIP_BRANCH
+
+
+JOIN_RULES: dict[Trigger, tuple[tuple[Join, Join], ...]] = {
+    trigger: tuple((_join(trigger, seen, False), _join(trigger, seen, True)) for seen in range(8))
+    for trigger in Trigger
+}
+"""``JOIN_RULES[trigger][seen][all_ended]``: the :class:`Join` decision for a PENDING
+node with that trigger, that has seen the ``seen`` bits from its dependencies, once
+every dependency ended or not.  The compiled core copies it into a C table, as it does
+:data:`TRANSITIONS`, and decides with it alone."""
+
+
+def join_rule(trigger: Trigger | str, seen: int, all_ended: bool) -> Join:
+    """The :data:`JOIN_RULES` decision (see the module documentation)."""
+    return JOIN_RULES[Trigger.parse(trigger)][seen][bool(all_ended)]

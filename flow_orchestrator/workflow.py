@@ -51,6 +51,7 @@ from . import _draw
 from ._calling import CallPlan, Signature, bind, signature_of
 from ._draw import Picture
 from ._ext import CSRGraph, Interner
+from .status import Trigger
 from .errors import (
     CycleError,
     DefinitionError,
@@ -62,7 +63,7 @@ from .errors import (
     UnknownNodeError,
 )
 
-__all__ = ["NodeOptions", "Node", "Workflow", "WorkflowBuilder"]
+__all__ = ["NodeOptions", "Node", "NodeKind", "Workflow", "WorkflowBuilder"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DependencyRef = str | Callable[..., Any]
@@ -93,6 +94,12 @@ class NodeOptions:
         tags: free-form labels for selection and reporting.
         continue_on_error: when this node fails, only its dependents are skipped;
             independent branches keep running.
+        trigger: when the node runs, given how its dependencies ended (a
+            :class:`~flow_orchestrator.status.Trigger` or its name): ``"all_success"``
+            (default), ``"none_failed"`` (the join after a branch) or ``"all_done"``
+            (clean-up and reports; also after a failure under fail-fast).
+        max_concurrency: for a map node, how many of its items run at once at most
+            (``None``: as many as the run's workers).
     """
 
     retries: int = 0
@@ -103,6 +110,8 @@ class NodeOptions:
     middleware: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
     continue_on_error: bool = False
+    trigger: Trigger = Trigger.ALL_SUCCESS
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
@@ -121,6 +130,13 @@ class NodeOptions:
         object.__setattr__(self, "tags", tags)
         if not isinstance(self.continue_on_error, bool):
             raise DefinitionError(f"continue_on_error must be a bool, got {self.continue_on_error!r}")
+        try:
+            object.__setattr__(self, "trigger", Trigger.parse(self.trigger))
+        except ValueError as exc:
+            raise DefinitionError(str(exc)) from None
+        mc = self.max_concurrency
+        if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
+            raise DefinitionError(f"max_concurrency must be an int >= 1 or None, got {mc!r}")
 
     def retry_delay_for(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""
@@ -141,6 +157,19 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
 
 DEFAULT_OPTIONS = NodeOptions()
 _OPTION_FIELDS = frozenset(NodeOptions.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeKind:
+    """What a node that is not a plain task does: ``"branch"`` (its output names the
+    successors to take) or ``"map"`` (its action runs once per element of the output of
+    its dependency ``over``)."""
+
+    kind: str
+    over: str | None = None
+
+
+BRANCH = NodeKind("branch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +206,7 @@ class Workflow:
     """
 
     __slots__ = ("_name", "_graph", "_names", "_actions", "_option_table",
-                 "_option_index", "_declared_deps", "_middleware", "_plans", "__weakref__")
+                 "_option_index", "_declared_deps", "_middleware", "_plans", "_kinds", "__weakref__")
 
     def __init__(
         self,
@@ -190,8 +219,10 @@ class Workflow:
         declared_deps: Sequence[tuple[str, ...]] | None = None,
         middleware: Sequence[Callable[..., Any]] = (),
         call_plans: Sequence[CallPlan] | None = None,
+        kinds: dict[int, NodeKind] | None = None,
     ) -> None:
         """Internal: use :class:`WorkflowBuilder` or :meth:`from_arrays`."""
+        self._kinds: dict[int, NodeKind] = dict(kinds or {})
         self._middleware = check_middleware(middleware)
         self._name = name
         self._graph = graph
@@ -357,6 +388,21 @@ class Workflow:
             return int(name)
         raise UnknownNodeError(f"workflow {self._name!r} has no node {name!r}")
 
+    def kind(self, name: str | int) -> str:
+        """``"task"``, ``"branch"`` or ``"map"``: what a node does (see :class:`NodeKind`)."""
+        special = self._kinds.get(self._resolve(name))
+        return special.kind if special is not None else "task"
+
+    def map_over(self, name: str | int) -> str | None:
+        """For a map node, the dependency whose output it maps over (else ``None``)."""
+        special = self._kinds.get(self._resolve(name))
+        return special.over if special is not None else None
+
+    @property
+    def kinds(self) -> dict[int, NodeKind]:
+        """``{node id: NodeKind}`` of the branch and map nodes (a copy)."""
+        return dict(self._kinds)
+
     # -- structure -----------------------------------------------------------------
 
     def topological_order(self) -> list[str]:
@@ -410,7 +456,11 @@ def _call_plans(workflow: Workflow) -> tuple[CallPlan, ...]:
     signatures: dict[int, Signature] = {}
     shared: dict[int, CallPlan | None] = {}  # action -> its plan on every node, None: per node
     plans: list[CallPlan] = []
+    kinds = workflow._kinds
     for node, action in enumerate(workflow.actions):
+        if node in kinds and kinds[node].kind == "map":
+            plans.append(_map_plan(workflow, node, action, node_names))
+            continue
         key = id(action)
         plan = shared.get(key, False)
         if plan is False:
@@ -426,6 +476,24 @@ def _call_plans(workflow: Workflow) -> tuple[CallPlan, ...]:
             plan = bind(signatures[key], workflow.dependencies(node), names.name(node), node_names)
         plans.append(plan)  # type: ignore[arg-type]
     return tuple(plans)
+
+
+def _map_plan(workflow: Workflow, node: int, action: Callable[..., Any], node_names: Any) -> CallPlan:
+    """A map item's call: the element first, then the rest of the parameters by the
+    convention (the context, dependencies by name); an action taking the element alone
+    gets nothing else."""
+    sig = signature_of(action)
+    name = workflow.interner.name(node)
+    if sig.inspectable and not sig.positional and not sig.varargs:
+        raise DefinitionError(f"map node {name!r}: its action must take the element as its first "
+                              "positional parameter")
+    rest = Signature(sig.positional[1:], sig.keywords, sig.wants_context, False, sig.inspectable)
+    if not rest.positional and not rest.keywords:
+        return NOTHING_PLAN
+    return bind(rest, workflow.dependencies(node), name, node_names)
+
+
+NOTHING_PLAN = CallPlan()
 
 
 class _NodeNames:
@@ -458,6 +526,7 @@ class _PendingNode:
     depends_on: tuple[DependencyRef, ...]
     options: NodeOptions
     infer: bool = False  # decorated without depends_on: parameters named after nodes are dependencies
+    kind: NodeKind | None = None
 
 
 _INFER: Any = type("_Infer", (tuple,), {"__repr__": lambda self: "<inferred from parameter names>"})()
@@ -488,6 +557,7 @@ class WorkflowBuilder:
         self._nodes: dict[str, _PendingNode] = {}
         self._by_action: dict[int, list[str]] = {}
         self._interned_options: dict[NodeOptions, NodeOptions] = {}
+        self._map_refs: dict[str, DependencyRef] = {}  # map nodes whose over= is an action
 
     @property
     def name(self) -> str:
@@ -576,6 +646,81 @@ class WorkflowBuilder:
             return register(func)
         return register
 
+    def branch(self, name: Any = None, action: Callable[..., Any] | None = None, *,
+               depends_on: Iterable[DependencyRef] | DependencyRef = _INFER,
+               options: NodeOptions | None = None, **option_fields: Any) -> Any:
+        """Add a **branch** node: its action returns the name, or a list of names, of
+        the direct successors to take (``None`` or ``[]``: none).  The others are
+        SKIPPED with the reason "branch not taken", and so is everything reachable only
+        through them, as the join rules say (a ``trigger="none_failed"`` join after the
+        branch runs).  A name that is not a direct successor fails the node with a
+        :class:`~flow_orchestrator.errors.BranchError`.  The node's output, seen by the
+        successors taken, is what the action returned.  Takes :meth:`add`'s arguments.
+
+        Also a decorator, like :meth:`node`: ``@flow.branch`` or
+        ``@flow.branch(depends_on="score")`` (dependencies inferred from parameter names
+        when ``depends_on`` is omitted)."""
+        if action is None:
+            return self._decorate("branch", name if callable(name) else None,
+                                  name if isinstance(name, str) else None, depends_on, None, options, option_fields)
+        self.add(name, action, depends_on=() if depends_on is _INFER else depends_on, options=options,
+                 **option_fields)
+        self._nodes[name].kind = BRANCH
+        return self
+
+    def map(self, name: Any = None, action: Callable[..., Any] | None = None, *, over: DependencyRef,
+            depends_on: Iterable[DependencyRef] | DependencyRef = _INFER,
+            options: NodeOptions | None = None, **option_fields: Any) -> Any:
+        """Add a **map** node: when ``over`` (a node, by name or action) completes, its
+        output (any iterable) expands into one item per element, and ``action`` runs
+        once per element, with the element as its first positional argument (its other
+        parameters follow the calling convention: ``ctx``, dependencies by name).
+
+        Each item has its own status, attempts, retries, timeout, output and checkpoint
+        record; items run in parallel on the run's workers, at most
+        ``max_concurrency=`` at once.  The node's output, seen by its dependents, is the
+        list of the items' outputs in element order.  Fail-fast by default: an item
+        that fails for good fails the node; with ``continue_on_error=True`` the other
+        items still run (and the node fails once they ended).
+        ``RunResult.items(name)`` reports every item.  ``depends_on`` adds other
+        dependencies (``over`` is one already).  Takes :meth:`add`'s options.
+
+        Also a decorator: ``@flow.map(over="files")`` (other dependencies inferred from
+        the parameters after the first when ``depends_on`` is omitted)."""
+        if action is None:
+            return self._decorate("map", name if callable(name) else None,
+                                  name if isinstance(name, str) else None, depends_on, over, options, option_fields)
+        if depends_on is _INFER:
+            depends_on = ()
+        if isinstance(depends_on, str) or callable(depends_on):
+            depends_on = (depends_on,)
+        self.add(name, action, depends_on=(over, *depends_on), options=options, **option_fields)
+        pending = self._nodes[name]
+        pending.kind = NodeKind("map", over if isinstance(over, str) else None)
+        if not isinstance(over, str):
+            self._map_refs[name] = over
+        return self
+
+    def _decorate(self, kind: str, func: Any, name: str | None, depends_on: Any, over: Any,
+                  options: NodeOptions | None, option_fields: dict[str, Any]) -> Any:
+        def register(fn: F) -> F:
+            node_name = name if name is not None else getattr(fn, "__name__", None)
+            if node_name is None:
+                raise DefinitionError(f"cannot name a node after {fn!r}; pass name=...")
+            deps = () if depends_on is _INFER else depends_on
+            if kind == "map":
+                self.map(node_name, fn, over=over, depends_on=deps or (), options=options, **option_fields)
+            else:
+                self.branch(node_name, fn, depends_on=deps or (), options=options, **option_fields)
+            if depends_on is _INFER:
+                self._nodes[node_name].infer = True
+            return fn
+        if func is not None:
+            if not callable(func):
+                raise DefinitionError(f"@{kind} expects a callable, got {func!r}")
+            return register(func)
+        return register
+
     def _make_options(self, name: str, options: NodeOptions | None,
                       option_fields: dict[str, Any]) -> NodeOptions:
         if options is not None and not isinstance(options, NodeOptions):
@@ -643,7 +788,9 @@ class WorkflowBuilder:
             refs = pending.depends_on
             if pending.infer:
                 sig = signature_of(pending.action)
-                refs = tuple(n for n in sig.names()
+                if pending.kind is not None and pending.kind.kind == "map":  # the element is no dependency
+                    sig = Signature(sig.positional[1:], sig.keywords, sig.wants_context, sig.varargs)
+                refs = tuple(refs) + tuple(n for n in sig.names()
                              if n in self._nodes and n != pending.name and n not in sig.wants_context)
             dep_names = tuple(dict.fromkeys(self._resolve_dep(pending.name, d) for d in refs))
             if pending.name in dep_names:
@@ -668,5 +815,14 @@ class WorkflowBuilder:
                 option_table.append(pending.options)
             option_index[i] = slot
         actions = [p.action for p in self._nodes.values()]
+        kinds = {i: p.kind for i, p in enumerate(self._nodes.values()) if p.kind is not None}
+        for i, kind in kinds.items():
+            ref = self._map_refs.get(names.name(i))
+            if ref is not None:
+                kinds[i] = NodeKind("map", self._resolve_dep(names.name(i), ref))
+        for i, kind in kinds.items():
+            if kind.over is not None and kind.over not in declared[i]:
+                raise UnknownNodeError(f"map node {names.name(i)!r} maps over {kind.over!r}, "
+                                       f"which is not in workflow {self._name!r}")
         return Workflow(self._name, graph, names, actions, option_table, option_index, declared,
-                        self._middleware)
+                        self._middleware, kinds=kinds)

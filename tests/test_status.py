@@ -39,3 +39,8 @@ def test_core_status_codes_match_the_enum():
 def test_str_forms():
     assert str(NodeStatus.TIMED_OUT) == "timed_out"
     assert str(RunStatus.FAILED) == "failed"
+
+
+def test_the_core_holds_the_same_transition_table():
+    assert _ext.transition_table() == tuple(tuple(int(new in TRANSITIONS[old]) for new in NodeStatus)
+                                            for old in NodeStatus)
