@@ -237,7 +237,7 @@ def test_processes_executor_imports_the_module_in_the_workers(project):
 
 
 def test_dask_executor_on_a_local_cluster(project):
-    pytest.importorskip("distributed")
+    pytest.importorskip("distributed", reason="dask.distributed is not installed: the 'dask' extra (pip install 'flow-orchestrator[dask]')")
     done = cli_run(project, "run", "etl_flow.py:workflow", "--executor", "dask", "--workers", "1")
     assert done.returncode == 0, done.stderr
     assert len(logged(project)) == 4

@@ -183,7 +183,7 @@ def test_resumable_job_command_line_equivalent(tmp_path):
 
 
 def test_dask_cluster_on_a_local_cluster(tmp_path):
-    pytest.importorskip("distributed")
+    pytest.importorskip("distributed", reason="dask.distributed is not installed: the 'dask' extra (pip install 'flow-orchestrator[dask]')")
     done = run_example("dask_cluster.py", cwd=tmp_path, timeout=180)
     out = done.stdout
     assert done.returncode == 0, output_of(done)
