@@ -89,6 +89,24 @@ class CSRGraph:
     def descendants(self, node_ids: npt.ArrayLike, *, include_self: bool = ...) -> IdArray: ...
     def __len__(self) -> int: ...
 
+# -- grouping per-node objects in C (building and compiling workflows) --------------------
+
+def group_by(
+    objs: Sequence[object],
+    extra: npt.ArrayLike | None = ...,
+    select: npt.ArrayLike | None = ...,
+    *,
+    signatures: bool = ...,
+) -> tuple[IdArray, npt.NDArray[np.uint32]]: ...
+def take(values: Sequence[Any], index: npt.ArrayLike, fallback: Sequence[Any] | None = ...) -> tuple[Any, ...]: ...
+def first_not_callable(objs: Sequence[object]) -> int: ...
+def node_triples(
+    actions: Sequence[Callable[..., Any]],
+    plans: Sequence[Any],
+    middleware: Sequence[tuple[Callable[..., Any], ...]],
+    group: npt.ArrayLike,
+) -> list[tuple[Callable[..., Any], Any, tuple[Callable[..., Any], ...]]]: ...
+
 STATUS_NAMES: tuple[str, ...]
 
 # -- what the core calls back (see the list above) ----------------------------------------
