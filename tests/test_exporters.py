@@ -22,8 +22,6 @@ from flow_orchestrator.progress import ProgressObserver
 from engine_helpers import fail, flaky, ok
 
 NS = "flow_orchestrator"
-TQDM_MISSING = "tqdm is not installed: the 'progress' extra (pip install 'flow-orchestrator[progress]')"
-
 
 def give_up():
     raise NodeCancelledError("giving up")
@@ -499,7 +497,7 @@ def test_progress_validates_its_arguments():
 
 
 def test_tqdm_bar_into_a_string_buffer():
-    pytest.importorskip("tqdm", reason=TQDM_MISSING)
+    pytest.importorskip("tqdm", reason="tqdm is not installed: the 'progress' extra (pip install 'flow-orchestrator[progress]')")
     out = io.StringIO()
     observer = ProgressObserver(total=4, file=out)
     assert observer.uses_tqdm
@@ -513,7 +511,7 @@ def test_tqdm_bar_into_a_string_buffer():
 
 
 def test_tqdm_bars_of_concurrent_runs_learn_their_total():
-    pytest.importorskip("tqdm", reason=TQDM_MISSING)
+    pytest.importorskip("tqdm", reason="tqdm is not installed: the 'progress' extra (pip install 'flow-orchestrator[progress]')")
     out = io.StringIO()
     observer = ProgressObserver(file=out, bar_options={"leave": True})
     with Engine(4, observers=[observer]) as engine:
@@ -524,7 +522,7 @@ def test_tqdm_bars_of_concurrent_runs_learn_their_total():
 
 
 def test_tqdm_writes_to_stderr_by_default(capsys):
-    pytest.importorskip("tqdm", reason=TQDM_MISSING)
+    pytest.importorskip("tqdm", reason="tqdm is not installed: the 'progress' extra (pip install 'flow-orchestrator[progress]')")
     with Engine(1, executor="serial") as engine:
         engine.run(chain("stderr", 3), observers=[ProgressObserver(use_tqdm=True)])
     out, err = capsys.readouterr()
