@@ -23,6 +23,7 @@ from engine_helpers import fail, flaky, ok
 
 NS = "flow_orchestrator"
 
+
 def give_up():
     raise NodeCancelledError("giving up")
 
