@@ -186,10 +186,10 @@ NOT_RUN = r"-|failed|timeout"
 def cell_pattern(column: str) -> str:
     """What the README has under ``column``: ours' cold, warm or ``cold / warm`` figures,
     a peer's figure with its ratios to ours cold / warm (and † when capped)."""
-    if column.endswith((" cold", " warm")):
-        return NUMBER
     if column.endswith(" cold / warm"):
         return f"{NUMBER} / {NUMBER}"
+    if column.endswith((" cold", " warm")):
+        return NUMBER
     return rf"{NUMBER}(?: \({RATIO} / {RATIO}\))?(?: †)?"
 
 
@@ -214,6 +214,17 @@ def assert_generated_format(block: str, shapes: list[str], engines: list[str]) -
         for column, text in zip(columns, row[2:]):
             assert re.fullmatch(f"{cell_pattern(column)}|{NOT_RUN}", text), (row[0], column, text)
     assert columns.index("ours (threads) cold") + 1 == columns.index("ours (threads) warm")
+
+
+def test_the_readme_has_one_benchmark_table_in_the_generated_format() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count(START) == 1 and text.count(END) == 1
+    start, end = text.index(START), text.index(END)
+    compare = importlib.import_module("bench.compare")
+    assert_generated_format(text[start + len(START):end], list(compare.SHAPES), list(compare.ENGINES))
+    section = text[text.index("## Benchmarks"):]
+    tables = [line for line in section.splitlines() if line.startswith("| --- |")]
+    assert len(tables) == 1 and tables[0] in text[start:end], "the README's benchmark table is the generated one"
 
 
 # -- in this process: the plan rules, the markers, the --suite option -------------------------------
