@@ -78,13 +78,13 @@ from bench.execution import (
     cpu_work,
     dask_graph,
     dask_sync,
+    edge_list_build,
     naive_graphlib_loop,
     numpy_graph,
     numpy_work,
     ran,
     remote_work,
     taskflow_engine,
-    edge_list_build,
     workflow_from_edge_list,
 )
 from bench.graphs import Graph, predecessor_dict
