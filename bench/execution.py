@@ -80,6 +80,27 @@ def workflow_of(graph: Graph, actions: list[Callable[..., Any]], name: str = "be
                                 graph.sources, graph.targets, actions)
 
 
+def edge_list_build() -> str:
+    """How :func:`workflow_from_edge_list` builds a workflow with the installed package:
+    ``Workflow.from_edge_list`` when it has it, else ``np.array`` + ``Workflow.from_arrays``."""
+    if callable(getattr(Workflow, "from_edge_list", None)):
+        return "Workflow.from_edge_list"
+    return "np.array + Workflow.from_arrays"
+
+
+def workflow_from_edge_list(name: str, node_names: list[str], edges: list[tuple[int, int]],
+                            actions: Callable[..., Any] | list[Callable[..., Any]]) -> Workflow:
+    """A workflow from a Python list of ``(source, target)`` pairs, the way a user holding
+    one does it with the public API: ``Workflow.from_edge_list`` when the installed
+    package has it, else the list made into an ``(m, 2)`` int32 array with ``np.array``
+    and its columns given to ``Workflow.from_arrays``."""
+    from_edge_list = getattr(Workflow, "from_edge_list", None)
+    if callable(from_edge_list):
+        return from_edge_list(name, node_names, edges, actions)
+    pairs = np.array(edges, dtype=np.int32).reshape(-1, 2)
+    return Workflow.from_arrays(name, node_names, pairs[:, 0], pairs[:, 1], actions)
+
+
 def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeat):

@@ -223,7 +223,7 @@ def machine_info(peers: dict[str, ModuleType]) -> dict[str, Any]:
 # -- command line --------------------------------------------------------------------
 
 
-SUITES = ("graph", "engine", "middleware", "observability", "state", "resume", "processes")
+SUITES = ("graph", "engine", "middleware", "observability", "state", "resume", "processes", "cold")
 
 TITLES = {
     "middleware": "middleware with nothing to do: cost added per node (10,000 no-op nodes)",
@@ -232,6 +232,8 @@ TITLES = {
     "resume": "resume of a 100,000-node run 99% complete: time to the first new node",
     "processes": "process pools: pure-Python CPU-bound workflows (serial vs 2 processes, target >= 1.8x) "
                  "and the per-node cost of the process path",
+    "cold": "the cold path: from the user's inputs (a list of pairs, names) through build and first run; "
+            "ratios against baselines run in the same process",
 }
 
 
@@ -248,7 +250,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the rows and machine info to this file")
     parser.add_argument("--suite", nargs="+", choices=(*SUITES, "compare"), default=list(SUITES),
                         help="what to measure: the graph core, the execution engine, the built-in "
-                        "middleware, observers and metrics, run-state codecs, resume, process pools (default: all "
+                        "middleware, observers and metrics, run-state codecs, resume, process pools, the cold path (default: all "
                         "of these); or 'compare' alone: every engine on every workflow shape, each in its own "
                         "process (bench/compare.py, which takes its own options: --suite compare --help)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads for the engine suite (default: 2)")

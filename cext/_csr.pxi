@@ -1,16 +1,25 @@
 # The immutable CSR graph: build, validate, order, levels, reachability.  Included by _ext.pyx.
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+
+cdef extern from "Python.h":
+    bint PyLong_CheckExact(object o)
+    bint PyTuple_CheckExact(object o)
+    bint PyList_CheckExact(object o)
+    bint PyBool_Check(object o)
+    bint PyIndex_Check(object o)
+    PyObject* PyList_GET_ITEM_PTR "PyList_GET_ITEM" (object o, Py_ssize_t i)
+
+
 cdef inline object _readonly(cnp.ndarray arr):
     arr.flags.writeable = False
     return arr
 
 
 cdef object _edge_array(object values, str what):
-    """A user's edge endpoint array as an int32 ndarray, or an EdgeArrayError.
-
-    int32 input is returned as is (its range is checked in the counting pass); any other
-    integer dtype is range-checked here, before the cast could wrap a value around.
-    """
+    """A user's edge endpoint array as a contiguous ndarray of an integer dtype, or an
+    EdgeArrayError.  Ids are range-checked later, against the node count."""
     try:
         arr = np.asarray(values)
     except Exception as exc:
@@ -21,14 +30,122 @@ cdef object _edge_array(object values, str what):
         return np.empty(0, dtype=np.int32)
     if arr.dtype.kind not in "iu":
         raise EdgeArrayError(f"{what}: node ids must have an integer dtype, got {arr.dtype}")
-    if arr.dtype != np.int32:
-        lo = arr.min()
-        hi = arr.max()
-        if lo < 0:
-            raise EdgeArrayError(f"{what}: negative node id {int(lo)}")
-        if hi > 0x7FFFFFFF:
-            raise EdgeArrayError(f"{what}: node id {int(hi)} does not fit in int32")
-    return np.ascontiguousarray(arr, dtype=np.int32)
+    return np.ascontiguousarray(arr)
+
+
+cdef int _raise_bad_edge(Py_ssize_t e, object s, object d, Py_ssize_t n) except -1:
+    """The one error for an id out of range, whatever form the edges came in."""
+    negative = "negative " if s < 0 or d < 0 else ""
+    wide = " (it does not fit in int32)" if max(s, d) > 0x7FFFFFFF else ""
+    raise EdgeArrayError(f"edge {e} ({s} -> {d}) has a {negative}node id out of range [0, {n}){wide}")
+
+
+cdef tuple _int32_edges(object src, object dst, Py_ssize_t n):
+    """Two integer arrays of another dtype than int32, range-checked against ``n``
+    before the cast could wrap a value around; the first bad edge is reported as the
+    counting pass reports it for int32 input."""
+    if src.dtype == np.int32 and dst.dtype == np.int32:
+        return src, dst
+    bad = (src < 0) | (src >= n) | (dst < 0) | (dst >= n)
+    if bad.any():
+        e = int(np.argmax(bad))
+        _raise_bad_edge(e, int(src[e]), int(dst[e]), n)
+    return src.astype(np.int32), dst.astype(np.int32)
+
+
+cdef Py_ssize_t _num_nodes(object num_nodes) except -1:
+    cdef Py_ssize_t n
+    try:
+        n = num_nodes
+    except (TypeError, OverflowError):
+        raise EdgeArrayError(f"num_nodes must be an int in [1, 2**31-1], got {num_nodes!r}") from None
+    if n <= 0:
+        raise EmptyGraphError(f"a graph needs at least one node, got num_nodes={num_nodes!r}")
+    if n > 0x7FFFFFFF:
+        raise GraphTooLargeError(f"num_nodes={n} exceeds 2**31-1")
+    return n
+
+
+cdef int64_t _endpoint(object value, Py_ssize_t e) except? -1:
+    """A node id that is not an exact int: a numpy integer or anything with
+    ``__index__`` (never a bool, as a bool array is refused by ``from_edges``)."""
+    if PyBool_Check(value) or not PyIndex_Check(value):
+        raise EdgeArrayError(f"edges: edge {e}: node ids must be integers, got {type(value).__name__} {value!r}")
+    cdef object index = value.__index__()
+    cdef int overflow = 0
+    cdef long long v = PyLong_AsLongLongAndOverflow(index, &overflow)
+    return -1 if overflow else v
+
+
+cdef inline bint _fast_id(object value, uint64_t n, int32_t* out) noexcept:
+    """An exact int in [0, n) into ``out``; False for anything else (decided slowly)."""
+    cdef int overflow = 0
+    cdef long long v
+    if not PyLong_CheckExact(value):
+        return False
+    v = PyLong_AsLongLongAndOverflow(value, &overflow)
+    if overflow or <unsigned long long>v >= n:
+        return False
+    out[0] = <int32_t>v
+    return True
+
+
+cdef int _pair_slow(object pair, Py_ssize_t e, Py_ssize_t n, int32_t* src, int32_t* dst) except -1:
+    """One edge that is not a tuple or list of two in-range exact ints."""
+    if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__"):
+        raise EdgeArrayError(f"edges: edge {e} is {pair!r}, not a (source, target) pair")
+    try:
+        items = tuple(pair)
+    except Exception:
+        raise EdgeArrayError(f"edges: edge {e} is {pair!r}, not a (source, target) pair") from None
+    if len(items) != 2:
+        raise EdgeArrayError(f"edges: edge {e} has {len(items)} items, not a (source, target) pair")
+    s, d = items
+    cdef int64_t sv = s if PyLong_CheckExact(s) and -2**62 < s < 2**62 else _endpoint(s, e)
+    cdef int64_t dv = d if PyLong_CheckExact(d) and -2**62 < d < 2**62 else _endpoint(d, e)
+    if sv < 0 or sv >= n or dv < 0 or dv >= n:
+        _raise_bad_edge(e, s, d, n)
+    src[e] = <int32_t>sv
+    dst[e] = <int32_t>dv
+    return 0
+
+
+cdef int _pairs_into(object seq, Py_ssize_t m, Py_ssize_t n, int32_t* src, int32_t* dst) except -1:
+    """The ``m`` pairs ``(source, target)`` of a list or tuple into two int32 arrays of
+    ``m`` slots, checked.
+
+    Tuples and lists of two exact ints in range take the fast path: the C API reads the
+    sequence's item pointers and each int's value, making no Python object; anything
+    else (numpy integers, other sequences, errors) goes through :func:`_pair_slow`.
+    """
+    cdef Py_ssize_t e = 0
+    cdef uint64_t un = <uint64_t>n
+    cdef PyObject** items
+    cdef PyObject* pair
+    cdef bint ok
+    with cython.critical_section(seq):
+        while e < m:
+            # Read again after a slow step: it may have run Python code (an __index__).
+            if PySequence_Fast_GET_SIZE(seq) != m:
+                raise EdgeArrayError("edges: the list of edges changed while it was read")
+            items = PySequence_Fast_ITEMS(seq)
+            while e < m:
+                pair = items[e]
+                if PyTuple_CheckExact(<object>pair) and PyTuple_GET_SIZE(<object>pair) == 2:
+                    ok = (_fast_id(<object>PyTuple_GET_ITEM(<object>pair, 0), un, &src[e])
+                          and _fast_id(<object>PyTuple_GET_ITEM(<object>pair, 1), un, &dst[e]))
+                elif PyList_CheckExact(<object>pair) and PyList_GET_SIZE(<object>pair) == 2:
+                    ok = (_fast_id(<object>PyList_GET_ITEM_PTR(<object>pair, 0), un, &src[e])
+                          and _fast_id(<object>PyList_GET_ITEM_PTR(<object>pair, 1), un, &dst[e]))
+                else:
+                    ok = False
+                if not ok:
+                    break
+                e += 1
+            if e < m:
+                _pair_slow(<object>items[e], e, n, src, dst)
+                e += 1
+    return 0
 
 
 cdef str _node_label(object names, Py_ssize_t node_id):
@@ -37,11 +154,53 @@ cdef str _node_label(object names, Py_ssize_t node_id):
     return str(node_id)
 
 
+cdef cnp.ndarray _pair_array(object edges, Py_ssize_t n):
+    """An ``(m, 2)`` integer array of edges as a C-contiguous int32 ``(m, 2)`` array:
+    itself when it already is one, else converted through a memoryview of its int64
+    form, range-checked first so that no id wraps around."""
+    try:
+        arr = np.asarray(edges)
+    except Exception as exc:
+        raise EdgeArrayError(f"edges: cannot be read as an array ({exc})") from None
+    if arr.size == 0 and arr.ndim <= 2:
+        return np.empty((0, 2), dtype=np.int32)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise EdgeArrayError(f"edges: expected (source, target) pairs, an (m, 2) array, got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise EdgeArrayError(f"edges: node ids must have an integer dtype, got {arr.dtype}")
+    if arr.dtype == np.int32 and arr.flags.c_contiguous:
+        return arr  # the counting pass checks the range
+    if arr.dtype == np.uint64:
+        if (arr > 0x7FFFFFFF).any():
+            first = int(np.argmax((arr > 0x7FFFFFFF).any(axis=1)))
+            _raise_bad_edge(first, int(arr[first, 0]), int(arr[first, 1]), n)
+        arr = arr.astype(np.int64)
+    cdef const int64_t[:, :] wide = arr.astype(np.int64, copy=False)
+    cdef Py_ssize_t e, m = wide.shape[0], bad = -1
+    out = np.empty((m, 2), dtype=np.int32)
+    cdef int32_t* ids = <int32_t*>cnp.PyArray_DATA(out)
+    cdef uint64_t un = <uint64_t>n
+    cdef int64_t s, d
+    with nogil:
+        for e in range(m):
+            s = wide[e, 0]
+            d = wide[e, 1]
+            if <uint64_t>s >= un or <uint64_t>d >= un:
+                bad = e
+                break
+            ids[2 * e] = <int32_t>s
+            ids[2 * e + 1] = <int32_t>d
+    if bad >= 0:
+        _raise_bad_edge(bad, wide[bad, 0], wide[bad, 1], n)
+    return out
+
+
 @cython.final
 cdef class CSRGraph:
     """An immutable directed acyclic graph in compressed sparse row form.
 
-    Build one with :meth:`from_edges`.  Construction validates the graph (id ranges,
+    Build one with :meth:`from_edges` (two endpoint arrays) or :meth:`from_edge_list`
+    (``(source, target)`` pairs).  Construction validates the graph (id ranges,
     self-loops, cycles) and computes its topological order once; the predecessor arrays
     and levels are built on first use (under a lock), then read-only like the rest.  Instances are safe to share between
     threads.  An edge ``(u, v)`` means "``v`` depends on ``u``": ``u`` runs first.
@@ -62,7 +221,7 @@ cdef class CSRGraph:
     cdef const int32_t* levels_ptr
 
     def __init__(self):
-        raise TypeError("use CSRGraph.from_edges(num_nodes, sources, targets)")
+        raise TypeError("use CSRGraph.from_edges(num_nodes, sources, targets) or CSRGraph.from_edge_list(num_nodes, edges)")
 
     @staticmethod
     def from_edges(num_nodes, sources, targets, *, labels=None):
@@ -77,15 +236,7 @@ cdef class CSRGraph:
         Raises :class:`EmptyGraphError`, :class:`EdgeArrayError`,
         :class:`SelfDependencyError` or :class:`CycleError`.
         """
-        cdef Py_ssize_t n
-        try:
-            n = num_nodes
-        except (TypeError, OverflowError):
-            raise EdgeArrayError(f"num_nodes must be an int in [1, 2**31-1], got {num_nodes!r}") from None
-        if n <= 0:
-            raise EmptyGraphError(f"a graph needs at least one node, got num_nodes={num_nodes!r}")
-        if n > 0x7FFFFFFF:
-            raise GraphTooLargeError(f"num_nodes={n} exceeds 2**31-1")
+        cdef Py_ssize_t n = _num_nodes(num_nodes)
         src = _edge_array(sources, "sources")
         dst = _edge_array(targets, "targets")
         if src.shape[0] != dst.shape[0]:
@@ -93,15 +244,63 @@ cdef class CSRGraph:
                 f"sources and targets differ in length ({src.shape[0]} != {dst.shape[0]})")
         if labels is not None and len(labels) != n:
             raise EdgeArrayError(f"labels has {len(labels)} entries for {n} nodes")
+        src, dst = _int32_edges(src, dst, n)
         cdef CSRGraph g = CSRGraph.__new__(CSRGraph)
         g._labels = labels
-        g._build(n, src, dst)
+        g._build(n, <const int32_t*>cnp.PyArray_DATA(src), <const int32_t*>cnp.PyArray_DATA(dst),
+                 1, src.shape[0])
         return g
 
-    cdef int _build(self, Py_ssize_t n, cnp.ndarray src_arr, cnp.ndarray dst_arr) except -1:
-        cdef Py_ssize_t num_edges = src_arr.shape[0]
-        cdef const int32_t* src = <const int32_t*>cnp.PyArray_DATA(src_arr)
-        cdef const int32_t* dst = <const int32_t*>cnp.PyArray_DATA(dst_arr)
+    @staticmethod
+    def from_edge_list(num_nodes, edges, *, labels=None):
+        """Build and validate a graph of ``num_nodes`` nodes from ``(source, target)`` pairs.
+
+        ``edges`` is a list or tuple of pairs (tuples or lists of two ints), an
+        ``(m, 2)`` integer array, or any iterable of pairs; each pair ``(u, v)`` is
+        the edge ``u -> v`` (``v`` depends on ``u``).  The pairs are read inside the
+        compiled core (the C API on a list, a buffer on an array) with no array of
+        Python objects in between; otherwise it is :meth:`from_edges`, with the same
+        errors:
+
+        >>> g = CSRGraph.from_edge_list(4, [(0, 1), (0, 2), (1, 3), (2, 3)])
+        >>> g.topological_order().tolist()
+        [0, 1, 2, 3]
+        >>> CSRGraph.from_edge_list(2, [(0, 1), (1, 0)])
+        Traceback (most recent call last):
+        ...
+        flow_orchestrator.errors.CycleError: the graph has a cycle: 0 -> 1 -> 0 (each node depends on the one before it)
+
+        Raises :class:`EmptyGraphError`, :class:`EdgeArrayError` (a pair of another
+        length, a non-integer or out-of-range id), :class:`SelfDependencyError` or
+        :class:`CycleError`.
+        """
+        cdef Py_ssize_t n = _num_nodes(num_nodes)
+        if labels is not None and len(labels) != n:
+            raise EdgeArrayError(f"labels has {len(labels)} entries for {n} nodes")
+        cdef CSRGraph g = CSRGraph.__new__(CSRGraph)
+        g._labels = labels
+        cdef Py_ssize_t m
+        if type(edges) is not list and type(edges) is not tuple:
+            if isinstance(edges, np.ndarray) or hasattr(edges, "__array_interface__") or hasattr(edges, "__array__"):
+                arr = _pair_array(edges, n)
+                g._build(n, <const int32_t*>cnp.PyArray_DATA(arr), <const int32_t*>cnp.PyArray_DATA(arr) + 1,
+                         2, arr.shape[0])
+                return g
+            try:
+                edges = list(edges)
+            except TypeError:
+                raise EdgeArrayError(f"edges: expected (source, target) pairs, got {type(edges).__name__}") from None
+        m = PySequence_Fast_GET_SIZE(edges)
+        src = np.empty(m, dtype=np.int32)
+        dst = np.empty(m, dtype=np.int32)
+        _pairs_into(edges, m, n, <int32_t*>cnp.PyArray_DATA(src), <int32_t*>cnp.PyArray_DATA(dst))
+        g._build(n, <const int32_t*>cnp.PyArray_DATA(src), <const int32_t*>cnp.PyArray_DATA(dst), 1, m)
+        return g
+
+    cdef int _build(self, Py_ssize_t n, const int32_t* src, const int32_t* dst, Py_ssize_t stride,
+                    Py_ssize_t num_edges) except -1:
+        """The successor CSR and the order of edges ``src[e * stride] -> dst[e * stride]``
+        (ids not yet checked), or the error naming the first bad edge."""
         succ_ptr_arr = np.zeros(n + 1, dtype=np.int64)
         indeg_arr = np.zeros(n, dtype=np.int32)
         cdef int64_t* sp = <int64_t*>cnp.PyArray_DATA(succ_ptr_arr)
@@ -115,8 +314,8 @@ cdef class CSRGraph:
         # Pass 1: validate every edge, count out-degrees (shifted by one) and in-degrees.
         with nogil:
             for e in range(num_edges):
-                s = src[e]
-                d = dst[e]
+                s = src[e * stride]
+                d = dst[e * stride]
                 if <uint32_t>s >= un or <uint32_t>d >= un:
                     bad_edge = e
                     break
@@ -127,13 +326,12 @@ cdef class CSRGraph:
                 sp[s + 1] += 1
                 indeg[d] += 1
         if bad_edge >= 0:
-            s = src[bad_edge]
-            d = dst[bad_edge]
+            s = src[bad_edge * stride]
+            d = dst[bad_edge * stride]
             if bad_is_loop:
                 raise SelfDependencyError(
                     f"node {_node_label(self._labels, s)} depends on itself (edge {bad_edge})")
-            raise EdgeArrayError(
-                f"edge {bad_edge} ({s} -> {d}) has a node id out of range [0, {n})")
+            _raise_bad_edge(bad_edge, s, d, n)
 
         # Pass 2: a stable scatter, so each node's successors keep their input order.
         # sp[v] serves as v's write cursor; afterwards sp[v] is where v+1 starts, and
@@ -147,8 +345,8 @@ cdef class CSRGraph:
                 sp[v] = running
                 running += count
             for e in range(num_edges):
-                s = src[e]
-                si[sp[s]] = dst[e]
+                s = src[e * stride]
+                si[sp[s]] = dst[e * stride]
                 sp[s] += 1
             for v in range(n, 0, -1):
                 sp[v] = sp[v - 1]
@@ -174,7 +372,7 @@ cdef class CSRGraph:
         cdef const int32_t* si = self.succ_idx
         cdef Py_ssize_t head = 0, tail = 0, v
         cdef int64_t k, k_end
-        cdef int32_t u, w
+        cdef int32_t u, w, left
         with nogil:
             for v in range(n):
                 order[tail] = <int32_t>v
@@ -184,10 +382,13 @@ cdef class CSRGraph:
                 head += 1
                 k_end = sp[u + 1]
                 for k in range(sp[u], k_end):
+                    # The count in a local: the stores to order[] could alias indeg[]
+                    # for all the compiler knows, and it would read it back.
                     w = si[k]
-                    indeg[w] -= 1
+                    left = indeg[w] - 1
+                    indeg[w] = left
                     order[tail] = w
-                    tail += (indeg[w] == 0)
+                    tail += (left == 0)
         if tail < n:
             cycle = self._find_cycle(indeg)
             raise CycleError(

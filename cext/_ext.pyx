@@ -100,6 +100,7 @@ DEBUG_BUILD = bool(FO_DEBUG_BUILD)
 # (_metrics.pxi); each .pxi opens with what it mirrors on the Python side.
 include "_intern.pxi"
 include "_csr.pxi"
+include "_group.pxi"
 include "_states.pxi"
 include "_metrics.pxi"
 include "_engine.pxi"

@@ -10,7 +10,8 @@ the core never decides it per call:
   continue on error), from the option table (one row per distinct
   :class:`~flow_orchestrator.workflow.NodeOptions`, not one per node);
 * each node's final callable: the action inside the engine's middleware, then the
-  workflow's, then its own (:func:`~flow_orchestrator.context.with_middleware`);
+  workflow's, then its own (:func:`~flow_orchestrator.context.with_middleware`), made
+  once per distinct (action, call plan, option row) and gathered per node in C;
 * per option row, the attempt limit, the timeout and the retry delay callback;
 * the raw ``(action, call plan, middleware)`` triples that other executors ship
   (:mod:`flow_orchestrator.external`).
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ext import CompiledWorkflow
+from ._ext import CompiledWorkflow, group_by, node_triples, take
 from .context import CallPlan, adapt, with_middleware
 from .workflow import NodeOptions, Workflow
 
@@ -43,40 +44,44 @@ class _Compiler:
 
     def compile(self) -> CompiledWorkflow:
         wf = self.workflow
+        actions, plans, slots = wf.actions, wf.call_plans, wf.option_index
         option_flags = np.array([(2 if o.timeout else 0) | (4 if o.continue_on_error else 0)
                                  for o in self.table], dtype=np.uint8)
-        flags = option_flags[wf.option_index]
         middleware_of = [(*self.outer, *o.middleware) for o in self.table]
-        actions: list[Callable[..., Any]] = []
-        raw: list[tuple[Callable[..., Any], CallPlan, tuple[Callable[..., Any], ...]]] = []
-        # One final callable per distinct (action, call plan, option row): nodes that share
-        # them share it, so compiling costs per distinct combination, not per node.
-        made: dict[tuple[int, CallPlan, int], tuple[Callable[..., Any], int]] = {}
-        for node, (action, plan, slot) in enumerate(zip(wf.actions, wf.call_plans, wf.option_index.tolist())):
-            middleware = middleware_of[slot]
-            raw.append((action, plan, middleware))
-            key = (id(action), plan, slot)
-            found = made.get(key)
-            if found is None:
-                if middleware:
-                    found = (with_middleware(action, plan, middleware), 1)
-                elif plan.nothing:
-                    found = (action, 0)
-                else:
-                    found = (adapt(action, plan), 1)
-                made[key] = found
-            actions.append(found[0])
-            flags[node] |= found[1]
+        # Python decides once per distinct (call plan, option row), C applies it per node.
+        # Most groups call every node's action as it is (no middleware, and the plan is
+        # "nothing" or "the context alone"): the compiled actions are then the workflow's
+        # own tuple.  The others get one final callable per distinct (action, plan, row).
+        first, plan_group = group_by(plans, slots)
+        calls_with_context = np.zeros(len(first), dtype=np.uint8)
+        wraps = np.zeros(len(first), dtype=np.bool_)
+        for g, node in enumerate(first.tolist()):
+            plan, middleware = plans[node], middleware_of[int(slots[node])]
+            calls_with_context[g] = 0 if plan.nothing and not middleware else 1
+            wraps[g] = bool(middleware) or not (plan.nothing or plan.context_only)
+        flags = option_flags[slots] | calls_with_context[plan_group]
+        final: tuple[Callable[..., Any], ...] = actions
+        if wraps.any():
+            action_first, action_group = group_by(actions, plan_group, wraps[plan_group])
+            made = [self._final(actions[node], plans[node], middleware_of[int(slots[node])])
+                    for node in action_first.tolist()]
+            final = take(made, action_group, actions)
         _mark_kinds(wf, flags)
         max_attempts = np.array([1 + o.retries for o in self.table], dtype=np.int32)
         timeouts = np.array([o.timeout or 0.0 for o in self.table], dtype=np.float64)
         table = self.table
-        compiled = CompiledWorkflow(wf, wf.graph, tuple(actions), flags, wf.option_index,
-                                    max_attempts, timeouts,
+        compiled = CompiledWorkflow(wf, wf.graph, final, flags, slots, max_attempts, timeouts,
                                     lambda slot, retry: table[slot].retry_delay_for(retry),
-                                    triggers=np.array([int(o.trigger) for o in table], dtype=np.uint8)[wf.option_index])
-        compiled.external_actions = raw
+                                    triggers=np.array([int(o.trigger) for o in table], dtype=np.uint8)[slots])
+        # What other executors ship: the raw (action, call plan, middleware) of each node.
+        compiled.external_actions = node_triples(actions, plans, middleware_of, slots)
         return compiled
+
+    @staticmethod
+    def _final(action: Callable[..., Any], plan: CallPlan,
+               middleware: tuple[Callable[..., Any], ...]) -> Callable[..., Any]:
+        """The callable of the context alone that the core calls for such a node."""
+        return with_middleware(action, plan, middleware) if middleware else adapt(action, plan)
 
 
 def _mark_kinds(wf: Workflow, flags: np.ndarray) -> None:

@@ -605,6 +605,10 @@ class _Run:
             status = RunStatus.CANCELLED
         else:
             status = RunStatus.COMPLETED
+        # The result is final: a node still pending or running (the run was interrupted
+        # before its sweep, or a helper is still in an abandoned action) ends CANCELLED,
+        # here and in the final snapshot built from it; a resume runs it again.
+        statuses[(statuses == NodeStatus.PENDING) | (statuses == NodeStatus.RUNNING)] = NodeStatus.CANCELLED
         return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
                          started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason,
                          self.restored_attempts, core.skip_reasons() if self.compiled.has_joins else None)

@@ -50,7 +50,7 @@ import numpy as np
 from . import _draw
 from ._calling import CallPlan, Signature, bind, signature_of
 from ._draw import Picture
-from ._ext import CSRGraph, Interner
+from ._ext import CSRGraph, Interner, first_not_callable, group_by, take
 from .status import Trigger
 from .errors import (
     CycleError,
@@ -254,8 +254,44 @@ class Workflow:
         ``sources`` and ``targets`` are integer arrays of indices into ``node_names``;
         ``actions`` is one callable for every node or one per node; every node gets
         ``options`` (default options when omitted); ``middleware`` wraps every node
-        (outside each node's own).  No per-edge Python work is done.
+        (outside each node's own).  No per-edge or per-node Python work is done: names
+        are interned, actions checked and grouped, and call plans gathered in the
+        compiled core, with Python work once per distinct action signature.
         """
+        return cls._bulk(name, node_names, actions, options, middleware,
+                         lambda n, labels: CSRGraph.from_edges(n, sources, targets, labels=labels))
+
+    @classmethod
+    def from_edge_list(
+        cls,
+        name: str,
+        node_names: Sequence[str],
+        edges: Any,
+        actions: Callable[..., Any] | Sequence[Callable[..., Any]],
+        options: NodeOptions | None = None,
+        middleware: Sequence[Callable[..., Any]] = (),
+    ) -> Workflow:
+        """Build a workflow in bulk from ``(source, target)`` pairs of indices into
+        ``node_names``: each pair ``(u, v)`` makes node ``v`` depend on node ``u``.
+
+        ``edges`` is a list or tuple of pairs, an ``(m, 2)`` integer array, or any
+        iterable of pairs, read in the compiled core
+        (:meth:`CSRGraph.from_edge_list <flow_orchestrator.dag.CSRGraph.from_edge_list>`);
+        otherwise this is :meth:`from_arrays`, with the same arguments and errors.
+
+        >>> wf = Workflow.from_edge_list("etl", ["extract", "transform", "load"],
+        ...                              [(0, 1), (1, 2)], lambda: None)
+        >>> wf.topological_order(), wf.dependencies("load")
+        (['extract', 'transform', 'load'], ('transform',))
+        """
+        return cls._bulk(name, node_names, actions, options, middleware,
+                         lambda n, labels: CSRGraph.from_edge_list(n, edges, labels=labels))
+
+    @classmethod
+    def _bulk(cls, name: str, node_names: Sequence[str],
+              actions: Callable[..., Any] | Sequence[Callable[..., Any]], options: NodeOptions | None,
+              middleware: Sequence[Callable[..., Any]],
+              make_graph: Callable[[int, list[str]], CSRGraph]) -> Workflow:
         _check_workflow_name(name)
         names = Interner(node_names)
         if len(names) != len(node_names):
@@ -263,17 +299,18 @@ class Workflow:
         n = len(names)
         if n == 0:
             raise EmptyGraphError(f"workflow {name!r} has no nodes")
+        action_list: Sequence[Callable[..., Any]]
         if callable(actions):
-            action_list: Sequence[Callable[..., Any]] = [actions] * n
+            action_list = (actions,) * n
         else:
-            action_list = list(actions)
+            action_list = actions if type(actions) in (list, tuple) else list(actions)
             if len(action_list) != n:
                 raise EdgeArrayError(f"workflow {name!r}: {len(action_list)} actions for {n} nodes")
-            for i, action in enumerate(action_list):
-                if not callable(action):
-                    raise DefinitionError(f"node {names.name(i)!r}: action {action!r} is not callable")
+            bad = first_not_callable(action_list)
+            if bad >= 0:
+                raise DefinitionError(f"node {names.name(bad)!r}: action {action_list[bad]!r} is not callable")
         try:
-            graph = CSRGraph.from_edges(n, sources, targets, labels=names.names())
+            graph = make_graph(n, names.names())
         except CycleError as exc:
             raise CycleError(f"workflow {name!r}: {exc}", exc.cycle) from None
         opts = DEFAULT_OPTIONS if options is None else options
@@ -449,33 +486,57 @@ class Workflow:
 
 
 def _call_plans(workflow: Workflow) -> tuple[CallPlan, ...]:
-    """Every node's :class:`CallPlan`: one signature per distinct action, and per node only
-    when a required parameter names a node of the workflow (then its dependencies matter)."""
+    """Every node's :class:`CallPlan`: one signature per distinct signature (the many
+    functions one ``def`` or ``lambda`` makes in a loop share one), gathered per node
+    in C; per node in Python only when a required parameter names a node of the
+    workflow (then its dependencies matter)."""
     names = workflow.interner
+    actions = workflow.actions
     node_names = frozenset(names.names()) if len(names) < 4096 else _NodeNames(names)
-    signatures: dict[int, Signature] = {}
-    shared: dict[int, CallPlan | None] = {}  # action -> its plan on every node, None: per node
-    plans: list[CallPlan] = []
     kinds = workflow._kinds
-    for node, action in enumerate(workflow.actions):
-        if node in kinds and kinds[node].kind == "map":
-            plans.append(_map_plan(workflow, node, action, node_names))
-            continue
-        key = id(action)
-        plan = shared.get(key, False)
-        if plan is False:
-            sig = signatures[key] = signature_of(action)
-            if any(n in node_names and n not in sig.wants_context for n in sig.names()):
-                plan = shared[key] = None
-            else:
-                try:
-                    plan = shared[key] = bind(sig, (), names.name(node), node_names)
-                except DefinitionError:
-                    plan = shared[key] = None  # reported below, with the node's own dependencies
-        if plan is None:
-            plan = bind(signatures[key], workflow.dependencies(node), names.name(node), node_names)
-        plans.append(plan)  # type: ignore[arg-type]
-    return tuple(plans)
+    maps = [node for node, kind in kinds.items() if kind.kind == "map"]
+    if maps:  # their items are called with the element first: planned apart (_map_plan)
+        plans = list(_plain_plans(workflow, names, node_names, _with_placeholders(actions, maps)))
+        for node in maps:
+            plans[node] = _map_plan(workflow, node, actions[node], node_names)
+        return tuple(plans)
+    return _plain_plans(workflow, names, node_names, actions)
+
+
+def _no_parameters() -> None:
+    """Stands for a map node's action while the plain nodes' plans are made."""
+
+
+def _with_placeholders(actions: Sequence[Callable[..., Any]], maps: list[int]) -> list[Callable[..., Any]]:
+    placed = list(actions)
+    for node in maps:
+        placed[node] = _no_parameters
+    return placed
+
+
+def _plain_plans(workflow: Workflow, names: Interner, node_names: Any,
+                 actions: Sequence[Callable[..., Any]]) -> tuple[CallPlan, ...]:
+    """The plans of the nodes called by the plain convention (see :func:`_call_plans`)."""
+    first, group = group_by(actions, signatures=True)
+    signatures: list[Signature] = []
+    shared: list[CallPlan | None] = []  # a group's plan on every node; None: per node
+    for node in first.tolist():
+        sig = signature_of(actions[node])
+        signatures.append(sig)
+        plan: CallPlan | None = None
+        if not any(n in node_names and n not in sig.wants_context for n in sig.names()):
+            try:
+                plan = bind(sig, (), names.name(node), node_names)
+            except DefinitionError:
+                plan = None  # reported below, with the node's own dependencies
+        shared.append(plan)
+    if all(plan is not None for plan in shared):
+        return take(shared, group)  # type: ignore[no-any-return]
+    per_node = np.array([plan is None for plan in shared])[group]
+    fallback: list[CallPlan | None] = [None] * len(actions)
+    for node in np.flatnonzero(per_node).tolist():
+        fallback[node] = bind(signatures[group[node]], workflow.dependencies(node), names.name(node), node_names)
+    return take(shared, np.where(per_node, np.uint32(0xFFFFFFFF), group), fallback)  # type: ignore[no-any-return]
 
 
 def _map_plan(workflow: Workflow, node: int, action: Callable[..., Any], node_names: Any) -> CallPlan:
@@ -782,8 +843,7 @@ class WorkflowBuilder:
             raise EmptyGraphError(f"workflow {self._name!r} has no nodes")
         names = Interner(self._nodes)
         declared: list[tuple[str, ...]] = []
-        sources: list[int] = []
-        targets: list[int] = []
+        edges: list[tuple[int, int]] = []
         for target, pending in enumerate(self._nodes.values()):
             refs = pending.depends_on
             if pending.infer:
@@ -796,25 +856,15 @@ class WorkflowBuilder:
             if pending.name in dep_names:
                 raise SelfDependencyError(f"node {pending.name!r} depends on itself")
             declared.append(dep_names)
-            for dep in dep_names:
-                sources.append(names.id(dep))
-                targets.append(target)
+            edges += [(names.id(dep), target) for dep in dep_names]
         try:
-            graph = CSRGraph.from_edges(
-                len(names), np.asarray(sources, dtype=np.int32), np.asarray(targets, dtype=np.int32),
-                labels=names.names())
+            graph = CSRGraph.from_edge_list(len(names), edges, labels=names.names())
         except CycleError as exc:
             raise CycleError(f"workflow {self._name!r}: {exc}", exc.cycle) from None
-        table: dict[int, int] = {}
-        option_table: list[NodeOptions] = []
-        option_index = np.empty(len(names), dtype=np.uint32)
-        for i, pending in enumerate(self._nodes.values()):
-            slot = table.get(id(pending.options))
-            if slot is None:
-                slot = table[id(pending.options)] = len(option_table)
-                option_table.append(pending.options)
-            option_index[i] = slot
-        actions = [p.action for p in self._nodes.values()]
+        pending_nodes = list(self._nodes.values())
+        first, option_index = group_by([p.options for p in pending_nodes])
+        option_table = [pending_nodes[i].options for i in first.tolist()]
+        actions = [p.action for p in pending_nodes]
         kinds = {i: p.kind for i, p in enumerate(self._nodes.values()) if p.kind is not None}
         for i, kind in kinds.items():
             ref = self._map_refs.get(names.name(i))

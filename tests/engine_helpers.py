@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
+import time
+from collections.abc import Sequence
+from typing import Any
 
 from flow_orchestrator.engine import RunResult
 from flow_orchestrator.status import TERMINAL, NodeStatus
@@ -135,3 +140,47 @@ def local_dask_cluster():  # type: ignore[no-untyped-def]
         if entry not in sys.path:
             sys.path.append(entry)
     return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+
+
+def popen_interruptible(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+    """``Popen`` for a child that a test stops with SIGINT (Ctrl-C), sent to its pid.
+
+    The child gets a session of its own (a Ctrl-C at the terminal reaches only pytest,
+    and the test alone decides when the child sees one), and SIGINT at its default
+    disposition: a shell without job control starts a background job (``pytest &``, a CI
+    step) with SIGINT ignored, children inherit that, and Python then never raises
+    KeyboardInterrupt.  An ignored SIGINT is swapped for a handler while the child
+    starts (``exec`` resets a handler to the default, never an ignore), with no
+    ``preexec_fn`` (unsafe while other threads run).
+    """
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    kwargs.setdefault("text", True)
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(list(args), start_new_session=True, **kwargs)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def interrupt_after_first_line(args: Sequence[str], *, cwd: Any, delay: float = 0.0,
+                               timeout: float = 60) -> tuple[str, int, str, str]:
+    """Start ``args`` (:func:`popen_interruptible`), wait for its first line of output,
+    ``delay`` seconds more, then send it SIGINT: ``(first line, exit code, rest of stdout,
+    stderr)``.  ``timeout`` only keeps a hung child from hanging the suite."""
+    child = popen_interruptible(args, cwd=cwd)
+    try:
+        assert child.stdout is not None
+        first = child.stdout.readline()
+        if delay:
+            time.sleep(delay)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    return first.strip(), child.returncode, out, err

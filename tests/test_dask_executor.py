@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-distributed = pytest.importorskip("distributed", reason="needs the 'dask' extra: pip install 'flow-orchestrator[dask]'")
+distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed: the 'dask' extra (pip install 'flow-orchestrator[dask]')")
 
 from engine_helpers import Holder, returns_lock
 

@@ -193,7 +193,7 @@ def make_engine(kind: str, pools) -> Engine:
         return Engine(2, executor="processes")
     if kind == "dask":
         if "dask" not in pools:
-            pytest.skip("dask.distributed is not installed: needs the 'dask' extra")
+            pytest.skip("dask.distributed is not installed: the 'dask' extra (pip install 'flow-orchestrator[dask]')")
         return Engine(2, executor=pools["dask"])
     return Engine(2, executor=pools["processes"])
 

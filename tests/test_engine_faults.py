@@ -31,8 +31,9 @@ from flow_orchestrator.workflow import Workflow, WorkflowBuilder
 
 from engine_helpers import StartLog, assert_terminal
 
-WAIT = 10.0     # upper bound for events that a correct engine sets quickly
-PROMPT = 2.0    # "promptly"
+# A guard against a hung test, never a measure of speed: the tests observe events (a
+# cancel seen by the action, a run ended), and timing checks live in bench/.
+WAIT = 10.0
 
 
 def cooperative(ctx, limit: float = WAIT):
@@ -391,18 +392,15 @@ def test_cancel_from_another_thread_with_a_token(engine, raise_when_cancelled):
     log = StartLog()
     started = threading.Event()
     token = CancellationToken()
-    cancelled_at = []
 
     def canceller():
         if started.wait(WAIT):
-            cancelled_at.append(time.monotonic())
             token.cancel("stop please")
 
     threading.Thread(target=canceller, daemon=True).start()
     wf = _cancellable_workflow(log, started, raise_when_cancelled=raise_when_cancelled)
     with pytest.raises(RunCancelledError) as info:
         engine.run(wf, cancel=token)
-    assert time.monotonic() - cancelled_at[0] < PROMPT
     assert token.cancelled
     result = info.value.result
     assert isinstance(result, RunResult) and result.status is RunStatus.CANCELLED
@@ -450,7 +448,7 @@ def test_one_token_cancels_every_run_it_was_given_to():
             assert started.acquire(timeout=WAIT)
         token.cancel("all")
         for handle in handles:
-            exc = handle.exception(timeout=PROMPT)
+            exc = handle.exception(timeout=WAIT)
             assert isinstance(exc, RunCancelledError) and exc.result.cancel_reason == "all"
             # runner raised NodeCancelledError: CANCELLED, and its dependent SKIPPED
             assert exc.result.statuses.tolist() == [NodeStatus.CANCELLED, NodeStatus.SKIPPED]
@@ -470,10 +468,8 @@ def test_cancel_a_run_through_its_handle(engine):
     progress = handle.progress()
     assert sum(progress.values()) == len(wf) and progress[NodeStatus.RUNNING] == 1
     assert not handle.done()
-    cancelled_at = time.monotonic()
     handle.cancel("by handle")
-    exc = handle.exception(timeout=PROMPT)
-    assert time.monotonic() - cancelled_at < PROMPT
+    exc = handle.exception(timeout=WAIT)
     assert isinstance(exc, RunCancelledError) and handle.done()
     with pytest.raises(RunCancelledError):
         handle.result()

@@ -274,8 +274,8 @@ def test_serial_runs_in_a_topological_order(serial, graph):
 
 
 @given(graph=dags_with_failures(max_nodes=12, max_edges=24))
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None,
-          max_examples=8)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
+# The profile's examples (dev 60, ci 200): a few tens of ms each, pools started once.
 def test_serial_threads_and_processes_agree(serial, threads, processes, graph):
     n, src, dst, failing, _ = graph
     actions = [functools.partial(value_of, fail=v in failing) for v in range(n)]

@@ -17,10 +17,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from engine_helpers import interrupt_after_first_line
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py"))
@@ -141,19 +141,12 @@ def test_resumable_job_crashes_then_resumes_only_the_rest(tmp_path):
 
 
 def test_resumable_job_stops_on_ctrl_c_then_resumes(tmp_path):
-    child = subprocess.Popen([sys.executable, str(EXAMPLES / "resumable_job.py"), "--work-ms", "2"],
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().startswith("starting run 'job'")
-        time.sleep(0.5)  # the run takes over 2 s (2 ms a task, 2 threads)
-        child.send_signal(signal.SIGINT)
-        stdout, stderr = child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
-    assert child.returncode == 130, f"exit {child.returncode}\n{stdout}\n{stderr}"
+    # Its own session, SIGINT at its default: works when the suite runs as a background job.
+    first, code, stdout, stderr = interrupt_after_first_line(
+        [sys.executable, str(EXAMPLES / "resumable_job.py"), "--work-ms", "2"], cwd=tmp_path,
+        delay=0.5)  # the run takes over 2 s (2 ms a task, 2 threads): some tasks are done by then
+    assert first.startswith("starting run 'job'"), (first, stdout, stderr)
+    assert code == 130, f"exit {code}\n{stdout}\n{stderr}"
     saved = number(r"interrupted: ran \d+ task\(s\) this time; (\d+)/2000 saved as done", stdout)
     assert 0 < saved < TOTAL_TASKS
     assert "resume with: " in stdout and "--resume --store resumable_job.db --run-id job" in stdout
@@ -190,7 +183,7 @@ def test_resumable_job_command_line_equivalent(tmp_path):
 
 
 def test_dask_cluster_on_a_local_cluster(tmp_path):
-    pytest.importorskip("distributed", reason="needs the 'dask' extra: pip install 'flow-orchestrator[dask]'")
+    pytest.importorskip("distributed", reason="dask.distributed is not installed: the 'dask' extra (pip install 'flow-orchestrator[dask]')")
     done = run_example("dask_cluster.py", cwd=tmp_path, timeout=180)
     out = done.stdout
     assert done.returncode == 0, output_of(done)

@@ -91,7 +91,7 @@ def test_a_missing_extra_says_what_to_install(tmp_path, module, blocked, extra):
 @pytest.fixture
 def prom():
     """``(prometheus_client, our exporter module)``."""
-    client = pytest.importorskip("prometheus_client", reason="needs the 'prometheus' extra")
+    client = pytest.importorskip("prometheus_client", reason="prometheus-client is not installed: the 'prometheus' extra (pip install 'flow-orchestrator[prometheus]')")
     from flow_orchestrator.exporters import prometheus
 
     return client, prometheus
@@ -289,8 +289,8 @@ def test_register_defaults_to_the_global_registry(prom):
 @pytest.fixture
 def otel():
     """``(observer class, tracer, in-memory exporter, our module)``."""
-    pytest.importorskip("opentelemetry.trace", reason="needs the 'otel' extra")
-    sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="needs opentelemetry-sdk (the 'test' extra)")
+    pytest.importorskip("opentelemetry.trace", reason="opentelemetry-api is not installed: the 'otel' extra (pip install 'flow-orchestrator[otel]')")
+    sdk = pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk is not installed: the 'test' extra (pip install 'flow-orchestrator[test]')")
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -498,7 +498,7 @@ def test_progress_validates_its_arguments():
 
 
 def test_tqdm_bar_into_a_string_buffer():
-    pytest.importorskip("tqdm", reason="needs the 'progress' extra")
+    pytest.importorskip("tqdm", reason="tqdm is not installed: the 'progress' extra (pip install 'flow-orchestrator[progress]')")
     out = io.StringIO()
     observer = ProgressObserver(total=4, file=out)
     assert observer.uses_tqdm
@@ -512,7 +512,7 @@ def test_tqdm_bar_into_a_string_buffer():
 
 
 def test_tqdm_bars_of_concurrent_runs_learn_their_total():
-    pytest.importorskip("tqdm", reason="needs the 'progress' extra")
+    pytest.importorskip("tqdm", reason="tqdm is not installed: the 'progress' extra (pip install 'flow-orchestrator[progress]')")
     out = io.StringIO()
     observer = ProgressObserver(file=out, bar_options={"leave": True})
     with Engine(4, observers=[observer]) as engine:
@@ -523,7 +523,7 @@ def test_tqdm_bars_of_concurrent_runs_learn_their_total():
 
 
 def test_tqdm_writes_to_stderr_by_default(capsys):
-    pytest.importorskip("tqdm", reason="needs the 'progress' extra")
+    pytest.importorskip("tqdm", reason="tqdm is not installed: the 'progress' extra (pip install 'flow-orchestrator[progress]')")
     with Engine(1, executor="serial") as engine:
         engine.run(chain("stderr", 3), observers=[ProgressObserver(use_tqdm=True)])
     out, err = capsys.readouterr()

@@ -303,13 +303,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .batch_demo import run_batch_demo
     from .demo import format_figures, run_demo
 
-    if min(args.layers, args.width, args.deps) < 1 or (args.workers is not None and args.workers < 1):
-        raise usage("--layers, --width, --deps and --workers must be >= 1")
-    result = run_batch_demo(args.workers)
+    if min(args.layers, args.width, args.deps, args.repeat) < 1 or (args.workers is not None and args.workers < 1):
+        raise usage("--layers, --width, --deps, --repeat and --workers must be >= 1")
+    result = run_batch_demo(args.workers, repeat=args.repeat)
     if not result.ok:
         return 1
     _out()
-    _out(format_figures(run_demo(args.layers, args.width, args.deps)))
+    _out(format_figures(run_demo(args.layers, args.width, args.deps, args.repeat)))
     return 0
 
 
@@ -446,6 +446,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = _command(commands, "demo", "run a numpy batch workflow, then build and order a large generated DAG",
                     texts.HELP_DEMO, texts.HELP_DEMO_EPILOG)
     demo.add_argument("--workers", type=int, default=None, help="worker threads (default: CPU count)")
+    demo.add_argument("--repeat", type=int, default=3,
+                      help="timed runs of each side of a comparison, after a warm-up; the median is shown (default 3)")
     demo.add_argument("--layers", type=int, default=1000, help="number of layers (default 1000)")
     demo.add_argument("--width", type=int, default=1000, help="nodes per layer (default 1000)")
     demo.add_argument("--deps", type=int, default=3, help="dependencies per node (default 3)")
