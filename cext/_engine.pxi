@@ -156,6 +156,8 @@ cdef class CompiledWorkflow:
     cdef readonly bint has_joins       # some trigger is not all_success, or some node branches
     cdef readonly bint has_all_done    # some trigger is all_done: fail-fast aborts softly
     cdef object _branch_names          # {branch node: its successors' names, in CSR order}
+    #: ``{map node: (id of the node it maps over, max items at once or 0)}`` (_maps.pxi).
+    cdef public dict maps
     cdef list _pool
     cdef cython.pymutex _pool_lock
     #: ``(action, takes_context, middleware)`` per node, for process executors.
@@ -191,6 +193,7 @@ cdef class CompiledWorkflow:
         self.retry_delay = retry_delay
         self._pool = []
         _compile_joins(self, triggers)
+        self.maps = {}
 
     @property
     def workflow(self):
@@ -233,6 +236,18 @@ cdef class NodeContext:
     cdef int32_t _node
     cdef uint32_t _word
     cdef double _deadline
+    cdef object _map               # None, or the MapRun of the item (_maps.pxi)
+    cdef int32_t _item             # the item's index in its map, -1 for a node
+
+    @property
+    def item(self):
+        """For an item of a map node, its index (its element's position); else ``None``."""
+        return self._item if self._map is not None else None
+
+    @property
+    def element(self):
+        """For an item of a map node, its element (what its action receives first)."""
+        return _context_element(self)
 
     @property
     def node(self):
@@ -295,11 +310,11 @@ cdef class NodeContext:
     @property
     def cancelled(self):
         """True once the run is cancelled or aborted, or this attempt timed out."""
-        return self._core._attempt_cancelled(self._node, self._word)
+        return _context_cancelled(self)
 
     def raise_if_cancelled(self):
         """Raise :class:`NodeCancelledError` if :attr:`cancelled`."""
-        if self._core._attempt_cancelled(self._node, self._word):
+        if _context_cancelled(self):
             raise NodeCancelledError(f"node {self.node!r} (attempt {self.attempt}) was cancelled")
 
     def wait(self, seconds):
@@ -308,7 +323,7 @@ cdef class NodeContext:
         cdef double left
         cdef FoEvent* over = self._core.over
         cdef long slice_ms
-        while not self._core._attempt_cancelled(self._node, self._word):
+        while not _context_cancelled(self):
             left = until - fo_now_ns() / 1e9
             if left <= 0:
                 return False
@@ -336,6 +351,7 @@ cdef class RunCore:
     cdef cnp.ndarray _seen, _why
     cdef uint8_t* seen              # what each node saw of its dependencies (SEEN_* bits)
     cdef uint8_t* why               # why each SKIPPED node was (SKIP_*)
+    cdef dict maps                  # None, or {map node: its MapRun} (_maps.pxi)
     cdef NodeMetrics metrics        # None: no metrics (the hot path tests one pointer)
     cdef object events              # None, or the observers' dispatcher
     cdef object checkpoint          # None, or the run's checkpointer (see begin_run)
@@ -420,6 +436,7 @@ cdef class RunCore:
         self.interrupt = None
         self.cancel_reason = None
         self.restored = False
+        self.maps = None
         self.counters[C_ATTACHED] = 1  # the driver
         self.t0_ns = fo_now_ns()
         self.t1_ns = 0
@@ -541,6 +558,8 @@ cdef class RunCore:
         cdef uint32_t running
         cdef uint8_t flags = self.wf.flags[node]
         cdef NodeContext ctx
+        if flags & FLAG_MAP:
+            return _map_work(self, node)  # expands the map, or works on its items
         fo_add_fetch_i64(&self.counters[C_RUNNING], 1)
         if self._stopped(node) or _status_of(word) != ST_PENDING \
                 or not self._transition(node, word, ST_RUNNING, attempt):
@@ -572,6 +591,7 @@ cdef class RunCore:
         ctx._core = self
         ctx._node = node
         ctx._word = word
+        ctx._map = None
         ctx._deadline = 0.0
         if timeout > 0:
             ctx._deadline = self.start_ns[node] / 1e9 + timeout
@@ -852,6 +872,8 @@ cdef class RunCore:
         cdef uint32_t word
         if fo_load_i64(&self.counters[C_FINISHED]):
             return
+        if self.maps:
+            _maps_sweep(self)
         if fo_load_i64(&self.counters[C_ABORTED]) == 1:
             _join_soft_sweep(self)
             return
@@ -998,6 +1020,12 @@ cdef class RunCore:
         return (not fo_load_i64(&self.counters[C_FINISHED])
                 and fo_load_i64(&self.counters[C_ABORTED]) != 2)
 
+    def map_items(self, int32_t node):
+        """``(statuses, attempts, started, ended, outputs, errors)`` of the items of map
+        node ``node`` (times in seconds since the run started), or ``None`` if it never
+        expanded."""
+        return _map_items_of(self, node)
+
     def skip_reasons(self):
         """A snapshot of why each SKIPPED node was (``uint8`` :class:`SkipReason` values)."""
         return self._why.copy()
@@ -1096,6 +1124,7 @@ cdef class RunCore:
         ctx._core = self
         ctx._node = node
         ctx._word = running
+        ctx._map = None
         ctx._deadline = deadline or 0.0
         return ctx.inputs, self.wf.labels[node], _attempt_of(running), deadline
 

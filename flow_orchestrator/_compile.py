@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._ext import CompiledWorkflow, group_by, node_triples, take
-from .context import CallPlan, adapt, with_middleware
+from .context import CallPlan, adapt, adapt_item, with_middleware
 from .workflow import NodeOptions, Workflow
 
 __all__ = ["compile_workflow"]
@@ -66,7 +66,8 @@ class _Compiler:
             made = [self._final(actions[node], plans[node], middleware_of[int(slots[node])])
                     for node in action_first.tolist()]
             final = take(made, action_group, actions)
-        _mark_kinds(wf, flags)
+        if wf.kinds:
+            final = _branches_and_maps(wf, flags, final, middleware_of)
         max_attempts = np.array([1 + o.retries for o in self.table], dtype=np.int32)
         timeouts = np.array([o.timeout or 0.0 for o in self.table], dtype=np.float64)
         table = self.table
@@ -75,6 +76,8 @@ class _Compiler:
                                     triggers=np.array([int(o.trigger) for o in table], dtype=np.uint8)[slots])
         # What other executors ship: the raw (action, call plan, middleware) of each node.
         compiled.external_actions = node_triples(actions, plans, middleware_of, slots)
+        compiled.maps = {node: (wf.node_id(kind.over), wf.options(node).max_concurrency or 0)
+                         for node, kind in wf.kinds.items() if kind.kind == "map" and kind.over is not None}
         return compiled
 
     @staticmethod
@@ -84,10 +87,21 @@ class _Compiler:
         return with_middleware(action, plan, middleware) if middleware else adapt(action, plan)
 
 
-def _mark_kinds(wf: Workflow, flags: np.ndarray) -> None:
-    """Flag the branch (``8``) and map (``16``) nodes (few: a dict of them)."""
+def _branches_and_maps(wf: Workflow, flags: np.ndarray, final: tuple[Callable[..., Any], ...],
+                       middleware_of: list[tuple[Callable[..., Any], ...]]) -> tuple[Callable[..., Any], ...]:
+    """Flag the branch (``8``) and map (``16``) nodes (few: a dict of them), and give each
+    map node the callable its items run (:func:`~flow_orchestrator.context.adapt_item`),
+    flagged ``1`` when it takes the context."""
+    made = list(final)
     for node, kind in wf.kinds.items():
-        flags[node] |= 8 if kind.kind == "branch" else 16
+        if kind.kind == "branch":
+            flags[node] |= 8
+            continue
+        item, with_context = adapt_item(wf.actions[node], wf.call_plans[node],
+                                        middleware_of[int(wf.option_index[node])])
+        made[node] = item
+        flags[node] = (flags[node] & ~np.uint8(1)) | 16 | (1 if with_context else 0)
+    return tuple(made)
 
 
 def compile_workflow(workflow: Workflow, middleware: Sequence[Callable[..., Any]] = ()) -> CompiledWorkflow:

@@ -28,8 +28,8 @@ from ._ext import NodeContext
 from .data import WorkflowData
 from .errors import DefinitionError, UnknownNodeError
 
-__all__ = ["CONTEXT", "CallPlan", "ExternalContext", "NodeContext", "adapt", "call_external", "plan_call",
-           "takes_context", "with_middleware"]
+__all__ = ["CONTEXT", "CallPlan", "ExternalContext", "NodeContext", "adapt", "adapt_item", "call_external",
+           "plan_call", "takes_context", "with_middleware"]
 
 
 @dataclass(frozen=True)
@@ -166,3 +166,41 @@ def with_middleware(action: Callable[..., Any], plan: Plan,
         if not callable(wrapped):
             raise DefinitionError(f"middleware {mw!r} returned {wrapped!r}, not a callable")
     return wrapped
+
+
+def adapt_item(action: Callable[..., Any], plan: CallPlan,
+               middleware: tuple[Callable[..., Any], ...] = ()) -> tuple[Callable[..., Any], bool]:
+    """What the core calls for each item of a map node, and whether it passes the context:
+    ``(action, False)`` when the action takes the element alone (called
+    ``action(element)``), else a callable of ``(element, ctx)`` feeding the other
+    parameters as ``plan`` says (made for the parameters after the element).  With
+    ``middleware``, the middleware wraps a callable of the context alone, which reads
+    the element from ``ctx.element``."""
+    if middleware:
+        def item_of_context(ctx: Any, _a: Callable[..., Any] = action) -> Any:
+            return _call_item(_a, plan, ctx.element, ctx)
+        wrapped = with_middleware(item_of_context, CONTEXT_ONLY, middleware)
+
+        def call_wrapped(element: Any, ctx: Any, _w: Callable[..., Any] = wrapped) -> Any:
+            return _w(ctx)
+        return call_wrapped, True
+    if plan.nothing:
+        return action, False
+    if plan.context_only:
+        return action, True
+
+    def call(element: Any, ctx: Any, _a: Callable[..., Any] = action) -> Any:
+        return _call_item(_a, plan, element, ctx)
+    return call, True
+
+
+def _call_item(action: Callable[..., Any], plan: CallPlan, element: Any, ctx: Any) -> Any:
+    if plan.nothing:
+        return action(element)
+    if plan.context_only:
+        return action(element, ctx)
+    inputs = ctx.inputs
+    args = [ctx if n is None else inputs[n] for n in plan.positional]
+    if plan.keywords:
+        return action(element, *args, **{k: ctx if n is None else inputs[n] for k, n in plan.keywords})
+    return action(element, *args)

@@ -526,6 +526,9 @@ class _Run:
             writer = self.durable.prepare(workflow, self.data, self._save_failed, resume)
         engine._run_started()  # raises when the engine is closed
         try:
+            if self.mode == "external" and self.compiled.maps:
+                raise DefinitionError(f"workflow {workflow.name!r} has map nodes, which run on threads or "
+                                      "serially: not on executor " + repr(engine._executor_spec))
             if self.mode == "external":
                 # Refuse actions another process cannot receive before anything starts.
                 check_actions(engine._pool(), self.compiled, workflow.name,
@@ -611,7 +614,8 @@ class _Run:
         statuses[(statuses == NodeStatus.PENDING) | (statuses == NodeStatus.RUNNING)] = NodeStatus.CANCELLED
         return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
                          started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason,
-                         self.restored_attempts, core.skip_reasons() if self.compiled.has_joins else None)
+                         self.restored_attempts, core.skip_reasons() if self.compiled.has_joins else None,
+                         {node: core.map_items(node) for node in self.compiled.maps} if self.compiled.maps else None)
 
 
 def _all_done_well(statuses: np.ndarray, core: Any) -> bool:

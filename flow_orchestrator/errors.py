@@ -29,6 +29,7 @@ __all__ = [
     "NodeNameError",
     "DefinitionError",
     "BranchError",
+    "MapItemError",
     "FrozenInternerError",
     "GraphTooLargeError",
     "ExecutionError",
@@ -218,6 +219,11 @@ class RetryRequested(ExecutionError):
 class BranchError(ExecutionError, ValueError):
     """A branch node's action returned something other than the name, or a list of
     names, of its direct successors: the node fails with it."""
+
+
+class MapItemError(ExecutionError):
+    """Items of a map node failed or timed out: the node fails with it (its
+    ``__cause__`` is the first item's error; ``RunResult.items()`` has them all)."""
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -28,7 +28,7 @@ from .errors import NodeFailedError, RunCancelledError, UnknownNodeError, Workfl
 from .status import NodeStatus, RunStatus, SkipReason
 from .workflow import Workflow
 
-__all__ = ["RunResult", "count_statuses", "new_run_id"]
+__all__ = ["MapItems", "RunResult", "count_statuses", "new_run_id"]
 
 _run_ids = itertools.count(1)
 _run_id_prefix = os.urandom(5).hex()
@@ -51,6 +51,50 @@ def new_run_id() -> str:
 _COMPLETED = int(NodeStatus.COMPLETED)
 
 
+def _set_arrays(record: Any, statuses: np.ndarray, attempts: np.ndarray, started: np.ndarray,
+                ended: np.ndarray) -> None:
+    """Give a run's or a map's record its per-node (per-item) arrays, made read-only."""
+    for arr in (statuses, attempts, started, ended):
+        arr.flags.writeable = False
+    record.statuses, record.attempts, record.started, record.ended = statuses, attempts, started, ended
+
+
+class MapItems:
+    """The items of one map node in one run (:meth:`RunResult.items`), in element order:
+    ``statuses`` (``uint8`` :class:`~flow_orchestrator.status.NodeStatus`), ``attempts``
+    (``int32``), ``started`` and ``ended`` (seconds since the run started, NaN where
+    unset), ``outputs`` (``None`` where an item did not complete) and ``errors``
+    (``{index: exception}``)."""
+
+    __slots__ = ("node", "statuses", "attempts", "started", "ended", "outputs", "errors")
+
+    def __init__(self, node: str, statuses: np.ndarray, attempts: np.ndarray, started: np.ndarray,
+                 ended: np.ndarray, outputs: list[Any], errors: dict[int, BaseException]) -> None:
+        self.node = node
+        _set_arrays(self, statuses, attempts, started, ended)
+        self.outputs = outputs
+        self.errors = errors
+
+    def __len__(self) -> int:
+        return len(self.statuses)
+
+    def status(self, index: int) -> NodeStatus:
+        """The status of item ``index``."""
+        return NodeStatus(int(self.statuses[index]))
+
+    def counts(self) -> dict[NodeStatus, int]:
+        """How many items ended in each status."""
+        return count_statuses(self.statuses)
+
+    def failed(self) -> list[int]:
+        """Indices of the items that failed or timed out."""
+        return np.flatnonzero((self.statuses == NodeStatus.FAILED) | (self.statuses == NodeStatus.TIMED_OUT)).tolist()
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{c} {s}" for s, c in self.counts().items() if c)
+        return f"<MapItems {self.node!r}: {len(self)} item(s){': ' + counts if counts else ''}>"
+
+
 def count_statuses(statuses: np.ndarray) -> dict[NodeStatus, int]:
     counts = np.bincount(statuses, minlength=len(NodeStatus))
     return {status: int(counts[status]) for status in NodeStatus}
@@ -69,28 +113,25 @@ class RunResult:
 
     __slots__ = ("workflow", "run_id", "status", "statuses", "attempts", "started", "ended",
                  "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason", "restored_attempts",
-                 "_skip")
+                 "_skip", "_items")
 
     def __init__(self, workflow: Workflow, run_id: str, status: RunStatus, statuses: np.ndarray,
                  attempts: np.ndarray, started: np.ndarray, ended: np.ndarray,
                  outputs: list[Any], errors: dict[int, BaseException], wall_seconds: float,
                  cancel_reason: str | None = None, restored_attempts: int = 0,
-                 skip_reasons: np.ndarray | None = None) -> None:
+                 skip_reasons: np.ndarray | None = None,
+                 items: dict[int, tuple[Any, ...] | None] | None = None) -> None:
         self.workflow = workflow
         self.run_id = run_id
         self.status = status
-        for arr in (statuses, attempts, started, ended):
-            arr.flags.writeable = False
-        self.statuses = statuses
-        self.attempts = attempts
-        self.started = started
-        self.ended = ended
+        _set_arrays(self, statuses, attempts, started, ended)
         self._outputs = outputs
         self._errors = errors
         self.wall_seconds = wall_seconds
         self.cancel_reason = cancel_reason
         self.restored_attempts = restored_attempts
         self._skip = skip_reasons
+        self._items = items or {}
         self._names = workflow.interner
 
     @property
@@ -114,6 +155,19 @@ class RunResult:
         node = self._id(name)
         # int() both sides: a numpy scalar compared with an IntEnum is slow.
         return self._outputs[node] if int(self.statuses[node]) == _COMPLETED else default
+
+    def items(self, name: str | int) -> MapItems:
+        """The items of map node ``name``: their statuses, attempts, times, outputs and
+        errors, in element order (none if the node never expanded: its dependency did
+        not complete, or the run stopped before)."""
+        node = self._id(name)
+        if self.workflow.kind(node) != "map":
+            raise UnknownNodeError(f"node {self._names.name(node)!r} of workflow {self.workflow.name!r} is not a map")
+        found = self._items.get(node)
+        if found is None:
+            empty = np.zeros(0, dtype=np.uint8)
+            return MapItems(self._names.name(node), empty, np.zeros(0, np.int32), np.zeros(0), np.zeros(0), [], {})
+        return MapItems(self._names.name(node), *found)
 
     @property
     def skip_reasons(self) -> np.ndarray:
