@@ -51,12 +51,10 @@ def new_run_id() -> str:
 _COMPLETED = int(NodeStatus.COMPLETED)
 
 
-def _set_arrays(record: Any, statuses: np.ndarray, attempts: np.ndarray, started: np.ndarray,
-                ended: np.ndarray) -> None:
-    """Give a run's or a map's record its per-node (per-item) arrays, made read-only."""
-    for arr in (statuses, attempts, started, ended):
+def _read_only(*arrays: np.ndarray) -> None:
+    """Make a record's arrays read-only: one handed to observers cannot be changed under another."""
+    for arr in arrays:
         arr.flags.writeable = False
-    record.statuses, record.attempts, record.started, record.ended = statuses, attempts, started, ended
 
 
 class MapItems:
@@ -71,7 +69,8 @@ class MapItems:
     def __init__(self, node: str, statuses: np.ndarray, attempts: np.ndarray, started: np.ndarray,
                  ended: np.ndarray, outputs: list[Any], errors: dict[int, BaseException]) -> None:
         self.node = node
-        _set_arrays(self, statuses, attempts, started, ended)
+        _read_only(statuses, attempts, started, ended)
+        self.statuses, self.attempts, self.started, self.ended = statuses, attempts, started, ended
         self.outputs = outputs
         self.errors = errors
 
@@ -124,7 +123,8 @@ class RunResult:
         self.workflow = workflow
         self.run_id = run_id
         self.status = status
-        _set_arrays(self, statuses, attempts, started, ended)
+        _read_only(statuses, attempts, started, ended)
+        self.statuses, self.attempts, self.started, self.ended = statuses, attempts, started, ended
         self._outputs = outputs
         self._errors = errors
         self.wall_seconds = wall_seconds
