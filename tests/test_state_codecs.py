@@ -184,7 +184,7 @@ def test_json_payload_is_readable():
     state = small_state()
     data = json_codec.encode(state, fast=False)
     header, payload = data.split(b"\n", 1)
-    assert header.startswith(json_codec.MAGIC) and b"v0001" in header
+    assert header.startswith(json_codec.MAGIC) and b"v%04d" % FORMAT_VERSION in header
     doc = __import__("json").loads(payload)
     assert doc["node_names"] == state.node_names and doc["statuses"] == state.statuses.tolist()
     assert doc["started"][3] is None  # never ran: NaN -> null
@@ -322,7 +322,7 @@ def test_frame_errors_are_specific(codec):
     flipped[-3] ^= 0x10
     with pytest.raises(CorruptStateError, match="checksum"):
         module.decode(bytes(flipped))
-    with pytest.raises(CorruptStateError, match="format version 2"):
+    with pytest.raises(CorruptStateError, match=f"format version {FORMAT_VERSION + 1}"):
         module.decode(module._frame(data[module.HEADER_SIZE:], FORMAT_VERSION + 1))
     with pytest.raises(CorruptStateError):
         module.decode(b"")

@@ -14,12 +14,12 @@ from typing import NamedTuple, Self, TypeVar
 
 import numpy as np
 
-from ..state import MAX_ATTEMPTS, CorruptStateError, ErrorRecord, RunState
+from ..state import BLOB_MIN, MAX_ATTEMPTS, NOT_SAVED, CorruptStateError, ErrorRecord, RunState, blob_digest
 from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
 __all__ = ["RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
-           "check_transitions", "copy_state"]
+           "check_transitions", "copy_state", "kept_apart"]
 
 T = TypeVar("T")
 _NUM_STATUSES = len(NodeStatus)
@@ -29,8 +29,9 @@ _MAX_RUN_ID = 200
 class Transition(NamedTuple):
     """One node's new status in a checkpoint, applied on top of the last snapshot.
 
-    ``output`` is the serialized output: required (bytes) when ``status`` is
-    ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
+    ``output`` is the serialized output: required (bytes, or
+    :data:`~flow_orchestrator.state.NOT_SAVED` for an output not kept) when ``status``
+    is ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
     ``None`` clears it.  ``started``/``ended`` are seconds since the run started (NaN: unset).
     """
 
@@ -94,7 +95,8 @@ def _check_one(record: Transition, num_nodes: int | None) -> None:
         raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits), got {attempt!r}")
     if not all(map(_is_time, (started, ended))):
         raise CheckpointError("started and ended must be numbers (NaN when unset)")
-    if (output is None) == (status == NodeStatus.COMPLETED) or (output is not None and type(output) is not bytes):
+    if (output is None) == (status == NodeStatus.COMPLETED) or (
+            output is not None and type(output) is not bytes and output is not NOT_SAVED):
         raise CheckpointError(f"node {node}: an output (bytes) is required exactly when the status is completed")
     if error is not None and type(error) is not ErrorRecord:
         raise CheckpointError(f"node {node}: error must be an ErrorRecord or None")
@@ -115,6 +117,17 @@ def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | 
     for record in records:
         _check_one(record, num_nodes)
     return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
+
+
+def kept_apart(outputs: Iterable[bytes | None]) -> dict[int, tuple[bytes, bytes]]:
+    """The outputs a durable store keeps as blobs of their own (at least
+    :data:`~flow_orchestrator.state.BLOB_MIN` bytes), by ``id()`` of the output:
+    ``(sha256, output)``.  The digest is computed once per output object."""
+    found: dict[int, tuple[bytes, bytes]] = {}
+    for blob in outputs:
+        if blob is not None and blob is not NOT_SAVED and len(blob) >= BLOB_MIN and id(blob) not in found:
+            found[id(blob)] = (blob_digest(blob), blob)
+    return found
 
 
 def copy_state(state: RunState) -> RunState:
