@@ -488,6 +488,9 @@ class DurableRun:
                 writer.failure = exc
         finally:
             self.release()
+            if writer is not None:  # the serialized outputs go now, not when a GC cycle does
+                writer.outputs = {}
+            self._restored = {}
         failure = writer.failure if writer is not None else None
         if failure is not None:
             what = ("stopped: its lock in the store was lost, and nothing was saved after that"
