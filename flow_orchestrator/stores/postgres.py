@@ -85,7 +85,7 @@ __all__ = ["PostgresStore"]
 _APP_NAME = "flow-orchestrator"
 _HOLDER = re.compile(r"flow-orchestrator pid (\d+) on ")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
-_CHUNK = 8 * 2**20  # bytes per row of an output kept apart
+_CHUNK = 2**20  # bytes per row of an output kept apart (what psycopg copies at a time)
 _SETUP_LOCK = (0x666C6F77, 0x7363686D)  # a two-int4 advisory key: a space apart from the run locks' bigint keys
 
 

@@ -139,7 +139,7 @@ class SqliteStore(Store):
         for (node, digest), data in blobs.items():
             cur = db.execute("INSERT OR IGNORE INTO outputs VALUES (?, ?, ?, zeroblob(?))",
                              (run_id, node, digest, len(data)))
-            if cur.rowcount != 1 or not data:
+            if cur.rowcount != 1 or not data or cur.lastrowid is None:
                 continue
             view = memoryview(data)
             with db.blobopen("outputs", "data", cur.lastrowid) as out:
@@ -165,8 +165,8 @@ class SqliteStore(Store):
         incremental: see the class docstring for databases made before it)."""
         with contextlib.suppress(StoreError), self._mutex:
             if self._conn is not None:
-                try:
-                    self._conn.execute("PRAGMA incremental_vacuum").fetchall()
+                try:  # executescript steps the pragma to its end (execute frees one page)
+                    self._conn.executescript("PRAGMA incremental_vacuum;")
                 except sqlite3.Error as exc:
                     raise StoreError(str(exc)) from exc
 
