@@ -37,6 +37,15 @@ else it supports is written as a *tagged* object, ``{"$fo": TAG, ...}``:
                 are not fields are refused, since they would be lost
 ==============  ===================================================================
 
+**Raw buffers.**  The data of ``bytes``, ``bytearray`` and numpy arrays of at least
+:data:`RAW_MIN` bytes is not base64: it follows the JSON as raw buffers, and the tagged
+object says which (``{"$fo": "ndarray", "dtype": ..., "shape": ..., "buf": 0}``).  Such
+an output is an *envelope*: ``<8s RAW_MAGIC><u64 skeleton length><u64 count>``, the JSON
+skeleton, ``count`` ``<u64>`` buffer sizes, then each buffer at an offset aligned to 64
+bytes, and nothing after the last.  It is made with one copy of the data (one
+``bytes.join``); reading checks every size against the bytes there are and that each
+buffer is used exactly once.  Sets keep their items inline (their order is by JSON text).
+
 Enum and dataclass classes must be found again by name: local classes (defined in a
 function) are refused with a :class:`SerializationError` naming the value's path.
 Reading a value never imports a module: the module of an enum or dataclass must be
@@ -260,12 +269,12 @@ def _enc_ndarray(arr: np.ndarray) -> dict[str, Any]:
         raise _Failure(f"numpy arrays of dtype {dtype} cannot be serialized exactly (object or structured)")
     if dtype.itemsize == 0:
         raise _Failure(f"numpy arrays of zero-size dtype {dtype} are not supported")
-    out = {TAG: "ndarray", "dtype": dtype.str, "shape": list(arr.shape)}
+    out: dict[str, Any] = {TAG: "ndarray", "dtype": dtype.str, "shape": list(arr.shape)}
     if _raw.bufs is not None and arr.nbytes >= RAW_MIN:
         # The array's own bytes (C order; copied only if it is not C-contiguous), as
         # unsigned bytes so that any dtype (datetime64 included) gives a buffer.
         flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-        out["buf"] = _out_of_band(memoryview(flat))
+        out["buf"] = _out_of_band(memoryview(flat.data))
         return out
     out["b64"] = _b64(arr.tobytes())
     return out

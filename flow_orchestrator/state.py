@@ -12,8 +12,11 @@ A :class:`RunState` holds everything needed to resume a run of a workflow:
 * per node, as numpy arrays indexed by node id: ``statuses`` (``uint8``
   :class:`~flow_orchestrator.status.NodeStatus`), ``attempts`` (``int32``), ``started``
   and ``ended`` (``float64`` seconds since the run started, NaN when unset);
-* the serialized output of every completed node, the :class:`ErrorRecord` of each node
-  that ended with an exception, and the serialized workflow data.
+* the serialized output of every completed node (:data:`NOT_SAVED` for a node with
+  ``persist=False``), the :class:`ErrorRecord` of each node that ended with an exception,
+  and the serialized workflow data.  Durable stores keep outputs of :data:`BLOB_MIN`
+  bytes or more apart from snapshots (written once per run, referenced by length and
+  sha256); in memory a state always holds them.
 
 Every :class:`RunState` is validated when it is made (:meth:`RunState.validate`): array
 types and lengths, status codes, attempt counts (below :data:`MAX_ATTEMPTS`, what the
