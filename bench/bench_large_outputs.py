@@ -6,7 +6,8 @@ Each row is one kind of store, measured in a fresh child process (so that peaks 
 mix): the seconds of each of 3 runs (new run ids, one store), the peak resident memory
 of the child (``ru_maxrss``) and the peak of Python and numpy allocations
 (``tracemalloc``, which numpy reports to) above what the child held before the first
-run, and the store's size on disk after the 3 runs.  Ratios are to the no-store row
+run (the ``x array`` column divides it by the array's size), the time to load the first
+run back, and the store's size on disk after the 3 runs and after deleting them.  Ratios are to the no-store row
 of the same invocation.
 
     PYTHONPATH=. python bench/bench_large_outputs.py            # 200 MB
@@ -116,15 +117,14 @@ def measure(kind: str, mb: int) -> dict[str, Any]:
                 del state
             else:
                 load_seconds = float("nan")
-            if kind == "postgres":
-                disk = _pg_size(schema)
-            elif kind in ("none", "memory"):
-                disk = 0
-            else:
-                if store is not None:
+            disk = _disk(kind, where, schema)
+            if store is not None:
+                for i in range(RUNS):
+                    store.delete(f"r{i}")
+                if kind not in ("postgres", "none", "memory"):
                     store.close()
                     store = None
-                disk = _size_on_disk(where)
+            deleted = _disk(kind, where, schema)
         finally:
             if store is not None:
                 store.close()
@@ -132,7 +132,13 @@ def measure(kind: str, mb: int) -> dict[str, Any]:
                 _pg_drop(schema)
     return {"store": kind, "mb": mb, "seconds": seconds, "load_seconds": load_seconds,
             "traced_peak": traced_peak, "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "disk": disk}
+            "disk": disk, "deleted": deleted}
+
+
+def _disk(kind: str, where: Path, schema: str) -> int:
+    if kind == "postgres":
+        return _pg_size(schema)
+    return 0 if kind in ("none", "memory") else _size_on_disk(where)
 
 
 def compare(mb: int = 200, stores: tuple[str, ...] = STORES) -> list[dict[str, Any]]:
@@ -158,13 +164,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     base = next((r for r in rows if r["store"] == "none"), None)
     mib = 2**20
     lines = [f"{'store':<12} {'run 1 s':>8} {'runs 2-3 s':>11} {'x none':>7} {'load s':>7} {'peak RSS MB':>12}"
-             f" {'traced MB':>10} {'x array':>8} {'disk after 3 runs MB':>21}"]
+             f" {'traced MB':>10} {'x array':>8} {'disk after 3 runs MB':>21} {'after deleting them':>20}"]
     for r in rows:
         first, rest = r["seconds"][0], sum(r["seconds"][1:]) / max(len(r["seconds"]) - 1, 1)
         ratio = f"{first / base['seconds'][0]:.1f}x" if base else "-"
         lines.append(f"{r['store']:<12} {first:>8.2f} {rest:>11.2f} {ratio:>7} {r['load_seconds']:>7.2f}"
                      f" {r['maxrss'] / mib:>12.0f} {r['traced_peak'] / mib:>10.0f}"
-                     f" {r['traced_peak'] / (r['mb'] * mib):>7.1f}x {r['disk'] / mib:>21.0f}")
+                     f" {r['traced_peak'] / (r['mb'] * mib):>7.1f}x {r['disk'] / mib:>21.0f} {r['deleted'] / mib:>20.0f}")
     return "\n".join(lines)
 
 
