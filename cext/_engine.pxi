@@ -34,12 +34,20 @@
 # that the thread driving a run sees Ctrl-C promptly.
 #
 # The thread that calls Engine.run() is itself a worker (unless the workflow has
-# timeouts, when it must stay free to return at a deadline).  Helper workers are
-# submitted to the executor only when ready work is queued and no worker is idle, up to
-# max_workers.  So a small workflow run many times pays little thread hand-off, and an
-# action that starts a nested run on the same engine cannot deadlock: a run started
-# from a worker thread always works itself, even with timeouts, so it progresses even
-# when every pool thread is busy.
+# timeouts, when it must stay free to return at a deadline).  Helpers belong to the
+# engine, not to a run: a run with ready work queued and no idle worker posts itself
+# (once) on the engine's Crew, a board in C++ (FoBoard in _sync.h), and at most
+# max_workers helper tasks live on the pool, each serving whatever run is posted: it
+# joins the run (attached, so the arena cannot be recycled under it, and within the
+# run's helper slots), works until the FIFO is empty, then leaves, so that a run with
+# nothing to start holds no pool thread; work pushed later posts the run again.  A
+# leaving helper gives up its slot and then looks at the FIFO once more (a Dekker
+# handshake against the pusher's "push, then read C_HELPERS"), so no work is stranded.
+# A queued task holds no run and a run that ends takes itself off the board, so tiny
+# runs back to back cost a post and a removal, not a pool submission each, and pile up
+# nothing.  An action that starts a nested run on the same engine cannot deadlock: a
+# run started from a worker thread always works itself, even with timeouts, so it
+# progresses even when every pool thread is busy.
 #
 # Failures.  When an attempt raises and retries remain, the node goes back to
 # PENDING and the engine's timer re-queues it after the back-off delay: no worker
@@ -50,6 +58,15 @@
 # Dekker handshake on two sequentially consistent counters ("running += 1, then read
 # aborted" against "aborted = 1, then read running"), so a node can never start after
 # the sweep has decided it will not.
+#
+# Deadlines cost no Python per attempt: an attempt with a timeout pushes (deadline,
+# node, running word) on the run's heap in C (FoDeadlines), and only the run's earliest
+# deadline is an entry on the engine's timer (moved, the old entry cancelled, when an
+# earlier one arrives; arm numbers tell the current arm from stale ones).  An entry
+# whose attempt ended is inert (the node's word moved on) and is dropped lazily, at the
+# top or by a compaction whenever the heap doubles past what was live: O(running
+# attempts) entries however long the run.  The run's end frees the heap and cancels
+# its timer entry, so nothing waits for a deadline an hour away.
 #
 # Timeouts are cooperative: Python threads cannot be killed.  At the deadline the
 # engine's timer moves the node from RUNNING to TIMED_OUT (or back to PENDING for a

@@ -479,7 +479,7 @@ class _Run:
                 plan = self.durable.plan(workflow, options.rerun, options.allow_new_nodes)
                 self._setup(workflow, options, self.durable.run_id, plan)
             return
-        if options.resume is None:
+        if options.resume is None and not options.rerun:  # nothing to plan (rerun= alone is refused below)
             self._setup(workflow, options, options.run_id, None)
             return
         if isinstance(options.resume, str):

@@ -119,17 +119,19 @@ def test_deadlines_leave_no_timer_entry_behind(n):
     wf = _chain(n, NodeOptions(timeout=3600))
     with Engine(2) as engine:
         for _ in range(5):
-            assert engine.run(wf).ok
+            result = engine.run(wf)
+            assert result.ok, result.summary()
             # No live entry once the run ended, and inert ones are reclaimed (not one per
             # attempt, nor one per run forever).
-            assert engine._timer.pending() == 0
-        assert engine._timer.entries() <= 70
+            assert engine._timer.pending() == 0, engine._timer._heap
+        assert engine._timer.entries() <= 70, engine._timer.entries()
 
 
 def test_deadline_memory_does_not_grow_across_runs():
     wf = _chain(20_000, NodeOptions(timeout=3600))
     with Engine(2) as engine:
-        engine.run(wf)
+        for _ in range(3):
+            engine.run(wf)
         tracemalloc.start()
         try:
             gc.collect()
@@ -140,8 +142,10 @@ def test_deadline_memory_does_not_grow_across_runs():
             grown = tracemalloc.get_traced_memory()[0] - before
         finally:
             tracemalloc.stop()
-    # One timer entry a node kept until its deadline would be megabytes a run.
-    assert grown < 200_000
+    # One timer entry a node kept until its deadline would be 3 to 4 MB a run (20 MB
+    # here).  What may legitimately appear: a second pooled arena (about 1 MB), when a
+    # run starts while a helper is still leaving the previous one.
+    assert grown < 3_000_000
 
 
 def test_an_earlier_deadline_rearms_the_runs_timer():
