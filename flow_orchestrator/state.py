@@ -68,6 +68,7 @@ __all__ = [
     "check_blob",
     "fingerprint",
     "fingerprint_arrays",
+    "not_saved_positions",
     "unsaved_nodes",
 ]
 
@@ -107,6 +108,15 @@ NOT_SAVED: bytes = _NotSaved()
 """The output of a completed node whose output is not kept (``NodeOptions(persist=False)``):
 in :attr:`RunState.outputs` and in checkpoint records.  A resume runs such a node again
 when a dependent that has not completed needs it."""
+
+
+def not_saved_positions(values: Sequence[bytes]) -> list[int]:
+    """The positions of :data:`NOT_SAVED` among ``values`` (found through the lengths, in
+    bulk: it is the only empty value that is not ``b""``)."""
+    if not values:
+        return []
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    return [i for i in np.flatnonzero(sizes == 0).tolist() if values[i] is NOT_SAVED]
 
 
 def blob_digest(blob: bytes) -> bytes:

@@ -43,7 +43,15 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
-from ..state import FORMAT_VERSION, NOT_SAVED, CorruptStateError, ErrorRecord, RunState, check_blob
+from ..state import (
+    FORMAT_VERSION,
+    NOT_SAVED,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    check_blob,
+    not_saved_positions,
+)
 from ._fbs import run_state_generated as gen
 
 __all__ = ["HEADER_SIZE", "MAGIC", "decode", "encode"]
@@ -148,7 +156,7 @@ def _placements(ids: np.ndarray, values: list[bytes], refs: Mapping[int, bytes] 
                 ) -> tuple[list[bytes], np.ndarray | None, list[int], list[bytes]]:
     """The inline bytes of each output (empty for blobs and outputs not saved), each one's
     kind (``None``: all inline), and the sizes and digests of the blobs in order."""
-    if not refs and not any(v is NOT_SAVED for v in values):
+    if not refs and not not_saved_positions(values):
         return values, None, [], []
     refs = refs or {}
     kinds = np.zeros(len(values), _U8)

@@ -43,7 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from ..state import FORMAT_VERSION, NOT_SAVED, CorruptStateError, ErrorRecord, RunState, check_blob
+from ..state import (
+    FORMAT_VERSION,
+    NOT_SAVED,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    check_blob,
+    not_saved_positions,
+)
 
 try:  # optional fast path
     import orjson as _orjson
@@ -88,7 +96,7 @@ def _outputs_doc(outputs: dict[int, bytes], refs: Mapping[int, bytes] | None) ->
     ids = sorted(outputs)
     values = [outputs[i] for i in ids]
     doc: dict[str, Any] = {"ids": ids}
-    if refs or any(v is NOT_SAVED for v in values):
+    if refs or not_saved_positions(values):
         refs = refs or {}
         kinds = [_UNSAVED if v is NOT_SAVED else _BLOB if i in refs else _INLINE for i, v in zip(ids, values)]
         doc["kinds"] = kinds

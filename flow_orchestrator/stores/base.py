@@ -8,7 +8,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Self, TypeVar
 
@@ -19,7 +19,7 @@ from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
 __all__ = ["RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
-           "check_transitions", "copy_state", "kept_apart"]
+           "blob_refs", "check_transitions", "copy_state", "kept_apart"]
 
 T = TypeVar("T")
 _NUM_STATUSES = len(NodeStatus)
@@ -119,14 +119,29 @@ def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | 
     return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
 
 
+def _large(values: list[bytes]) -> list[int]:
+    """The positions of the outputs a durable store keeps as blobs (sizes in bulk)."""
+    if not values:
+        return []
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    return np.flatnonzero(sizes >= BLOB_MIN).tolist()
+
+
+def blob_refs(outputs: Mapping[int, bytes]) -> dict[int, bytes]:
+    """The sha256 of each output of a state that a durable store keeps as a blob of its own
+    (at least :data:`~flow_orchestrator.state.BLOB_MIN` bytes), by node id."""
+    nodes, values = list(outputs), list(outputs.values())
+    return {nodes[i]: blob_digest(values[i]) for i in _large(values)}
+
+
 def kept_apart(outputs: Iterable[bytes | None]) -> dict[int, tuple[bytes, bytes]]:
-    """The outputs a durable store keeps as blobs of their own (at least
-    :data:`~flow_orchestrator.state.BLOB_MIN` bytes), by ``id()`` of the output:
-    ``(sha256, output)``.  The digest is computed once per output object."""
+    """The outputs of checkpoint records that a durable store keeps as blobs, by ``id()`` of
+    the output: ``(sha256, output)``; each digest computed once per output object."""
+    values = [blob for blob in outputs if blob is not None]
     found: dict[int, tuple[bytes, bytes]] = {}
-    for blob in outputs:
-        if blob is not None and blob is not NOT_SAVED and len(blob) >= BLOB_MIN and id(blob) not in found:
-            found[id(blob)] = (blob_digest(blob), blob)
+    for i in _large(values):
+        if id(values[i]) not in found:
+            found[id(values[i])] = (blob_digest(values[i]), values[i])
     return found
 
 

@@ -31,7 +31,17 @@ from ..codecs import flatbuffers_codec, json_codec
 from ..state import CorruptStateError, RunState
 from . import journal
 from ._locking import FileLock
-from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held, kept_apart
+from .base import (
+    RunInfo,
+    Store,
+    _check_data,
+    apply_batches,
+    blob_refs,
+    check_run_id,
+    check_transitions,
+    held,
+    kept_apart,
+)
 from .errors import RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -149,8 +159,7 @@ class FileStore(Store):
         next save).
         """
         path = self._path(state.run_id, self.suffix)
-        apart = kept_apart(state.outputs.values())
-        refs = {node: apart[id(out)][0] for node, out in state.outputs.items() if id(out) in apart}
+        refs = blob_refs(state.outputs)
         data = self._codec.encode(state, refs=refs)
         with self._mutex:
             self._journals.pop(state.run_id, None)

@@ -70,6 +70,7 @@ from .base import (
     Store,
     _check_data,
     apply_batches,
+    blob_refs,
     check_run_id,
     check_transitions,
     held,
@@ -247,8 +248,7 @@ class PostgresStore(Store):
     def save(self, state: RunState) -> None:
         """Insert or replace the run's row and drop its checkpoints, in one transaction."""
         check_run_id(state.run_id)
-        apart = kept_apart(state.outputs.values())
-        refs = {node: apart[id(out)][0] for node, out in state.outputs.items() if id(out) in apart}
+        refs = blob_refs(state.outputs)
         blob = flatbuffers_codec.encode(state, refs=refs)
         with self._cursor() as cur:
             self._put_outputs(cur, state.run_id, {(node, digest): state.outputs[node] for node, digest in refs.items()})

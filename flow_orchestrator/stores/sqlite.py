@@ -28,7 +28,17 @@ from ..codecs import flatbuffers_codec
 from ..state import CorruptStateError, RunState
 from . import journal
 from ._locking import FileLock
-from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held, kept_apart
+from .base import (
+    RunInfo,
+    Store,
+    _check_data,
+    apply_batches,
+    blob_refs,
+    check_run_id,
+    check_transitions,
+    held,
+    kept_apart,
+)
 from .errors import RunLockedError, RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -118,11 +128,10 @@ class SqliteStore(Store):
         """Replace the run's row and drop its checkpoints and the output blobs the new
         snapshot does not reference, in one transaction; then give freed pages back."""
         check_run_id(state.run_id)
-        apart = kept_apart(state.outputs.values())
-        refs = {node: apart[id(out)][0] for node, out in state.outputs.items() if id(out) in apart}
+        refs = blob_refs(state.outputs)
         blob = flatbuffers_codec.encode(state, refs=refs)
         with self._transaction() as db:
-            self._put_outputs(db, state.run_id, {(n, apart[id(state.outputs[n])][0]): state.outputs[n] for n in refs})
+            self._put_outputs(db, state.run_id, {(node, digest): state.outputs[node] for node, digest in refs.items()})
             db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
                        (state.run_id, state.workflow, state.run_status, state.updated_at, state.num_nodes, blob))
             db.execute("DELETE FROM checkpoints WHERE run_id = ?", (state.run_id,))
