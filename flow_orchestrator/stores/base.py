@@ -208,6 +208,13 @@ class Store(abc.ABC):
 
     ``lock_check_interval`` (seconds, settable per store object; ``None``: never) is how
     often a durable run checks that its lock is still held while it has nothing to write.
+
+    Durable stores keep each output of :data:`~flow_orchestrator.state.BLOB_MIN` bytes or
+    more as a blob of its own, written once (before the record or snapshot that
+    references it by length and sha256), checked when loaded (missing or damaged:
+    :class:`CorruptStateError`), and deleted when no snapshot of the run references it
+    any more (on ``save``) or with the run (``delete``).  An output may be
+    :data:`~flow_orchestrator.state.NOT_SAVED` (``persist=False``).
     """
 
     lock_check_interval: float | None = 1.0
