@@ -24,9 +24,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING
 
 from ..state import CorruptStateError, RunState
+from ._header import SMALL_STATE, StateHeader
 
 if TYPE_CHECKING:
     from . import flatbuffers_codec, json_codec
@@ -35,19 +36,6 @@ __all__ = ["CODECS", "SMALL_STATE", "CorruptStateError", "StateHeader", "decode_
            "json_codec", "read_header_any"]
 
 _NAMES = ("flatbuffers", "json")
-
-
-class StateHeader(NamedTuple):
-    """What the head of an encoded state tells without decoding it (``read_header``):
-    enough to list a run.  ``num_nodes`` is ``None`` when not cheap to tell (JSON)."""
-
-    format_version: int
-    workflow: str
-    run_id: str
-    run_status: str
-    started_at: float
-    updated_at: float
-    num_nodes: int | None
 
 
 class _Codecs(Mapping[str, ModuleType]):
@@ -91,32 +79,6 @@ def decode_any(data: bytes | bytearray | memoryview) -> RunState:
         if bytes(data[: len(magic)]) == magic:
             return CODECS[name].decode(data)  # type: ignore[no-any-return]
     raise CorruptStateError(f"not a saved run state (unknown magic {bytes(data[:16])!r})")
-
-
-SMALL_STATE = 65536
-"""An encoded state of at most this many bytes is read whole by the codecs' ``read_header``
-(and by the database stores' ``list_runs``), which then checks its CRC32 too."""
-
-T = TypeVar("T")
-
-
-def read_head(read: Callable[[int], bytes], size: int, check_whole: Callable[[bytes], object],
-              parse: Callable[[bytes], T]) -> T:
-    """Internal (the codecs' ``read_header``): ``parse`` of the first :data:`SMALL_STATE` bytes
-    ``read(n)`` gives of a state of ``size`` bytes (``check_whole`` of them first when they
-    are the whole state); while ``parse`` raises :class:`CorruptStateError` and the state has
-    more bytes (a long name), of 16 times as many."""
-    want = SMALL_STATE
-    while True:
-        head = read(min(size, want))
-        if len(head) == size <= SMALL_STATE:
-            check_whole(head)  # the whole state was read: its CRC32 costs nothing more
-        try:
-            return parse(head)
-        except CorruptStateError:
-            if len(head) >= size:
-                raise
-            want *= 16
 
 
 def read_header_any(read: Callable[[int], bytes], size: int) -> StateHeader:

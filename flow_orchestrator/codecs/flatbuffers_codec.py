@@ -50,8 +50,8 @@ import flatbuffers
 import numpy as np
 
 from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
-from . import StateHeader, read_head
 from ._fbs import run_state_generated as gen
+from ._header import StateHeader, read_head
 
 __all__ = ["HEADER_SIZE", "MAGIC", "check_frame_header", "decode", "encode", "read_header"]
 

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
-from . import StateHeader, read_head
+from ._header import StateHeader, read_head
 
 try:  # optional fast path
     import orjson as _orjson
