@@ -158,7 +158,6 @@ def _header_of(read_header: Any, data: bytes) -> Any:
     return read_header(lambda n: data[:n], len(data))
 
 
-@settings(max_examples=50)
 @given(run_states())
 def test_headers_read_without_decoding_match_the_state(state):
     for name, (encode, _) in ENCODINGS.items():

@@ -12,6 +12,11 @@ names another snapshot is stale (left by a crash during ``save``) and ignored.  
 format 1 journal (``FORS-JOURNAL-1``, records without sequence numbers) is still read;
 the first checkpoint on top of it folds it into a new snapshot.
 
+``list_runs`` reads each snapshot's header (the codecs' ``read_header``), not a sidecar
+index: nothing more is written and fsynced per snapshot, nothing can fall out of step
+with the snapshot after a crash between two writes, and runs saved before keep listing.
+Its cost: the CRC32 of a state over 64 KiB is not checked (``load`` checks it).
+
 Where it sits: layer L4 (services, durability): loaded on first use of its classes.
 """
 
