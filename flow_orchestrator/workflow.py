@@ -100,6 +100,9 @@ class NodeOptions:
             (clean-up and reports; also after a failure under fail-fast).
         max_concurrency: for a map node, how many of its items run at once at most
             (``None``: as many as the run's workers).
+        persist: ``False`` keeps the node's output out of the store of a durable run
+            (its record says completed, without an output); a resume runs the node
+            again when a dependent that has not completed needs it, and not otherwise.
     """
 
     retries: int = 0
@@ -112,6 +115,7 @@ class NodeOptions:
     continue_on_error: bool = False
     trigger: Trigger = Trigger.ALL_SUCCESS
     max_concurrency: int | None = None
+    persist: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
@@ -137,6 +141,8 @@ class NodeOptions:
         mc = self.max_concurrency
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
             raise DefinitionError(f"max_concurrency must be an int >= 1 or None, got {mc!r}")
+        if not isinstance(self.persist, bool):
+            raise DefinitionError(f"persist must be a bool, got {self.persist!r}")
 
     def retry_delay_for(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""

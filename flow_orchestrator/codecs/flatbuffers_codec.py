@@ -19,6 +19,12 @@ names, error fields) are standard ``[string]`` vectors whose string objects are 
 out with numpy in one block (one ``CreateNumpyVector`` for the strings, one for the
 offsets to them) and read back in one UTF-8 decode.
 
+:func:`read_header` reads what a listing needs (workflow, run id, status, timestamps,
+number of nodes) from the frame header and the head of the FlatBuffer (its table and
+the strings written last, so first), bounds-checked like :func:`decode`; the CRC32, which
+needs every byte, only for a state of at most 64 KiB: in a larger one it sees a
+truncated or damaged head, not damage in the body.
+
 Corruption guarantees: :func:`decode` checks the magic, version, length and CRC32
 before the payload is parsed, so truncation and bit flips are reported as such; then
 it verifies the FlatBuffer itself (root and vtable offsets, every field's and vector's
@@ -37,15 +43,25 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flatbuffers
 import numpy as np
 
-from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
+from ..state import (
+    FORMAT_VERSION,
+    NOT_SAVED,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    check_blob,
+    not_saved_positions,
+)
 from ._fbs import run_state_generated as gen
+from ._header import StateHeader, read_head
 
-__all__ = ["HEADER_SIZE", "MAGIC", "decode", "encode"]
+__all__ = ["HEADER_SIZE", "MAGIC", "check_frame_header", "decode", "encode", "read_header"]
 
 MAGIC = b"\x89FORSFB\n"
 """The first 8 bytes of an encoded state."""
@@ -70,7 +86,12 @@ _FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("output_ids", "vector", _I4), ("output_ends", "vector", _U4), ("output_blob", "vector", _U8),
     ("error_ids", "vector", _I4), ("error_types", "strvec", None), ("error_messages", "strvec", None),
     ("error_tracebacks", "strvec", None), ("data", "vector", _U8),
+    # format 2, optional: where outputs live
+    ("output_kinds", "optvector", _U8), ("output_blob_sizes", "optvector", np.dtype("<u8")),
+    ("output_blob_digests", "optvector", _U8),
 )
+_INLINE, _BLOB, _UNSAVED = 0, 1, 2
+_DIGEST = 32
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -138,9 +159,31 @@ def _sorted_items(mapping: dict[int, Any]) -> tuple[np.ndarray, list[Any]]:
     return ids, list(mapping.values())
 
 
-def _create_outputs(builder: flatbuffers.Builder, outputs: dict[int, bytes]) -> tuple[int, int, int]:
+def _placements(ids: np.ndarray, values: list[bytes], refs: Mapping[int, bytes] | None
+                ) -> tuple[list[bytes], np.ndarray | None, list[int], list[bytes]]:
+    """The inline bytes of each output (empty for blobs and outputs not saved), each one's
+    kind (``None``: all inline), and the sizes and digests of the blobs in order."""
+    if not refs and not not_saved_positions(values):
+        return values, None, [], []
+    refs = refs or {}
+    kinds = np.zeros(len(values), _U8)
+    inline, sizes, digests = [], [], []
+    for k, (node, value) in enumerate(zip(ids.tolist(), values)):
+        if value is NOT_SAVED:
+            kinds[k] = _UNSAVED
+            inline.append(b"")
+        elif node in refs:
+            kinds[k] = _BLOB
+            inline.append(b"")
+            sizes.append(len(value))
+            digests.append(refs[node])
+        else:
+            inline.append(value)
+    return inline, kinds, sizes, digests
+
+
+def _create_outputs(builder: flatbuffers.Builder, ids: np.ndarray, values: list[bytes]) -> tuple[int, int, int]:
     """The outputs as ids, end offsets and one newline-joined blob (see the schema)."""
-    ids, values = _sorted_items(outputs)
     blob = b"\n".join(values)
     if blob.count(_NEWLINE) == len(values) - 1:  # no output holds a newline (JSON never does)
         ends = np.append(np.flatnonzero(np.frombuffer(blob, _U8) == _NEWLINE), len(blob))
@@ -170,11 +213,19 @@ def _size_hint(state: RunState) -> int:
             + 24 * len(state.outputs))
 
 
-def _build(state: RunState) -> flatbuffers.Builder:
-    """A finished builder holding ``state`` (objects first, back to front, then the table)."""
+def _build(state: RunState, refs: Mapping[int, bytes] | None) -> tuple[flatbuffers.Builder, int]:
+    """A finished builder holding ``state`` (objects first, back to front, then the
+    table), and the format version written."""
+    ids, values = _sorted_items(state.outputs)
+    inline, kinds, sizes, digests = _placements(ids, values, refs)
+    version = state.format_version if kinds is None else max(state.format_version, 2)
     b = flatbuffers.Builder(_size_hint(state))
     offsets = {"data": b.CreateByteVector(state.data)}
-    offsets["output_ids"], offsets["output_ends"], offsets["output_blob"] = _create_outputs(b, state.outputs)
+    if kinds is not None:
+        offsets["output_kinds"] = b.CreateNumpyVector(kinds)
+        offsets["output_blob_sizes"] = b.CreateNumpyVector(np.array(sizes, "<u8"))
+        offsets["output_blob_digests"] = b.CreateByteVector(b"".join(digests))
+    offsets["output_ids"], offsets["output_ends"], offsets["output_blob"] = _create_outputs(b, ids, inline)
     (offsets["error_ids"], offsets["error_types"], offsets["error_messages"],
      offsets["error_tracebacks"]) = _create_errors(b, state.errors)
     for name in ("ended", "started", "attempts", "statuses", "succ_indices", "succ_indptr"):
@@ -183,13 +234,14 @@ def _build(state: RunState) -> flatbuffers.Builder:
     for name in ("serializer", "run_status", "run_id", "fingerprint", "workflow"):
         offsets[name] = b.CreateString(getattr(state, name), errors="surrogatepass")
     gen.RunStateStart(b)
-    gen.RunStateAddFormatVersion(b, state.format_version)
+    gen.RunStateAddFormatVersion(b, version)
     gen.RunStateAddStartedAt(b, state.started_at)
     gen.RunStateAddUpdatedAt(b, state.updated_at)
     for name, add in _ADDERS.items():
-        add(b, offsets[name])
+        if name in offsets:
+            add(b, offsets[name])
     b.Finish(gen.RunStateEnd(b), file_identifier=_FILE_ID)
-    return b
+    return b, version
 
 
 def _frame(payload: bytes | memoryview, version: int) -> bytes:
@@ -200,10 +252,14 @@ def _frame(payload: bytes | memoryview, version: int) -> bytes:
     return b"".join((head, struct.pack("<I", crc), size, payload))
 
 
-def encode(state: RunState) -> bytes:
-    """The framed FlatBuffers encoding of ``state`` (see the module docstring)."""
-    builder = _build(state)
-    return _frame(memoryview(builder.Bytes)[builder.Head():], state.format_version)
+def encode(state: RunState, *, refs: Mapping[int, bytes] | None = None) -> bytes:
+    """The framed FlatBuffers encoding of ``state`` (see the module docstring).
+
+    ``refs`` maps node ids to the sha256 of outputs that the store keeps as blobs of
+    their own: those are written as references (length and digest), not copied.
+    """
+    builder, version = _build(state, refs)
+    return _frame(memoryview(builder.Bytes)[builder.Head():], version)
 
 
 # -- decoding: the frame ------------------------------------------------------------------------
@@ -226,6 +282,72 @@ def _check_frame(data: bytes) -> None:
         raise _corrupt("checksum mismatch (the file is damaged)")
     if not 1 <= version <= FORMAT_VERSION:
         raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
+
+
+def check_frame_header(head: bytes, size: int) -> int:
+    """The format version in ``head``, the first bytes (at least :data:`HEADER_SIZE`) of an
+    encoded state of ``size`` bytes; :class:`CorruptStateError` if its magic, version or
+    payload length is wrong.  The CRC32 needs the whole payload: it is checked when
+    ``head`` is the whole state (the stores pass states of at most
+    :data:`~flow_orchestrator.codecs.SMALL_STATE` bytes whole)."""
+    if len(head) >= size:
+        _check_frame(head)
+    if len(head) < HEADER_SIZE or size < HEADER_SIZE:
+        raise _corrupt(f"{size} bytes, shorter than the {HEADER_SIZE}-byte header (truncated?)")
+    magic, version, _, length = _HEADER.unpack_from(head)
+    if magic != MAGIC:
+        raise _corrupt(f"bad magic {magic!r} (not a FlatBuffers run state)")
+    if length != size - HEADER_SIZE:
+        raise _corrupt(f"the header says {length} payload bytes, found {size - HEADER_SIZE} (truncated?)")
+    if not 1 <= version <= FORMAT_VERSION:
+        raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
+    return int(version)
+
+
+_HEAD_SLOTS = 9    # format_version .. node_names, the fields read_header reads
+
+
+def read_header(read: Callable[[int], bytes], size: int) -> StateHeader:
+    """The :class:`~flow_orchestrator.codecs.StateHeader` of an encoded state of ``size``
+    bytes whose first ``n`` bytes ``read(n)`` gives, without decoding it: two reads, of 24
+    bytes and of at most 64 KiB (a state that fits in it has its CRC32 checked too).
+    :class:`CorruptStateError` if the frame header or the head of the buffer is damaged;
+    damage further into a larger state (found by the CRC32) is left to :func:`decode`."""
+    version = check_frame_header(read(HEADER_SIZE), size)
+    return read_head(read, size, _check_frame,
+                     lambda head: _head_fields(memoryview(head)[HEADER_SIZE:], size - HEADER_SIZE, version))
+
+
+def _head_fields(buf: memoryview, payload_size: int, version: int) -> StateHeader:
+    """The header fields from ``buf``, the first bytes of a payload of ``payload_size``."""
+    check = _Verifier(buf)
+    root, table_size, vtable, vt_size = check.table()
+    fields: dict[str, Any] = {}
+    for slot, (name, kind, item) in enumerate(_FIELDS[:_HEAD_SLOTS]):
+        entry = 4 + 2 * slot
+        offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
+        if offset == 0:
+            if kind != "scalar":
+                raise _corrupt(f"required field {name} is missing")
+            fields[name] = 0 if item == "I" else 0.0
+            continue
+        if offset + (struct.calcsize(item) if kind == "scalar" else 4) > table_size:
+            raise _corrupt(f"field {name} lies outside its table")
+        at = root + offset
+        if kind == "scalar":
+            fields[name] = check.read(item, at, name)
+        elif kind == "str":
+            fields[name] = check.string(at, name)
+        else:  # node_names: only its length, checked against the whole payload
+            start = at + check.read("I", at, name)
+            count = check.read("I", start, name + " length")
+            if start + 4 + 4 * count > payload_size:
+                raise _corrupt(f"{name}: {count} items overflow the buffer")
+            fields["num_nodes"] = count
+    if fields["format_version"] != version:
+        raise _corrupt("the format version in the payload differs from the header's")
+    return StateHeader(version, fields["workflow"], fields["run_id"], fields["run_status"],
+                       float(fields["started_at"]), float(fields["updated_at"]), fields["num_nodes"])
 
 
 # -- decoding: verifying the FlatBuffer --------------------------------------------------------
@@ -335,6 +457,9 @@ def _verify(buf: memoryview) -> dict[str, Any]:
         entry = 4 + 2 * slot
         offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
         if offset == 0:
+            if kind == "optvector":
+                fields[name] = None
+                continue
             if kind != "scalar":
                 raise _corrupt(f"required field {name} is missing")
             fields[name] = 0 if item == "I" else 0.0  # the schema's defaults
@@ -352,6 +477,8 @@ def _verify(buf: memoryview) -> dict[str, Any]:
                 fields["names_utf8"] = None if packed is None else memoryview(packed)[:-1]
         else:
             check.vector(at, item.itemsize, name)
+            if kind == "optvector":
+                fields[name] = True
     return fields
 
 
@@ -370,6 +497,36 @@ def _output_vectors(root: gen.RunState) -> tuple[np.ndarray, np.ndarray, bytes]:
     if ends.size > 1 and bool(np.any(np.frombuffer(blob, _U8)[ends[:-1]] != _NEWLINE)):
         raise _corrupt("outputs are not separated by newlines")
     return ids, ends, blob
+
+
+def _placed(root: gen.RunState, outputs: dict[int, bytes], ids: np.ndarray, fields: dict[str, Any],
+            fetch: Callable[[int, int, bytes], bytes] | None) -> None:
+    """Format 2: put the outputs kept apart (fetched, checked) and not saved in place."""
+    present = [fields.pop(name) for name in ("output_kinds", "output_blob_sizes", "output_blob_digests")]
+    if not any(present):
+        return
+    if not all(present):
+        raise _corrupt("output placement vectors are incomplete")
+    kinds = root.OutputKindsAsNumpy()
+    sizes = root.OutputBlobSizesAsNumpy().tolist()
+    digests = bytes(root.OutputBlobDigestsAsNumpy())
+    if kinds.size != ids.size or bool(np.any(kinds > _UNSAVED)):
+        raise _corrupt("output kinds are malformed")
+    apart = np.flatnonzero(kinds != _INLINE).tolist()
+    blobs = ids[kinds == _BLOB].tolist()
+    if len(blobs) != len(sizes) or len(digests) != _DIGEST * len(sizes):
+        raise _corrupt("output blob references are malformed")
+    node_ids = ids.tolist()
+    if any(outputs[node_ids[k]] for k in apart):
+        raise _corrupt("an output kept apart also has inline bytes")
+    for k in np.flatnonzero(kinds == _UNSAVED).tolist():
+        outputs[node_ids[k]] = NOT_SAVED
+    if blobs and fetch is None:
+        raise _corrupt("outputs are kept apart from this snapshot, in its store: load it through the store")
+    for i, (node, size) in enumerate(zip(blobs, sizes)):
+        digest = digests[_DIGEST * i:_DIGEST * (i + 1)]
+        assert fetch is not None
+        outputs[node] = check_blob(node, fetch(node, size, digest), size, digest)
 
 
 def _outputs(root: gen.RunState) -> tuple[dict[int, bytes], np.ndarray]:
@@ -398,10 +555,11 @@ def _errors(root: gen.RunState, fields: dict[str, Any]) -> dict[int, ErrorRecord
     return {i: ErrorRecord(t, m, tb) for i, t, m, tb in zip(ids, *columns)}
 
 
-def _state(data: bytes, fields: dict[str, Any]) -> RunState:
+def _state(data: bytes, fields: dict[str, Any], fetch: Callable[[int, int, bytes], bytes] | None) -> RunState:
     """The state from the verified buffer and the fields :func:`_verify` decoded."""
     root = gen.RunState.GetRootAs(data, HEADER_SIZE)
     outputs, output_ids = _outputs(root)
+    _placed(root, outputs, output_ids, fields, fetch)
     fields.update(
         errors=_errors(root, fields), outputs=outputs,
         succ_indptr=root.SuccIndptrAsNumpy(), succ_indices=root.SuccIndicesAsNumpy(),
@@ -416,12 +574,15 @@ def _state(data: bytes, fields: dict[str, Any]) -> RunState:
     return RunState._decoded(fields, output_ids, names_utf8)
 
 
-def decode(data: bytes | bytearray | memoryview) -> RunState:
+def decode(data: bytes | bytearray | memoryview, *,
+           fetch: Callable[[int, int, bytes], bytes] | None = None) -> RunState:
     """The :class:`~flow_orchestrator.state.RunState` encoded in ``data`` by :func:`encode`.
 
     Raises :class:`~flow_orchestrator.state.CorruptStateError` for anything but a
     valid, undamaged encoding (see the module docstring).  The state's arrays are
-    read-only views of ``data`` (copied first unless it is ``bytes``).
+    read-only views of ``data`` (copied first unless it is ``bytes``).  ``fetch(node,
+    size, sha256)`` gives the bytes of an output the store keeps apart (checked here:
+    length, then sha256); without it, a state referencing such outputs is refused.
     """
     data = data if type(data) is bytes else bytes(data)
     _check_frame(data)
@@ -429,7 +590,7 @@ def decode(data: bytes | bytearray | memoryview) -> RunState:
         fields = _verify(memoryview(data)[HEADER_SIZE:])
         if fields.get("format_version") != _HEADER.unpack_from(data)[1]:
             raise _corrupt("the format version in the payload differs from the header's")
-        return _state(data, fields)
+        return _state(data, fields, fetch)
     except CorruptStateError:
         raise
     except (ValueError, TypeError, IndexError, OverflowError, struct.error) as exc:

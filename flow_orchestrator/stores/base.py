@@ -8,18 +8,27 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Self, TypeVar
 
 import numpy as np
 
-from ..state import MAX_ATTEMPTS, CorruptStateError, ErrorRecord, RunState
+from ..state import (
+    BLOB_MIN,
+    MAX_ATTEMPTS,
+    NOT_SAVED,
+    RUN_STATUSES,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    blob_digest,
+)
 from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
-__all__ = ["RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
-           "check_transitions", "copy_state"]
+__all__ = ["CORRUPT", "CRASHED", "RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions",
+           "blob_refs", "check_run_id", "check_transitions", "copy_state", "kept_apart"]
 
 T = TypeVar("T")
 _NUM_STATUSES = len(NodeStatus)
@@ -29,8 +38,9 @@ _MAX_RUN_ID = 200
 class Transition(NamedTuple):
     """One node's new status in a checkpoint, applied on top of the last snapshot.
 
-    ``output`` is the serialized output: required (bytes) when ``status`` is
-    ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
+    ``output`` is the serialized output: required (bytes, or
+    :data:`~flow_orchestrator.state.NOT_SAVED` for an output not kept) when ``status``
+    is ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
     ``None`` clears it.  ``started``/``ended`` are seconds since the run started (NaN: unset).
     """
 
@@ -43,14 +53,63 @@ class Transition(NamedTuple):
     error: ErrorRecord | None = None
 
 
+CRASHED = "crashed"
+"""The :attr:`RunInfo.run_status` of a run saved as running whose lock nobody holds: the
+process that ran it died (resume it)."""
+
+CORRUPT = "corrupt"
+"""The :attr:`RunInfo.run_status` of a run whose stored state is damaged (see
+:attr:`RunInfo.reason`): it cannot be loaded or resumed, only deleted."""
+
+_CRASHED_REASON = "saved as running, but no live process holds its lock"
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """What :meth:`Store.list_runs` tells about one run."""
+    """What :meth:`Store.list_runs` tells about one run.
+
+    ``run_status`` is the saved one (``running``, ``completed``, ``failed``,
+    ``cancelled``), or :data:`CRASHED` or :data:`CORRUPT`, with ``reason`` saying why
+    (``""`` otherwise).  A corrupt run's ``workflow`` is ``""`` when it cannot be read and
+    its ``updated_at`` is what the store knows (a file's modification time).
+    """
 
     run_id: str
     workflow: str
     run_status: str
     updated_at: float
+    reason: str = ""
+
+
+def listed(run_id: str, workflow: object, status: object, updated_at: object,
+           held: Callable[[], bool] | bool) -> RunInfo:
+    """Internal: the :class:`RunInfo` of a run from what a store read of it without loading
+    it: :data:`CORRUPT` if those values are wrong, :data:`CRASHED` if it is running and
+    ``held`` (or ``held()``, a probe of its lock that never blocks, called only then) says
+    nobody holds it."""
+    stamp = float(updated_at) if _is_time(updated_at) else math.nan  # type: ignore[arg-type]
+    name = workflow if type(workflow) is str else ""
+    if type(workflow) is not str:
+        return corrupt_info(run_id, "its workflow name is not a string", stamp, name)
+    if status not in RUN_STATUSES:
+        return corrupt_info(run_id, f"unknown run status {status!r:.40}", stamp, name)
+    if not _is_time(updated_at):
+        return corrupt_info(run_id, f"its update time is not a number: {updated_at!r:.40}", stamp, name)
+    if status == "running" and not (held if isinstance(held, bool) else held()):
+        return RunInfo(run_id, name, CRASHED, stamp, _CRASHED_REASON)
+    return RunInfo(run_id, name, str(status), stamp)
+
+
+def wanted(info: RunInfo, workflow: str | None) -> bool:
+    """Internal: whether ``list_runs(workflow)`` lists ``info`` (a corrupt run of unknown
+    workflow is listed under any)."""
+    return workflow is None or info.workflow == workflow or (info.run_status == CORRUPT and not info.workflow)
+
+
+def corrupt_info(run_id: str, reason: str, updated_at: float = math.nan, workflow: str = "") -> RunInfo:
+    """Internal: the :class:`RunInfo` of a damaged run, ``reason`` on one line (short)."""
+    text = " ".join(reason.split())
+    return RunInfo(run_id, workflow, CORRUPT, updated_at, text if len(text) <= 200 else text[:197] + "...")
 
 
 def check_run_id(run_id: object) -> str:
@@ -94,7 +153,8 @@ def _check_one(record: Transition, num_nodes: int | None) -> None:
         raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits), got {attempt!r}")
     if not all(map(_is_time, (started, ended))):
         raise CheckpointError("started and ended must be numbers (NaN when unset)")
-    if (output is None) == (status == NodeStatus.COMPLETED) or (output is not None and type(output) is not bytes):
+    if (output is None) == (status == NodeStatus.COMPLETED) or (
+            output is not None and type(output) is not bytes and output is not NOT_SAVED):
         raise CheckpointError(f"node {node}: an output (bytes) is required exactly when the status is completed")
     if error is not None and type(error) is not ErrorRecord:
         raise CheckpointError(f"node {node}: error must be an ErrorRecord or None")
@@ -115,6 +175,32 @@ def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | 
     for record in records:
         _check_one(record, num_nodes)
     return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
+
+
+def _large(values: list[bytes]) -> list[int]:
+    """The positions of the outputs a durable store keeps as blobs (sizes in bulk)."""
+    if not values:
+        return []
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    return np.flatnonzero(sizes >= BLOB_MIN).tolist()
+
+
+def blob_refs(outputs: Mapping[int, bytes]) -> dict[int, bytes]:
+    """The sha256 of each output of a state that a durable store keeps as a blob of its own
+    (at least :data:`~flow_orchestrator.state.BLOB_MIN` bytes), by node id."""
+    nodes, values = list(outputs), list(outputs.values())
+    return {nodes[i]: blob_digest(values[i]) for i in _large(values)}
+
+
+def kept_apart(outputs: Iterable[bytes | None]) -> dict[int, tuple[bytes, bytes]]:
+    """The outputs of checkpoint records that a durable store keeps as blobs, by ``id()`` of
+    the output: ``(sha256, output)``; each digest computed once per output object."""
+    values = [blob for blob in outputs if blob is not None]
+    found: dict[int, tuple[bytes, bytes]] = {}
+    for i in _large(values):
+        if id(values[i]) not in found:
+            found[id(values[i])] = (blob_digest(values[i]), values[i])
+    return found
 
 
 def copy_state(state: RunState) -> RunState:
@@ -180,6 +266,13 @@ class Store(abc.ABC):
 
     ``lock_check_interval`` (seconds, settable per store object; ``None``: never) is how
     often a durable run checks that its lock is still held while it has nothing to write.
+
+    Durable stores keep each output of :data:`~flow_orchestrator.state.BLOB_MIN` bytes or
+    more as a blob of its own, written once (before the record or snapshot that
+    references it by length and sha256), checked when loaded (missing or damaged:
+    :class:`CorruptStateError`), and deleted when no snapshot of the run references it
+    any more (on ``save``) or with the run (``delete``).  An output may be
+    :data:`~flow_orchestrator.state.NOT_SAVED` (``persist=False``).
     """
 
     lock_check_interval: float | None = 1.0
@@ -204,7 +297,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
-        """The runs held (of ``workflow`` only, if given), sorted by run id."""
+        """The runs held (of ``workflow`` only, if given), sorted by run id, from what is
+        cheap to read: a file's header, a row's columns (never a whole state).
+
+        A run whose stored state shows damage there is listed :data:`CORRUPT` with a
+        short :attr:`RunInfo.reason` (never left out, never raising: a corrupt run whose
+        workflow cannot be read is listed whatever ``workflow`` is); damage further in is
+        found by :meth:`load`.  A run saved as ``running`` whose lock nobody holds (its
+        process died) is listed :data:`CRASHED`: the lock is probed without blocking (a
+        shared lock taken and dropped at once, which no :meth:`lock` waits on), and a
+        run locked by a live holder stays ``running``.
+        """
 
     @abc.abstractmethod
     def delete(self, run_id: str) -> None:
