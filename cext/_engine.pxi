@@ -403,6 +403,7 @@ cdef class RunCore:
     cdef uint8_t* seen              # what each node saw of its dependencies (SEEN_* bits)
     cdef uint8_t* why               # why each SKIPPED node was (SKIP_*)
     cdef dict maps                  # None, or {map node: its MapRun} (_maps.pxi)
+    cdef dict restored_items        # None, or {map node: items a resume restores} (_maps.pxi)
     cdef NodeMetrics metrics        # None: no metrics (the hot path tests one pointer)
     cdef object events              # None, or the observers' dispatcher
     cdef object checkpoint          # None, or the run's checkpointer (see begin_run)
@@ -499,6 +500,7 @@ cdef class RunCore:
         self.cancel_reason = None
         self.restored = False
         self.maps = None
+        self.restored_items = None
         fo_store_i64(&self.counters[C_ATTACHED], 1)  # the driver; last: helpers may join now
         self.t0_ns = fo_now_ns()
         self.t1_ns = 0

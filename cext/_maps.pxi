@@ -164,7 +164,7 @@ cdef int32_t _map_work(RunCore core, int32_t node) except -2:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return -1
-        if m.n == 0:
+        if fo_load_i64(&m.counters[MAP_TERMINAL]) == m.n:  # no items, or a resume restored them all
             fo_add_fetch_i64(&m.counters[MAP_ACTIVE], -1)
             _map_finalize(m)
             core._running_done()
@@ -226,12 +226,48 @@ cdef MapRun _map_expand(RunCore core, int32_t node, uint32_t running):
     if core.maps is None:
         core.maps = {}
     core.maps[node] = m
+    if core.restored_items is not None and node in core.restored_items:
+        _map_restore(m, core.restored_items.pop(node))
     m.counters[MAP_ACTIVE] = m.limit   # this worker's token and the ones queued now
     if m.limit > 1:
         tokens = np.full(m.limit - 1, node, dtype=np.int32)
         core.queue.push(<const int32_t*>cnp.PyArray_DATA(tokens), m.limit - 1)
         core._maybe_spawn()
     return m
+
+
+def restore_map_items(RunCore core, int32_t node, indices, list outputs, attempts):
+    """Before :meth:`RunCore.start` of a resumed run: the items ``indices`` of map node
+    ``node`` completed in the saved run, with these ``outputs`` and ``attempts``; when
+    the node expands again they are COMPLETED at once (an initial state, like
+    :meth:`RunCore.restore`), and only the others run.  Indices beyond the new number
+    of elements are ignored."""
+    if not core.wf.flags[node] & FLAG_MAP:
+        raise ValueError(f"node {core.wf.labels[node]!r} is not a map node")
+    if core.restored_items is None:
+        core.restored_items = {}
+    index = np.ascontiguousarray(indices, dtype=np.int64)
+    tries = np.ascontiguousarray(attempts, dtype=np.int32)
+    if index.shape[0] != len(outputs) or tries.shape[0] != len(outputs):
+        raise ValueError("restore_map_items needs one output and attempt count per index")
+    core.restored_items[node] = (index, outputs, tries)
+
+
+cdef int _map_restore(MapRun m, tuple restored) except -1:
+    cdef const int64_t[::1] index = restored[0]
+    cdef list outputs = restored[1]
+    cdef const int32_t[::1] tries = restored[2]
+    cdef Py_ssize_t k
+    cdef int64_t i, done = 0
+    for k in range(index.shape[0]):
+        i = index[k]
+        if 0 <= i < m.n and _status_of(m.state[i]) == ST_PENDING:
+            m.state[i] = _word(ST_COMPLETED, <uint32_t>max(tries[k], 1))
+            m.outputs[i] = outputs[k]
+            done += 1
+    m.counters[MAP_COMPLETED] += done
+    m.counters[MAP_TERMINAL] += done
+    return 0
 
 
 cdef bint _map_acquire(MapRun m) noexcept:
@@ -345,14 +381,43 @@ cdef int _map_item(MapRun m, int32_t item) except -1:
             fo_add_fetch_i64(&m.core.counters[C_STUCK], -1)
         return kept
     cdef int64_t end = fo_now_ns()
+    cdef object payload = None
+    if m.core.checkpoint is not None:
+        # Serialized before the item counts as completed: one that cannot be saved fails.
+        try:
+            payload = m.core.checkpoint.encode(m.node, result)
+        except Exception as exc:
+            kept = _map_item_ended(m, item, running, exc, end, False)
+            if not kept:
+                fo_add_fetch_i64(&m.core.counters[C_STUCK], -1)
+            return kept
     if not _item_transition(m, item, running, ST_COMPLETED, attempt):
         fo_add_fetch_i64(&m.core.counters[C_STUCK], -1)  # timed out meanwhile: dropped
         return 0
     fo_store_i64(&m.end_ns[item], end)
     m.outputs[item] = result
+    if payload is not None:
+        _item_checkpoint(m, item, attempt, ST_COMPLETED, payload)
     fo_add_fetch_i64(&m.counters[MAP_COMPLETED], 1)
     _map_count_terminal(m, 1)
     return 1
+
+
+cdef int _item_checkpoint(MapRun m, int32_t item, uint32_t attempt, int status, object value) except -1:
+    """Hand a terminal item to the checkpointer (as RunCore._checkpoint_call does a node)."""
+    cdef RunCore core = m.core
+    cdef int64_t t0 = core.t0_ns
+    cdef int64_t a = fo_load_i64(&m.start_ns[item])
+    cdef int64_t b = fo_load_i64(&m.end_ns[item])
+    try:
+        core.checkpoint.item_ended(m.node, item, status, attempt, (a - t0) / 1e9 if a else NAN,
+                                   (b - t0) / 1e9 if b else NAN, value)
+    except (KeyboardInterrupt, SystemExit) as interrupt:
+        core._interrupted(interrupt)
+        raise
+    except BaseException as failure:
+        core.cancel(f"checkpoint failed: {type(failure).__name__}: {failure}")
+    return 0
 
 
 cdef NodeContext _item_context(MapRun m, int32_t item, uint32_t running):
@@ -400,6 +465,8 @@ cdef bint _map_item_ended(MapRun m, int32_t item, uint32_t running, object exc, 
         return False
     fo_store_i64(&m.end_ns[item], end)
     m.errors[item] = exc
+    if core.checkpoint is not None:
+        _item_checkpoint(m, item, attempt, final_status, exc)
     if final_status != ST_CANCELLED:
         fo_add_fetch_i64(&m.counters[MAP_FAILED], 1)
         if not m.continue_on_error:

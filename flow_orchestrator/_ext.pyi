@@ -137,6 +137,12 @@ class CheckpointWriter(Protocol):
         """After a node completed (``value``: what :meth:`encode` gave), failed, timed out
         or was cancelled by its action (``value``: the exception), before its dependents
         are released or skipped.  Times are seconds since the run started (NaN: unset)."""
+    def item_ended(
+        self, node: int, item: int, status: int, attempt: int, started: float, ended: float,
+        value: bytes | BaseException, /,
+    ) -> None:
+        """After an item of map node ``node`` completed (``value``: what :meth:`encode`
+        gave for its output) or ended badly (``value``: the exception)."""
 
 class CallbackTimer(Protocol):
     """Runs ``fn(*args)`` at monotonic time ``due`` on a thread of its own: a run's
@@ -294,6 +300,8 @@ def begin_run(
     checkpoint: CheckpointWriter | None = ...,
 ) -> RunCore: ...
 
+def restore_map_items(core: RunCore, node: int, indices: npt.ArrayLike, outputs: list[Any],
+                      attempts: npt.ArrayLike) -> None: ...
 def join_table() -> tuple[tuple[tuple[int, int], ...], ...]: ...
 def transition_table() -> tuple[tuple[int, ...], ...]: ...
 

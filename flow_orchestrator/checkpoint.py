@@ -72,7 +72,7 @@ from .errors import DefinitionError
 from .result import RunResult, new_run_id
 from .resume import ResumePlan
 from .serialization import JsonSerializer, SerializationError, Serializer
-from .state import NOT_SAVED, ErrorRecord, RunState, canonical_graph, dump_data, fingerprint, unsaved_nodes
+from .state import NOT_SAVED, ErrorRecord, ItemRecord, RunState, canonical_graph, dump_data, fingerprint, unsaved_nodes
 from .status import NodeStatus, RunStatus
 from .stores.base import RunLock, Store, Transition, check_run_id
 from .stores.errors import CheckpointFailedError, LockLostError, RunExistsError
@@ -174,6 +174,7 @@ class RunWriter:
         self.outputs: dict[int, bytes] = {}     # node id -> serialized output, completed nodes
         self.unsaved: frozenset[int] = frozenset()  # nodes whose outputs are not kept (persist=False)
         self.errors: dict[int, ErrorRecord] = {}
+        self.items: dict[int, dict[int, ItemRecord]] = {}  # map node -> item -> its record
         self.failure: BaseException | None = None
         self._cond = threading.Condition(threading.Lock())
         self._pending: list[Transition] = []
@@ -210,6 +211,27 @@ class RunWriter:
             error = ErrorRecord.from_exception(value)
             self.errors[node] = error
             record = Transition(node, status, attempt, started, ended, None, error)
+        self._enqueue(record)
+
+    def item_ended(self, node: int, item: int, status: int, attempt: int, started: float, ended: float,
+                   value: Any) -> None:
+        """Record a terminal item of map node ``node`` (as :meth:`node_ended`; the items
+        of a map whose outputs are not saved, ``persist=False``, are not recorded)."""
+        if node in self.unsaved:
+            return
+        if status == _COMPLETED:
+            record = Transition(node, status, attempt, started, ended, value, None, item)
+        else:
+            record = Transition(node, status, attempt, started, ended, None, ErrorRecord.from_exception(value), item)
+        with self._cond:
+            self.items.setdefault(node, {})[item] = ItemRecord(status, attempt, started, ended, record.output,
+                                                               record.error)
+        self._enqueue(record)
+
+    def _enqueue(self, record: Transition) -> None:
+        """Queue ``record`` for the writer; under the strict policy, return once a
+        completion is durable."""
+        status = record.status
         if not self._journal:
             return
         cond = self._cond
@@ -329,6 +351,16 @@ class RunWriter:
             self._thread.join()
 
 
+def _merged_items(restored: dict[int, dict[int, ItemRecord]], recorded: dict[int, dict[int, ItemRecord]]
+                  ) -> dict[int, dict[int, ItemRecord]]:
+    """The items a final snapshot keeps: those a resume restored, then what this run
+    recorded (a map that did not expand again keeps its saved items)."""
+    items = {node: dict(records) for node, records in restored.items()}
+    for node, records in recorded.items():
+        items.setdefault(node, {}).update(records)
+    return items
+
+
 class DurableRun:
     """Internal: the whole store side of one durable run, from lock to final snapshot.
 
@@ -362,6 +394,7 @@ class DurableRun:
         self.lock = handle if isinstance(handle, RunLock) else None  # a store of our own gives one
         self._started_at = time.time()
         self._restored: dict[int, bytes] = {}
+        self._restored_items: dict[int, dict[int, ItemRecord]] = {}  # completed items a resume restores
         self._restored_times: tuple[np.ndarray, np.ndarray] | None = None
         self._initial: RunState | None = None
         self._loaded: RunState | None = None
@@ -438,6 +471,9 @@ class DurableRun:
             if resume is not None:
                 self._carry_over(state, resume.state, resume.completed, resume.ids)
                 self._started_at = state.started_at = resume.state.started_at
+                state.items = {node: dict(records) for node, records in resume.item_records.items()}
+        if resume is not None:
+            self._restored_items = resume.item_records
         writer = RunWriter(self.store, self.run_id, self.policy, self.serializer, data, workflow.names, on_failure,
                            self.lock)
         writer.outputs.update(self._restored)
@@ -490,7 +526,9 @@ class DurableRun:
             self.release()
             if writer is not None:  # the serialized outputs go now, not when a GC cycle does
                 writer.outputs = {}
+                writer.items = {}
             self._restored = {}
+            self._restored_items = {}
         failure = writer.failure if writer is not None else None
         if failure is not None:
             what = ("stopped: its lock in the store was lost, and nothing was saved after that"
@@ -535,6 +573,7 @@ class DurableRun:
                         succ_indptr=indptr, succ_indices=indices,
                         statuses=statuses, attempts=np.array(result.attempts), started=started, ended=ended,
                         started_at=self._started_at, updated_at=time.time(), outputs=outputs, errors=errors,
+                        items=_merged_items(self._restored_items, writer.items),
                         data=dump_data(data, self.serializer), serializer=self.serializer.name)
 
     def release(self) -> None:

@@ -545,6 +545,8 @@ class _Run:
                                        max_helpers, coe, node_metrics, node_events, writer)
             if resume is not None:
                 self.core.restore(resume.completed, resume.outputs, resume.attempts)
+                for node, (indices, outputs, tries) in resume.items.items():
+                    _ext.restore_map_items(self.core, node, indices, outputs, tries)
         except BaseException:
             core = getattr(self, "core", None)
             if core is not None:

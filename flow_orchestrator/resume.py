@@ -22,14 +22,14 @@ module's, running is the engine's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import DefinitionError, IncompatibleStateError
-from .serialization import Serializer
-from .state import NOT_SAVED, RunState, _difference, _sorted_unique, fingerprint
+from .serialization import JsonSerializer, Serializer
+from .state import NOT_SAVED, ItemRecord, RunState, _difference, _sorted_unique, fingerprint
 from .status import NodeStatus
 from .workflow import Workflow
 
@@ -153,6 +153,28 @@ def _rerun_unsaved(workflow: Workflow, state: RunState, ids: np.ndarray, complet
             completed[node] = False
 
 
+def _completed_items(workflow: Workflow, state: RunState, ids: np.ndarray, completed: np.ndarray,
+                     again: set[int], serializer: Serializer | None
+                     ) -> tuple[dict[int, tuple[np.ndarray, list[Any], np.ndarray]], dict[int, dict[int, ItemRecord]]]:
+    """The completed items of the saved map nodes that run again (not re-run on request):
+    a resumed run never runs a completed item twice, even in a half-done map."""
+    loads = (serializer or JsonSerializer()).loads
+    items: dict[int, tuple[np.ndarray, list[Any], np.ndarray]] = {}
+    records: dict[int, dict[int, ItemRecord]] = {}
+    for old, saved in state.items.items():
+        node = int(ids[old])
+        if workflow.kind(node) != "map" or node in again:
+            continue
+        done = {i: r for i, r in saved.items() if r.status == _COMPLETED and r.output is not None}
+        records[node] = done
+        if completed[node] or not done:
+            continue
+        index = np.fromiter(done, dtype=np.int64, count=len(done))
+        items[node] = (index, [loads(r.output or b"") for r in done.values()],
+                       np.fromiter((r.attempt for r in done.values()), dtype=np.int32, count=len(done)))
+    return items, records
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ResumePlan:
     """What a saved state contributes to a run, mapped onto the workflow's node ids.
@@ -165,6 +187,9 @@ class ResumePlan:
         run_id: the saved run's id.
         state: the saved state itself.
         ids: the state's node ids mapped to the workflow's (``ids[state_id]``).
+        items: per map node (workflow id) that did not complete, the items that did:
+            ``(indices, outputs, attempts)``, restored when the node expands again.
+        item_records: the saved records of those items, by workflow node id.
     """
 
     completed: np.ndarray
@@ -174,6 +199,8 @@ class ResumePlan:
     run_id: str
     state: RunState
     ids: np.ndarray
+    items: dict[int, tuple[np.ndarray, list[Any], np.ndarray]] = field(default_factory=dict)
+    item_records: dict[int, dict[int, ItemRecord]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, workflow: Workflow, state: RunState | None, rerun: Iterable[str] = (),
@@ -209,7 +236,11 @@ class ResumePlan:
         for old, value in state.load_outputs(serializer).items():
             if completed[ids[old]]:
                 outputs[ids[old]] = value
-        return cls(completed, outputs, attempts, state.load_data(serializer), state.run_id, state, ids)
+        rerun_ids = (set(workflow.graph.descendants(workflow.interner.ids(again), include_self=True).tolist())
+                     if again else set())
+        items, records = _completed_items(workflow, state, ids, completed, rerun_ids, serializer)
+        return cls(completed, outputs, attempts, state.load_data(serializer), state.run_id, state, ids,
+                   items, records)
 
     def continues(self, saved: RunState) -> bool:
         """Whether this plan goes on from ``saved`` exactly as stored: the same nodes in

@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BLOB_MIN",
+    "ItemRecord",
+    "decode_items",
+    "encode_items",
+    "item_records",
     "FORMAT_VERSION",
     "MAX_ATTEMPTS",
     "NOT_SAVED",
@@ -72,12 +76,14 @@ __all__ = [
     "unsaved_nodes",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The version of the saved-state format that this library writes (and the newest it reads).
 
 Version 2 added where each output lives: inline, in a blob of the store kept apart
 from the snapshot (referenced by length and sha256), or not saved (``persist=False``).
-Version 1 states (every output inline) are still read."""
+Version 3 added the items of map nodes (:attr:`RunState.items`).  States of versions 1
+and 2 are still read, and written back with their version unless they gain what it
+cannot hold."""
 
 BLOB_MIN = 64 * 1024
 """Durable stores keep outputs of at least this many bytes as blobs of their own, written
@@ -278,6 +284,138 @@ class ErrorRecord:
         return f"{self.type}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ItemRecord:
+    """The saved state of one item of a map node: its status and attempts, its times
+    (seconds since the run started, NaN: unset), its serialized output (a completed
+    item's) and its error (one that ended with an exception).  Records compare equal
+    field by field, times bit for bit (so NaN equals NaN)."""
+
+    status: int
+    attempt: int
+    started: float = math.nan
+    ended: float = math.nan
+    output: bytes | None = None
+    error: ErrorRecord | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ItemRecord):
+            return NotImplemented
+        return ((self.status, self.attempt, self.output, self.error) == (other.status, other.attempt, other.output,
+                                                                          other.error)
+                and struct.pack("<dd", self.started, self.ended) == struct.pack("<dd", other.started, other.ended))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _check_items(items: Any, n: int) -> None:
+    if type(items) is not dict:
+        _fail(f"items must be a dict keyed by map node id, got {type(items).__name__}")
+    _id_array("items", items, n)
+    for node, records in items.items():
+        if type(records) is not dict or not all(type(k) is int and k >= 0 for k in records):
+            _fail(f"items of node {node} must be a dict keyed by item index")
+        for index, record in records.items():
+            if type(record) is not ItemRecord:
+                _fail(f"item {index} of node {node} must be an ItemRecord")
+            if type(record.status) is not int or not 0 <= record.status < _NUM_STATUSES:
+                _fail(f"item {index} of node {node} has status {record.status!r}")
+            if type(record.attempt) is not int or not 0 <= record.attempt < MAX_ATTEMPTS:
+                _fail(f"item {index} of node {node} has attempt count {record.attempt!r}")
+            if (record.status == NodeStatus.COMPLETED) != (type(record.output) is bytes):
+                _fail(f"item {index} of node {node}: an output if and only if it completed")
+            if record.error is not None and type(record.error) is not ErrorRecord:
+                _fail(f"item {index} of node {node}: its error must be an ErrorRecord")
+
+
+def item_records(result: RunResult, serializer: Serializer) -> dict[int, dict[int, ItemRecord]]:
+    """The :class:`ItemRecord` of every item of ``result``'s map nodes, outputs serialized."""
+    records: dict[int, dict[int, ItemRecord]] = {}
+    for node, kind in result.workflow.kinds.items():
+        if kind.kind != "map":
+            continue
+        items = result.items(node)
+        if not len(items):
+            continue
+        mine: dict[int, ItemRecord] = {}
+        for i, (status, attempt, started, ended) in enumerate(zip(
+                items.statuses.tolist(), items.attempts.tolist(), items.started.tolist(), items.ended.tolist())):
+            output = None
+            if status == NodeStatus.COMPLETED:
+                try:
+                    output = serializer.dumps(items.outputs[i])
+                except SerializationError as exc:
+                    raise SerializationError(f"output of item {i} of map {items.node!r}: {exc}", "") from exc
+            error = items.errors.get(i)
+            mine[i] = ItemRecord(status, attempt, started, ended, output,
+                                 ErrorRecord.from_exception(error) if error is not None else None)
+        records[node] = mine
+    return records
+
+
+_ITEMS_HEAD = struct.Struct("<iI")
+_ITEM = struct.Struct("<qBiddB")
+_ITEM_SIZE = struct.Struct("<I")
+
+
+def encode_items(items: dict[int, dict[int, ItemRecord]]) -> bytes:
+    """The items of a state as bytes (what the codecs store; :func:`decode_items` reads
+    it): per map node ``<i32 node><u32 count>``, then per item
+    ``<i64 index><u8 status><i32 attempt><f64 started><f64 ended><u8 flags>``, the output
+    (``<u32 size>`` + bytes, if ``flags & 1``) and the error (three ``<u32 size>`` +
+    UTF-8 strings, if ``flags & 2``)."""
+    parts: list[bytes] = []
+    for node in sorted(items):
+        records = items[node]
+        parts.append(_ITEMS_HEAD.pack(node, len(records)))
+        for index in sorted(records):
+            r = records[index]
+            parts.append(_ITEM.pack(index, r.status, r.attempt, r.started, r.ended,
+                                    (r.output is not None) | (r.error is not None) << 1))
+            if r.output is not None:
+                parts.append(_ITEM_SIZE.pack(len(r.output)) + r.output)
+            if r.error is not None:
+                for text in (r.error.type, r.error.message, r.error.traceback):
+                    raw = text.encode("utf-8", "surrogatepass")
+                    parts.append(_ITEM_SIZE.pack(len(raw)) + raw)
+    return b"".join(parts)
+
+
+def decode_items(data: bytes | memoryview) -> dict[int, dict[int, ItemRecord]]:
+    """The items :func:`encode_items` wrote; :class:`CorruptStateError` on damaged bytes."""
+    raw = bytes(data)
+    pos = 0
+
+    def take(size: int) -> bytes:
+        nonlocal pos
+        if size > len(raw) - pos:
+            _fail("the items of the map nodes are truncated")
+        chunk = raw[pos:pos + size]
+        pos += size
+        return chunk
+
+    def blob() -> bytes:
+        return take(_ITEM_SIZE.unpack(take(4))[0])
+
+    items: dict[int, dict[int, ItemRecord]] = {}
+    while pos < len(raw):
+        node, count = _ITEMS_HEAD.unpack(take(_ITEMS_HEAD.size))
+        records = items.setdefault(node, {})
+        for _ in range(count):
+            index, status, attempt, started, ended, flags = _ITEM.unpack(take(_ITEM.size))
+            if flags & ~3:
+                _fail(f"an item record has unknown flags {flags:#x}")
+            output = blob() if flags & 1 else None
+            error = None
+            if flags & 2:
+                try:
+                    error = ErrorRecord(*(blob().decode("utf-8", "surrogatepass") for _ in range(3)))
+                except UnicodeDecodeError:
+                    _fail("an item's error record is not UTF-8")
+            records[index] = ItemRecord(status, attempt, started, ended, output, error)
+    return items
+
+
 # -- the state -------------------------------------------------------------------------------------
 
 
@@ -349,6 +487,8 @@ class RunState:
     updated_at: float
     outputs: dict[int, bytes] = field(default_factory=dict)
     errors: dict[int, ErrorRecord] = field(default_factory=dict)
+    #: The items of map nodes that expanded: ``{map node id: {item index: ItemRecord}}``.
+    items: dict[int, dict[int, ItemRecord]] = field(default_factory=dict)
     data: bytes = b"{}"
     serializer: str = JsonSerializer.name
     format_version: int = FORMAT_VERSION
@@ -415,6 +555,7 @@ class RunState:
         _id_array("errors", self.errors, n)
         if not all(type(v) is ErrorRecord for v in self.errors.values()):
             _fail("errors must be ErrorRecord values")
+        _check_items(self.items, n)
         if type(self.data) is not bytes:
             _fail(f"data must be bytes, got {type(self.data).__name__}")
         if self.serializer == JsonSerializer.name:
@@ -538,8 +679,8 @@ class RunState:
                    started=result.started, ended=result.ended,
                    started_at=now - result.wall_seconds if started_at is None else started_at,
                    updated_at=now, outputs=_dump_outputs(result, serializer),
-                   errors=_error_records(result), data=dump_data(data, serializer),
-                   serializer=serializer.name)
+                   errors=_error_records(result), items=item_records(result, serializer),
+                   data=dump_data(data, serializer), serializer=serializer.name)
 
     # -- reading -------------------------------------------------------------------------------
 

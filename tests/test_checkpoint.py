@@ -619,7 +619,7 @@ def test_completed_node_without_recorded_output_is_saved_cancelled_when_the_run_
     with DurableRun(store, "r1", CheckpointPolicy.of("end"), None) as durable:
         result = RunResult(wf, "r1", RunStatus(status), np.array([DONE, DONE], np.uint8), np.array([1, 1], np.int32),
                            np.array([0.0, 0.0]), np.array([1.0, 1.0]), [1, 2], {}, 1.0)
-        writer = SimpleNamespace(outputs={0: b"1"}, errors={})  # bb's output never reached the writer
+        writer = SimpleNamespace(outputs={0: b"1"}, errors={}, items={})  # bb's output never reached the writer
         state = durable._final_state(result, {}, writer)  # type: ignore[arg-type]
         durable.release()
     expected = NodeStatus.CANCELLED if status == "cancelled" else NodeStatus.PENDING

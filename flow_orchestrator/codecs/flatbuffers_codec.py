@@ -50,6 +50,8 @@ import flatbuffers
 import numpy as np
 
 from ..state import (
+    decode_items,
+    encode_items,
     FORMAT_VERSION,
     NOT_SAVED,
     CorruptStateError,
@@ -89,6 +91,8 @@ _FIELDS: tuple[tuple[str, str, Any], ...] = (
     # format 2, optional: where outputs live
     ("output_kinds", "optvector", _U8), ("output_blob_sizes", "optvector", np.dtype("<u8")),
     ("output_blob_digests", "optvector", _U8),
+    # format 3, optional: the items of map nodes (state.encode_items)
+    ("map_items", "optvector", _U8),
 )
 _INLINE, _BLOB, _UNSAVED = 0, 1, 2
 _DIGEST = 32
@@ -221,6 +225,9 @@ def _build(state: RunState, refs: Mapping[int, bytes] | None) -> tuple[flatbuffe
     version = state.format_version if kinds is None else max(state.format_version, 2)
     b = flatbuffers.Builder(_size_hint(state))
     offsets = {"data": b.CreateByteVector(state.data)}
+    if state.items:
+        version = max(version, 3)
+        offsets["map_items"] = b.CreateByteVector(encode_items(state.items))
     if kinds is not None:
         offsets["output_kinds"] = b.CreateNumpyVector(kinds)
         offsets["output_blob_sizes"] = b.CreateNumpyVector(np.array(sizes, "<u8"))
@@ -560,6 +567,7 @@ def _state(data: bytes, fields: dict[str, Any], fetch: Callable[[int, int, bytes
     root = gen.RunState.GetRootAs(data, HEADER_SIZE)
     outputs, output_ids = _outputs(root)
     _placed(root, outputs, output_ids, fields, fetch)
+    fields["items"] = decode_items(root.MapItemsAsNumpy().tobytes()) if fields.pop("map_items") else {}
     fields.update(
         errors=_errors(root, fields), outputs=outputs,
         succ_indptr=root.SuccIndptrAsNumpy(), succ_indices=root.SuccIndicesAsNumpy(),

@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 
 from ..state import (
+    decode_items,
+    encode_items,
     FORMAT_VERSION,
     NOT_SAVED,
     CorruptStateError,
@@ -118,6 +120,8 @@ def _document(state: RunState, numpy_ok: bool, refs: Mapping[int, bytes] | None 
     """The JSON document of ``state``; numpy arrays stay arrays when ``numpy_ok``."""
     outputs = _outputs_doc(state.outputs, refs)
     version = max(state.format_version, 2) if "kinds" in outputs else state.format_version
+    if state.items:  # format 3: the items of map nodes
+        version = max(version, 3)
     doc: dict[str, Any] = {"format_version": version}
     doc.update((name, getattr(state, name)) for name in _STR_FIELDS)
     doc.update(started_at=state.started_at, updated_at=state.updated_at, node_names=state.node_names)
@@ -129,6 +133,8 @@ def _document(state: RunState, numpy_ok: bool, refs: Mapping[int, bytes] | None 
     doc["errors"] = [{"id": i, "type": r.type, "message": r.message, "traceback": r.traceback}
                      for i, r in sorted(state.errors.items())]
     doc["data_base64"] = base64.b64encode(state.data).decode("ascii")
+    if state.items:
+        doc["items_base64"] = base64.b64encode(encode_items(state.items)).decode("ascii")
     return doc
 
 
@@ -376,6 +382,7 @@ def _state(doc: Any, version: int, fetch: Callable[[int, int, bytes], bytes] | N
     fields["outputs"], output_ids = _outputs(doc, len(names), fetch)
     fields["errors"] = _errors(doc)
     fields["data"] = _b64(doc.get("data_base64"), "data_base64")
+    fields["items"] = decode_items(_b64(doc["items_base64"], "items_base64")) if "items_base64" in doc else {}
     return RunState._decoded(fields, output_ids)
 
 

@@ -21,6 +21,7 @@ from ..state import (
     RUN_STATUSES,
     CorruptStateError,
     ErrorRecord,
+    ItemRecord,
     RunState,
     blob_digest,
 )
@@ -42,6 +43,8 @@ class Transition(NamedTuple):
     :data:`~flow_orchestrator.state.NOT_SAVED` for an output not kept) when ``status``
     is ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
     ``None`` clears it.  ``started``/``ended`` are seconds since the run started (NaN: unset).
+    ``item`` (``-1``: none) makes it the record of that item of map node ``node_id``
+    (:attr:`RunState.items <flow_orchestrator.state.RunState.items>`).
     """
 
     node_id: int
@@ -51,6 +54,7 @@ class Transition(NamedTuple):
     ended: float
     output: bytes | None = None
     error: ErrorRecord | None = None
+    item: int = -1
 
 
 CRASHED = "crashed"
@@ -144,7 +148,9 @@ def _is_time(value: object) -> bool:
 
 
 def _check_one(record: Transition, num_nodes: int | None) -> None:
-    node, status, attempt, started, ended, output, error = record
+    node, status, attempt, started, ended, output, error, item = record
+    if type(item) is not int or item < -1:
+        raise CheckpointError(f"item must be an int >= -1 (-1: the node itself), got {item!r}")
     if type(node) is not int or node < 0 or (num_nodes is not None and node >= num_nodes):
         raise CheckpointError(f"node id {node!r} is not a node of this run")
     if type(status) not in (int, NodeStatus) or not 0 <= status < _NUM_STATUSES:
@@ -171,7 +177,7 @@ def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | 
     try:
         records = [Transition(*t) for t in transitions]  # type: ignore[arg-type]  # checked below
     except TypeError as exc:
-        raise CheckpointError(f"a checkpoint record must have 5 to 7 fields: {exc}") from None
+        raise CheckpointError(f"a checkpoint record must have 5 to 8 fields: {exc}") from None
     for record in records:
         _check_one(record, num_nodes)
     return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
@@ -211,6 +217,7 @@ def copy_state(state: RunState) -> RunState:
     fields["node_names"] = list(state.node_names)
     fields["outputs"] = dict(state.outputs)
     fields["errors"] = dict(state.errors)
+    fields["items"] = {node: dict(records) for node, records in state.items.items()}
     return RunState(**fields)
 
 
@@ -220,9 +227,13 @@ def apply_transitions(state: RunState, records: list[Transition]) -> None:
     A node id outside the state raises :class:`CorruptStateError`; records that passed
     :func:`check_transitions` with the state's node count keep the state valid.
     """
-    for node, status, attempt, started, ended, output, error in records:
+    for node, status, attempt, started, ended, output, error, item in records:
         if node >= state.num_nodes:
             raise CorruptStateError(f"a checkpoint names node id {node}, outside this run's {state.num_nodes} nodes")
+        if item >= 0:
+            state.items.setdefault(node, {})[item] = ItemRecord(int(status), attempt, started, ended,
+                                                                output, error)  # type: ignore[arg-type]
+            continue
         state.statuses[node], state.attempts[node] = status, attempt
         state.started[node], state.ended[node] = started, ended
         _put(state.outputs, node, output)

@@ -29,7 +29,8 @@ A batch payload is ``<f64 timestamp><u32 count>`` then per record
 (``<u32 size>`` + bytes, if ``flags & 1``; a reference ``<u64 size><32s sha256>`` to an
 output the store keeps as a blob, if ``flags & 4``; none for an output not saved, if
 ``flags & 8``) and the error (three ``<u32 size>`` + UTF-8
-strings: type, message, traceback, if ``flags & 2``).  A batch that carries the
+strings: type, message, traceback, if ``flags & 2``); a record of an item of a map node
+(``flags & 16``) is followed by ``<i64 item>`` first.  A batch that carries the
 workflow data ends with ``<u8 1><u32 size>`` + the serialized data; any other byte after
 the records is refused.  Decoding checks every size against the bytes left, so damaged
 input raises :class:`CorruptStateError` only.
@@ -62,6 +63,7 @@ RECORD_TAG = b"\xf0FJ2"
 """The first bytes of a chained (format 2) checkpoint record's payload."""
 
 _REF = struct.Struct("<Q32s")
+_ITEM = struct.Struct("<q")
 _CHAIN = struct.Struct("<4sQ32s")
 Fetch = Callable[[int, int, bytes], bytes]
 _LINK = struct.Struct("<QI")
@@ -217,8 +219,10 @@ def _encode_one(record: Transition, refs: Mapping[int, bytes] | None) -> bytes:
     output = record.output
     ref = refs.get(id(output)) if refs and output is not None else None
     kind = 0 if output is None else 8 if output is NOT_SAVED else 1 if ref is None else 4
-    flags = kind | (record.error is not None) << 1
+    flags = kind | (record.error is not None) << 1 | (record.item >= 0) << 4
     parts = [_RECORD.pack(record.node_id, record.status, record.attempt, record.started, record.ended, flags)]
+    if record.item >= 0:
+        parts.append(_ITEM.pack(record.item))
     if kind == 1:
         assert output is not None
         parts.append(_SIZE.pack(len(output)) + output)
@@ -273,8 +277,11 @@ class _Reader:
 
 def _decode_one(reader: _Reader, fetch: Fetch | None) -> Transition:
     node, status, attempt, started, ended, flags = reader.unpack(_RECORD)
-    if flags & ~15 or bin(flags & 13).count("1") > 1:
+    if flags & ~31 or bin(flags & 13).count("1") > 1:
         raise CorruptStateError(f"a checkpoint record has unknown flags {flags:#x}")
+    item = reader.unpack(_ITEM)[0] if flags & 16 else -1
+    if item < -1:
+        raise CorruptStateError(f"a checkpoint record names item {item}")
     output = reader.blob() if flags & 1 else NOT_SAVED if flags & 8 else None
     if flags & 4:
         size, digest = reader.unpack(_REF)
@@ -282,7 +289,7 @@ def _decode_one(reader: _Reader, fetch: Fetch | None) -> Transition:
             raise CorruptStateError("a checkpoint record references an output kept apart, and no store to fetch it")
         output = check_blob(node, fetch(node, size, digest), size, digest)
     error = ErrorRecord(reader.text(), reader.text(), reader.text()) if flags & 2 else None
-    return Transition(node, status, attempt, started, ended, output, error)
+    return Transition(node, status, attempt, started, ended, output, error, item)
 
 
 def decode_batch(payload: bytes, fetch: Fetch | None = None) -> tuple[float, list[Transition], bytes | None]:

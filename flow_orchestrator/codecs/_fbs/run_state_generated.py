@@ -542,8 +542,35 @@ class RunState(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(54))
         return o == 0
 
+    # RunState
+    def MapItems(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(56))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 1))
+        return 0
+
+    # RunState
+    def MapItemsAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(56))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint8Flags, o)
+        return 0
+
+    # RunState
+    def MapItemsLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(56))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # RunState
+    def MapItemsIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(56))
+        return o == 0
+
 def RunStateStart(builder):
-    builder.StartObject(26)
+    builder.StartObject(27)
 
 def RunStateAddFormatVersion(builder, formatVersion):
     builder.PrependUint32Slot(0, formatVersion, 0)
@@ -675,6 +702,12 @@ def RunStateAddOutputBlobDigests(builder, outputBlobDigests):
     builder.PrependUOffsetTRelativeSlot(25, flatbuffers.number_types.UOffsetTFlags.py_type(outputBlobDigests), 0)
 
 def RunStateStartOutputBlobDigestsVector(builder, numElems):
+    return builder.StartVector(1, numElems, 1)
+
+def RunStateAddMapItems(builder, mapItems):
+    builder.PrependUOffsetTRelativeSlot(26, flatbuffers.number_types.UOffsetTFlags.py_type(mapItems), 0)
+
+def RunStateStartMapItemsVector(builder, numElems):
     return builder.StartVector(1, numElems, 1)
 
 def RunStateEnd(builder):
