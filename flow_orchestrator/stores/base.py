@@ -18,11 +18,12 @@ from ..state import MAX_ATTEMPTS, CorruptStateError, ErrorRecord, RunState
 from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
-__all__ = ["RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
-           "check_transitions", "copy_state"]
+__all__ = ["RecordBatch", "RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions",
+           "check_records", "check_run_id", "check_transitions", "copy_state"]
 
 T = TypeVar("T")
 _NUM_STATUSES = len(NodeStatus)
+_COMPLETED = int(NodeStatus.COMPLETED)
 _MAX_RUN_ID = 200
 
 
@@ -41,6 +42,95 @@ class Transition(NamedTuple):
     ended: float
     output: bytes | None = None
     error: ErrorRecord | None = None
+
+
+class RecordBatch:
+    """Checkpoint records in columns: what a durable run's writer hands its store.
+
+    The same records as a list of :class:`Transition` (iterating a batch gives them, so
+    a store that only knows transitions takes a batch as it is), kept as arrays so that
+    checking, encoding and applying them costs no Python per record: ``nodes``
+    (``int32``), ``statuses`` (``uint8``), ``attempts`` (``int32``), ``started`` and
+    ``ended`` (``float64``, seconds since the run started, NaN: unset), ``outputs`` (the
+    serialized outputs of the ``COMPLETED`` records, in record order) and ``errors``
+    (record index -> :class:`ErrorRecord`, for the records that carry one).
+    """
+
+    __slots__ = ("attempts", "ended", "errors", "nodes", "outputs", "started", "statuses")
+
+    def __init__(self, nodes: np.ndarray, statuses: np.ndarray, attempts: np.ndarray, started: np.ndarray,
+                 ended: np.ndarray, outputs: list[bytes], errors: dict[int, ErrorRecord] | None = None) -> None:
+        self.nodes, self.statuses, self.attempts = nodes, statuses, attempts
+        self.started, self.ended = started, ended
+        self.outputs = outputs
+        self.errors = {} if errors is None else errors
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[tuple[int, int, int, float, float, object]]) -> RecordBatch:
+        """A batch of ``(node, status, attempt, started, ended, value)`` rows, ``value``
+        the serialized output of a completed node, else its :class:`ErrorRecord` or ``None``
+        (what a durable run's workers queue; built in bulk, checked by :meth:`check`)."""
+        count = len(rows)
+        if not count:
+            return cls(np.empty(0, np.int32), np.empty(0, np.uint8), np.empty(0, np.int32), np.empty(0, np.float64),
+                       np.empty(0, np.float64), [])
+        nodes, statuses, attempts, started, ended, values = zip(*rows)
+        status = np.fromiter(statuses, np.uint8, count)
+        batch = cls(np.fromiter(nodes, np.int32, count), status, np.fromiter(attempts, np.int32, count),
+                    np.fromiter(started, np.float64, count), np.fromiter(ended, np.float64, count), list(values))
+        if not bool((status == _COMPLETED).all()):  # failures among them: split outputs from errors
+            done = (status == _COMPLETED).tolist()
+            batch.outputs = [v for v, d in zip(values, done) if d]  # type: ignore[misc]
+            batch.errors = {i: v for i, (v, d) in enumerate(zip(values, done)) if not d and v is not None}  # type: ignore[misc]
+        return batch
+
+    @classmethod
+    def of_transitions(cls, records: list[Transition]) -> RecordBatch:
+        """The batch of checked :class:`Transition` records."""
+        batch = cls.of_rows([r[:5] + (r.output,) for r in records])  # type: ignore[misc]
+        batch.errors = {i: r.error for i, r in enumerate(records) if r.error is not None}
+        return batch
+
+    def __len__(self) -> int:
+        return int(self.nodes.size)
+
+    def __iter__(self) -> Iterator[Transition]:
+        outputs, errors = iter(self.outputs), self.errors
+        for i, (node, status, attempt, started, ended) in enumerate(zip(
+                self.nodes.tolist(), self.statuses.tolist(), self.attempts.tolist(), self.started.tolist(),
+                self.ended.tolist())):
+            yield Transition(node, status, attempt, started, ended,
+                             next(outputs) if status == _COMPLETED else None, errors.get(i))
+
+    def check(self, num_nodes: int | None = None) -> RecordBatch:
+        """The batch itself if its records are valid (as :func:`check_transitions` would
+        find them), checked in bulk; else :class:`CheckpointError`."""
+        n = self.nodes.size
+        for name, dtype in (("nodes", np.int32), ("statuses", np.uint8), ("attempts", np.int32),
+                            ("started", np.float64), ("ended", np.float64)):
+            column = getattr(self, name)
+            if type(column) is not np.ndarray or column.dtype != dtype or column.shape != (n,):
+                raise CheckpointError(f"a record batch's {name} must be a 1-d {np.dtype(dtype)} array of {n}")
+        if not n:
+            if self.outputs or self.errors:
+                raise CheckpointError("an empty record batch has outputs or errors")
+            return self
+        low, high = int(self.nodes.min()), int(self.nodes.max())
+        if low < 0 or (num_nodes is not None and high >= num_nodes):
+            raise CheckpointError(f"node id {low if low < 0 else high} is not a node of this run")
+        if int(self.statuses.max()) >= _NUM_STATUSES:
+            raise CheckpointError(f"unknown node status {int(self.statuses.max())}")
+        if int(self.attempts.min()) < 0 or int(self.attempts.max()) >= MAX_ATTEMPTS:
+            raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits)")
+        outputs = self.outputs
+        if type(outputs) is not list or len(outputs) != int(np.count_nonzero(self.statuses == _COMPLETED)) \
+                or not set(map(type, outputs)) <= {bytes}:
+            raise CheckpointError("an output (bytes) is required exactly when the status is completed")
+        errors = self.errors
+        if type(errors) is not dict or (errors and (not set(map(type, errors.values())) <= {ErrorRecord}
+                                                    or not all(type(i) is int and 0 <= i < n for i in errors))):
+            raise CheckpointError("a record batch's errors must map record indexes to ErrorRecord")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +207,19 @@ def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | 
     return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
 
 
+def _taken(transitions: Iterable[Sequence[object]]) -> RecordBatch | list[Sequence[object]]:
+    """Internal: the records of a ``checkpoint`` call, read once (a batch kept as it is)."""
+    return transitions if type(transitions) is RecordBatch else list(transitions)
+
+
+def check_records(records: RecordBatch | Iterable[Sequence[object]], num_nodes: int | None = None) -> RecordBatch:
+    """The records of a checkpoint as a checked :class:`RecordBatch` (a batch is checked in
+    bulk, other records one by one); :class:`CheckpointError` if invalid."""
+    if type(records) is RecordBatch:
+        return records.check(num_nodes)
+    return RecordBatch.of_transitions(check_transitions(records, num_nodes))
+
+
 def copy_state(state: RunState) -> RunState:
     """A deep copy of ``state`` with writable arrays and its own dicts."""
     fields = {name: getattr(state, name) for name in RunState.__dataclass_fields__}
@@ -128,12 +231,17 @@ def copy_state(state: RunState) -> RunState:
     return RunState(**fields)
 
 
-def apply_transitions(state: RunState, records: list[Transition]) -> None:
+def apply_transitions(state: RunState, records: list[Transition] | RecordBatch) -> None:
     """Apply checked records to ``state`` in place (its arrays must be writable).
 
     A node id outside the state raises :class:`CorruptStateError`; records that passed
-    :func:`check_transitions` with the state's node count keep the state valid.
+    :func:`check_transitions` with the state's node count keep the state valid.  A
+    :class:`RecordBatch` naming each node once is applied in bulk.
     """
+    if type(records) is RecordBatch:
+        if _apply_batch(state, records):
+            return
+        records = list(records)
     for node, status, attempt, started, ended, output, error in records:
         if node >= state.num_nodes:
             raise CorruptStateError(f"a checkpoint names node id {node}, outside this run's {state.num_nodes} nodes")
@@ -143,6 +251,35 @@ def apply_transitions(state: RunState, records: list[Transition]) -> None:
         _put(state.errors, node, error)
 
 
+def _apply_batch(state: RunState, batch: RecordBatch) -> bool:
+    """Apply ``batch`` in bulk; ``False`` (nothing done) if it names a node twice (then
+    the records apply one by one, in order)."""
+    nodes = batch.nodes
+    if not nodes.size:
+        return True
+    if int(nodes.max()) >= state.num_nodes:
+        raise CorruptStateError(f"a checkpoint names node id {int(nodes.max())}, outside this run's "
+                                f"{state.num_nodes} nodes")
+    if nodes.size > 1 and np.unique(nodes).size != nodes.size:
+        return False
+    state.statuses[nodes], state.attempts[nodes] = batch.statuses, batch.attempts
+    state.started[nodes], state.ended[nodes] = batch.started, batch.ended
+    done = batch.statuses == _COMPLETED
+    ids = nodes.tolist()
+    if bool(done.all()):
+        state.outputs.update(zip(ids, batch.outputs))
+    else:
+        state.outputs.update(zip(nodes[done].tolist(), batch.outputs))
+        for node in nodes[~done].tolist():
+            state.outputs.pop(node, None)
+    errors, new = state.errors, batch.errors
+    if errors:
+        for node in ids:
+            errors.pop(node, None)
+    errors.update((ids[i], error) for i, error in new.items())
+    return True
+
+
 def _put(mapping: dict, key: int, value: object) -> None:
     if value is None:
         mapping.pop(key, None)
@@ -150,7 +287,8 @@ def _put(mapping: dict, key: int, value: object) -> None:
         mapping[key] = value
 
 
-def apply_batches(state: RunState, batches: Iterable[tuple[float, list[Transition], bytes | None]]) -> RunState:
+def apply_batches(state: RunState, batches: Iterable[tuple[float, list[Transition] | RecordBatch, bytes | None]]
+                  ) -> RunState:
     """``state`` with the checkpoint batches applied in order (a new state when any).
 
     Each batch is ``(timestamp, records, data)``; ``updated_at`` becomes the last

@@ -31,7 +31,16 @@ from ..codecs import flatbuffers_codec, json_codec
 from ..state import CorruptStateError, RunState
 from . import journal
 from ._locking import FileLock
-from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held
+from .base import (
+    RunInfo,
+    Store,
+    _check_data,
+    _taken,
+    apply_batches,
+    check_records,
+    check_run_id,
+    held,
+)
 from .errors import RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -251,11 +260,11 @@ class FileStore(Store):
 
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Append the batch as one framed, chained record to the journal and fsync it."""
-        records = list(transitions)
+        records = _taken(transitions)
         _check_data(data)
         with self._mutex:
             n, end, chain = self._journal_position(run_id)
-            body = journal.encode_batch(time.time(), check_transitions(records, n), data)
+            body = journal.encode_batch(time.time(), check_records(records, n), data)
             following = journal.Chain(chain.link, chain.seq)
             data = journal.frame(following.seal(body))
             try:

@@ -69,9 +69,10 @@ from .base import (
     RunLock,
     Store,
     _check_data,
+    _taken,
     apply_batches,
+    check_records,
     check_run_id,
-    check_transitions,
     held,
 )
 from .errors import LockLostError, RunLockedError, RunNotFoundError, StoreError
@@ -300,7 +301,7 @@ class PostgresStore(Store):
         """Append the batch as one chained row and bump ``updated_at``, in one transaction
         that holds the run's row lock (so concurrent writers of a run are serialised);
         :class:`CorruptStateError` if the rows before it are damaged in the middle."""
-        records, stamp = list(transitions), time.time()
+        records, stamp = _taken(transitions), time.time()
         _check_data(data)
         check_run_id(run_id)
         if self._legacy(run_id):
@@ -311,7 +312,7 @@ class PostgresStore(Store):
                               (stamp, run_id), binary=True).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.where}")
-            payload = journal.encode_batch(stamp, check_transitions(records, row[0]), data)
+            payload = journal.encode_batch(stamp, check_records(records, row[0]), data)
             chain, seq = self._tail(cur, run_id, journal.snapshot_seed(bytes(row[1])))
             cur.execute(f"INSERT INTO {self._checkpoints} VALUES (%s, %s, %s)",
                         (run_id, seq + 1, journal.frame(chain.seal(payload))))

@@ -28,7 +28,16 @@ from ..codecs import flatbuffers_codec
 from ..state import CorruptStateError, RunState
 from . import journal
 from ._locking import FileLock
-from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held
+from .base import (
+    RunInfo,
+    Store,
+    _check_data,
+    _taken,
+    apply_batches,
+    check_records,
+    check_run_id,
+    held,
+)
 from .errors import RunLockedError, RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -161,12 +170,12 @@ class SqliteStore(Store):
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Insert the batch as one chained row and bump ``updated_at``, in one transaction;
         :class:`CorruptStateError` if the rows before it are damaged in the middle."""
-        records, stamp = list(transitions), time.time()
+        records, stamp = _taken(transitions), time.time()
         _check_data(data)
         if self._legacy(run_id):
             self.save(self.load(run_id))  # format 1 rows: folded into a snapshot first
         with self._transaction() as db:
-            payload = journal.encode_batch(stamp, check_transitions(records, self._num_nodes(db, run_id)), data)
+            payload = journal.encode_batch(stamp, check_records(records, self._num_nodes(db, run_id)), data)
             chain, seq = self._tail(db, run_id)
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?)", (run_id, seq + 1, journal.frame(chain.seal(payload))))
             db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", (stamp, run_id))
