@@ -387,7 +387,7 @@ class RunWriter:
         self._keep(left)
 
 
-def _check_made(state: RunState) -> None:
+def _check_made(state: RunState, ids: np.ndarray | None = None) -> None:
     """:meth:`RunState.validate` of a state made here, less what cannot be wrong in it: its
     names and graph are a built workflow's, and its fingerprint was computed from them (a
     full validation costs 0.2 us a node, most of it in those).  What the run and the
@@ -396,8 +396,7 @@ def _check_made(state: RunState) -> None:
     outputs = state.outputs
     if not set(map(type, outputs.values())) <= {bytes}:
         raise CorruptStateError("outputs must be bytes")
-    ids = np.fromiter(outputs, np.int64, len(outputs))
-    ids.sort()
+    ids = np.sort(np.fromiter(outputs, np.int64, len(outputs)) if ids is None else ids)  # the outputs' keys
     state._validate_header()
     state._validate_nodes(len(state.node_names))
     state._validate_progress()
@@ -443,6 +442,7 @@ class DurableRun:
         self._restored: dict[int, bytes] = {}
         self._restored_times: tuple[np.ndarray, np.ndarray] | None = None
         self._initial: RunState | None = None
+        self._graph: tuple[Workflow, str, np.ndarray, np.ndarray] | None = None  # fingerprint and CSR, once
         self._loaded: RunState | None = None
         self.resume_state: RunState | None = None  # the state this run continues, if any
         self._done = False
@@ -521,6 +521,8 @@ class DurableRun:
                            self.lock)
         writer.outputs.update(self._restored)
         self._initial = state
+        if state is not None:
+            self._graph = (workflow, state.fingerprint, state.succ_indptr, state.succ_indices)
         self.writer = writer
         return writer
 
@@ -585,8 +587,9 @@ class DurableRun:
     def _final_state(self, result: RunResult, data: WorkflowData, writer: RunWriter) -> RunState:
         statuses = np.array(result.statuses)
         saved_outputs, saved_errors = dict(writer.outputs), dict(writer.errors)  # late nodes may add more
+        ids = np.fromiter(saved_outputs, np.int64, len(saved_outputs))
         has_output = np.zeros(len(statuses), dtype=bool)
-        has_output[list(saved_outputs)] = True
+        has_output[ids] = True
         # A node interrupted between completing and being recorded is saved as pending:
         # it runs again on resume (at least once).
         statuses[(statuses == _COMPLETED) & ~has_output] = NodeStatus.PENDING
@@ -596,6 +599,7 @@ class DurableRun:
         else:
             keep = done.tolist()
             outputs = {node: blob for node, blob in saved_outputs.items() if keep[node]}
+            ids = ids[done[ids]]
         ended_with = result.errors_by_id
         failed = set(ended_with)
         errors = {node: record for node, record in saved_errors.items() if node in failed}
@@ -606,15 +610,16 @@ class DurableRun:
             keep = np.isnan(started) & ~np.isnan(self._restored_times[0])
             started[keep], ended[keep] = self._restored_times[0][keep], self._restored_times[1][keep]
         workflow = result.workflow
-        indptr, indices = canonical_graph(workflow)
-        state = RunState._unchecked(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=self.run_id,
+        graph = self._graph if self._graph is not None and self._graph[0] is workflow else None
+        _, digest, indptr, indices = graph or (workflow, fingerprint(workflow), *canonical_graph(workflow))
+        state = RunState._unchecked(workflow=workflow.name, fingerprint=digest, run_id=self.run_id,
                                     run_status=str(result.status), node_names=workflow.names,
                                     succ_indptr=indptr, succ_indices=indices,
                                     statuses=statuses, attempts=np.array(result.attempts), started=started,
                                     ended=ended, started_at=self._started_at, updated_at=time.time(),
                                     outputs=outputs, errors=errors, data=dump_data(data, self.serializer),
                                     serializer=self.serializer.name)
-        _check_made(state)
+        _check_made(state, ids)
         return state
 
     def release(self) -> None:
