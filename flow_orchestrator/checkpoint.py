@@ -15,10 +15,11 @@ Then a *writer thread* owned by the run does every write, in order:
 1. the initial snapshot: every node pending, or, when resuming, the completed nodes of
    the saved state with their outputs (a full snapshot, so that the store's state is
    the new workflow's even when it gained nodes or nodes are re-run);
-2. checkpoint batches: one :class:`~flow_orchestrator.stores.Transition` per node that
-   completed (with its serialized output), failed, timed out or was cancelled by its own
-   action, plus the workflow data
-   whenever it changed since the last batch, appended on top of the snapshot;
+2. checkpoint batches: one record (a :class:`~flow_orchestrator.stores.Transition`) per
+   node that completed (with its serialized output), failed, timed out or was cancelled
+   by its own action, handed to the store as one ``RecordBatch`` (columns, checked,
+   packed and applied in bulk), plus the workflow data whenever it changed since the last
+   batch, appended on top of the snapshot;
 3. the final snapshot when the run ends, whatever way it ends (success, failure,
    cancellation, Ctrl-C), which replaces the snapshot and its checkpoints.
 
