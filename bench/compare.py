@@ -1,7 +1,7 @@
 """Cross-engine comparison: each engine on each workflow shape, in a fresh process.
 
     PYTHONPATH=. python -m bench.compare [--quick] [--shapes S ...] [--engines E ...]
-                                         [--repeat 5] [--warmup 1] [--timeout 900]
+                                         [--repeat 5] [--warmup 1] [--cold-repeat N] [--timeout 900]
                                          [--json bench-results.json] [--markdown FILE] [--readme [README.md]]
     flow-orchestrator bench --suite compare [the same options]
 
@@ -17,10 +17,17 @@ cells an engine cannot run in reasonable time, saying why.
 The parent process runs each (engine, shape) cell as ``python -P -m bench.compare
 --worker ENGINE SHAPE ...`` and reads back one JSON line: wall times of ``--repeat``
 timed repetitions after ``--warmup`` untimed ones, the bare-loop time of the same
-actions (no-op shapes), peak RSS and the number of node runs verified (every action
-counts its calls; a cell whose count is not nodes x runs fails).  A cell that fails,
-crashes or runs past ``--timeout`` is reported as such in the table; the runner goes on.
-bench/README.md says what every column means.
+actions (no-op shapes), peak RSS (``VmHWM``) and the number of node runs verified
+(every action counts its calls; a cell whose count is not nodes x runs fails).  Ours
+is measured twice over: **cold**, the process's first run, timed from the Python list
+of ``(source, target)`` pairs with nothing of ours run before it (the workflow built
+with ``Workflow.from_edge_list``, or ``np.array`` + ``Workflow.from_arrays`` when the
+package lacks it, the engine made, the first run, compiling included), in
+``--cold-repeat`` fresh processes (the cell's own and ``--worker ... --cold-only``
+ones), reported as their median; and **warm**, the timed repetitions, the same
+workflow run again.  The peers pay everything on every run, and are timed as before.
+A cell that fails, crashes or runs past ``--timeout`` is reported as such in the table;
+the runner goes on.  bench/README.md says what every column means.
 
 A runner: it takes the graphs from :mod:`bench.graphs`, the engines' work from
 :mod:`bench.execution` and what it shares with ``run.py`` from :mod:`bench.common`, and
@@ -71,13 +78,14 @@ from bench.execution import (
     cpu_work,
     dask_graph,
     dask_sync,
+    edge_list_build,
     naive_graphlib_loop,
     numpy_graph,
     numpy_work,
     ran,
     remote_work,
     taskflow_engine,
-    workflow_of,
+    workflow_from_edge_list,
 )
 from bench.graphs import Graph, predecessor_dict
 
@@ -122,13 +130,15 @@ class Shape:
 class EngineSpec:
     """An engine: ``label`` (``{w}`` becomes the worker count) for the tables, ``short``
     for the README's columns, ``requires`` the module a peer needs, ``features`` whether
-    it has middleware, observers and durable checkpoints."""
+    it has middleware, observers and durable checkpoints, ``cold`` whether it is ours,
+    measured cold (from the edge list: build + first run) and warm (run again)."""
 
     name: str
     label: str
     short: str
     requires: str | None = None
     features: bool = False
+    cold: bool = False
 
     def title(self, workers: int) -> str:
         """The label with the worker count."""
@@ -162,9 +172,9 @@ SHAPES: dict[str, Shape] = {s.name: s for s in [
 ]}
 
 ENGINES: dict[str, EngineSpec] = {e.name: e for e in [
-    EngineSpec("ours-threads", "ours ({w} threads)", "ours (threads)", features=True),
-    EngineSpec("ours-serial", "ours (serial)", "ours (serial)", features=True),
-    EngineSpec("ours-processes", "ours ({w} processes)", "ours (processes)", features=True),
+    EngineSpec("ours-threads", "ours ({w} threads)", "ours (threads)", features=True, cold=True),
+    EngineSpec("ours-serial", "ours (serial)", "ours (serial)", features=True, cold=True),
+    EngineSpec("ours-processes", "ours ({w} processes)", "ours (processes)", features=True, cold=True),
     EngineSpec("naive-graphlib", "naive graphlib + ThreadPoolExecutor ({w})", "naive graphlib"),
     EngineSpec("dask-threaded", "dask threaded ({w})", "dask threaded", requires="dask"),
     EngineSpec("dask-sync", "dask synchronous", "dask sync", requires="dask"),
@@ -193,8 +203,11 @@ def plan(engine: EngineSpec, shape: Shape, *, quick: bool, repeat: int, warmup: 
     """The cell of ``engine`` on ``shape``: skipped (with the reason), capped, or as asked.
 
     The rules name shapes rather than sizes, so that ``--quick`` tables have the same rows.
+    Ours has at least one warm-up: its first run is the cold one, never a warm figure.
     """
     nodes, runs = shape.size[quick], shape.runs[quick]
+    if engine.cold:
+        warmup = max(warmup, 1)
     as_asked = Plan(nodes, runs, repeat, warmup)
 
     def skip(reason: str) -> Plan:
@@ -229,14 +242,17 @@ def plan(engine: EngineSpec, shape: Shape, *, quick: bool, repeat: int, warmup: 
 
 @dataclass
 class Runner:
-    """One engine set up on one graph: ``run()`` runs the graph once; ``tally(results)``
-    counts the node runs that the results prove (process pools, whose calls cannot be
-    counted here; ``None``: the counting actions prove them); ``final_check()`` checks
-    anything left (the saved state of a durable run)."""
+    """One engine set up on one graph: ``run()`` runs the graph once; ``first()``, when
+    given, is the process's first run instead (ours: everything of ours from the edge
+    list, timed as the cold figure); ``tally(results)`` counts the node runs that the
+    results prove (process pools, whose calls cannot be counted here; ``None``: the
+    counting actions prove them); ``final_check()`` checks anything left (the saved
+    state of a durable run)."""
 
     run: Callable[[], Any]
     tally: Callable[[list[Any]], int] | None = None
     final_check: Callable[[], None] | None = None
+    first: Callable[[], Any] | None = None
 
 
 def _middleware_options() -> dict[str, Any]:
@@ -258,49 +274,63 @@ def _work(shape: Shape, quick: bool, cpu_iterations: int) -> tuple[Callable[[int
 
 def _ours(kind: str, shape: Shape, graph: Graph, counter: Counter, remote_action: Any, workers: int,
           stack: ExitStack) -> Runner:
-    from flow_orchestrator import Engine, NodeStatus, Workflow
+    """Ours, set up so that nothing of ours runs before ``first()``: the untimed set-up
+    makes only the inputs a user holds (node names, the Python list of ``(source,
+    target)`` pairs, the actions, a directory for the store); ``first()`` makes the
+    middleware, the observer and the engine, opens the store, builds the workflow from
+    the list (:func:`execution.workflow_from_edge_list`) and runs it once."""
+    from flow_orchestrator import Engine, NodeStatus
 
-    if kind == "processes":  # one picklable action for every node, pickled once
-        wf = Workflow.from_arrays(f"compare-{shape.name}", [f"n{i}" for i in range(graph.num_nodes)],
-                                  graph.sources, graph.targets, remote_action)
-    else:
-        wf = workflow_of(graph, counter.actions, name=f"compare-{shape.name}")
-    options = _middleware_options() if shape.feature == MIDDLEWARE else {}
+    names = [f"n{i}" for i in range(graph.num_nodes)]
+    edges = graphs.edge_list(graph)
+    # One picklable action for every node on processes (pickled once); counting ones otherwise.
+    actions: Any = remote_action if kind == "processes" else counter.actions
     executor: Literal["serial", "processes"] | None = None
     if kind in ("serial", "processes"):
         executor = "serial" if kind == "serial" else "processes"
-    engine = stack.enter_context(Engine(1 if kind == "serial" else workers, executor, **options))
+    durable = shape.feature in (STRICT, BATCHED)
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-compare-")) if durable else ""
+    policy: Literal["strict", "batched"] = "strict" if shape.feature == STRICT else "batched"
+    run_ids = (f"run-{k}" for k in itertools.count())
+    last: list[str] = []
+    made: dict[str, Any] = {}
+
+    def run() -> Any:
+        engine, wf = made["engine"], made["workflow"]
+        if not durable:
+            return engine.run(wf)
+        last[:] = [next(run_ids)]
+        return engine.run(wf, store=made["store"], checkpoint=policy, run_id=last[0])
+
+    def first() -> Any:
+        options = _middleware_options() if shape.feature == MIDDLEWARE else {}
+        made["engine"] = stack.enter_context(Engine(1 if kind == "serial" else workers, executor, **options))
+        if durable:
+            from flow_orchestrator.stores import SqliteStore
+
+            made["store"] = stack.enter_context(SqliteStore(os.path.join(directory, "runs.db")))
+        made["workflow"] = workflow_from_edge_list(f"compare-{shape.name}", names, edges, actions)
+        return run()
+
     tally: Callable[[list[Any]], int] | None = None
     if kind == "processes":
         def tally(results: list[Any]) -> int:
             return sum(sum(1 for v in r.outputs.values() if v == 1) for r in results)
-    if shape.feature not in (STRICT, BATCHED):
-        return Runner(lambda: engine.run(wf), tally)
+    final_check: Callable[[], None] | None = None
+    if durable:
+        def final_check() -> None:
+            state = made["store"].load(last[0])
+            if not bool(np.all(state.statuses == NodeStatus.COMPLETED)):
+                raise AssertionError(f"run {last[0]}: not every node saved as completed")
 
-    from flow_orchestrator.stores import SqliteStore
-
-    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-compare-"))
-    store = stack.enter_context(SqliteStore(os.path.join(directory, "runs.db")))
-    run_ids = (f"run-{k}" for k in itertools.count())
-    last: list[str] = []
-    policy: Literal["strict", "batched"] = "strict" if shape.feature == STRICT else "batched"
-
-    def run() -> Any:
-        last[:] = [next(run_ids)]
-        return engine.run(wf, store=store, checkpoint=policy, run_id=last[0])
-
-    def final_check() -> None:
-        state = store.load(last[0])
-        if not bool(np.all(state.statuses == NodeStatus.COMPLETED)):
-            raise AssertionError(f"run {last[0]}: not every node saved as completed")
-
-    return Runner(run, tally, final_check)
+    return Runner(run, tally, final_check, first)
 
 
 def _runner(engine: EngineSpec, shape: Shape, graph: Graph, counter: Counter, remote_action: Any,
             workers: int, stack: ExitStack) -> Runner:
-    """Set ``engine`` up on ``graph`` (untimed: starting pools, converting the graph to
-    the engine's input, building and compiling TaskFlow's flow)."""
+    """Set ``engine`` up on ``graph``, untimed: the peers' pools started, the graph
+    converted to their input, TaskFlow's flow built and compiled; for ours, only the
+    user's inputs (see :func:`_ours`)."""
     if engine.name.startswith("ours-"):
         return _ours(engine.name.removeprefix("ours-"), shape, graph, counter, remote_action, workers, stack)
     if engine.name == "naive-graphlib":
@@ -332,20 +362,29 @@ def _runner(engine: EngineSpec, shape: Shape, graph: Graph, counter: Counter, re
     raise ValueError(f"unknown engine {engine.name!r}")
 
 
-def _maxrss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB: ``VmHWM`` of
+    ``/proc/self/status`` on Linux, which is this process's own; elsewhere ``ru_maxrss``
+    (KiB on Linux, bytes on macOS), which a child starts from its parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
-def _repetitions(fn: Callable[[], list[Any]], warmup: int, repeat: int,
+def _repetitions(fn: Callable[[int], list[Any]], warmup: int, repeat: int,
                  after: Callable[[list[Any]], None] | None = None) -> list[float]:
-    """Wall times of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones; ``after``
-    sees each call's value, outside the timed region."""
+    """Wall times of ``repeat`` calls of ``fn`` after ``warmup`` untimed ones (``fn(i)``:
+    the ``i``-th call, from 0); ``after`` sees each call's value, outside the timed region."""
     times = []
     for i in range(warmup + repeat):
         start = time.perf_counter()
-        value = fn()
+        value = fn(i)
         took = time.perf_counter() - start
         if after is not None:
             after(value)
@@ -356,40 +395,61 @@ def _repetitions(fn: Callable[[], list[Any]], warmup: int, repeat: int,
 
 
 def run_cell(engine_name: str, shape_name: str, *, quick: bool, repeat: int, warmup: int, workers: int,
-             cpu_iterations: int) -> dict[str, Any]:
-    """Run one cell in this process and return its figures (see the module docstring)."""
-    rss_imports = _maxrss_mb()
+             cpu_iterations: int, cold_only: bool = False) -> dict[str, Any]:
+    """Run one cell in this process and return its figures (see the module docstring).
+
+    The process's first run goes through ``Runner.first`` and is timed alone
+    (``first_s``): for ours, that is the cold figure, everything of ours from the Python
+    edge list; it is also the first of the warm-up runs, so never in a warm figure.
+    ``cold_only``: that first run only (and its checks), for another cold sample."""
+    rss_imports = _peak_rss_mb()
     engine, shape = ENGINES[engine_name], SHAPES[shape_name]
     cell = plan(engine, shape, quick=quick, repeat=repeat, warmup=warmup)
     if cell.skip is not None:
         raise RuntimeError(f"this cell is skipped: {cell.skip}")
+    if cold_only and not engine.cold:
+        raise RuntimeError(f"{engine_name} has no cold figure (a peer pays everything on every run)")
     started = time.perf_counter()
     graph = shape.make(cell.nodes)
     n, runs = graph.num_nodes, cell.runs
     work, remote_action = _work(shape, quick, cpu_iterations)
     counter = Counter(n, work)
     proven = [0]
+    first_s: list[float] = []
     with ExitStack() as stack:
         runner = _runner(engine, shape, graph, counter, remote_action, workers, stack)
         setup_s = time.perf_counter() - started
-        rss_setup = _maxrss_mb()
+        rss_setup = _peak_rss_mb()
+        first = runner.first or runner.run
 
-        def one_repetition() -> list[Any]:
-            return [runner.run() for _ in range(runs)]
+        def one_repetition(i: int) -> list[Any]:
+            results = []
+            for k in range(1 if cold_only else runs):
+                if i == 0 and k == 0:
+                    start = time.perf_counter()
+                    results.append(first())
+                    first_s.append(time.perf_counter() - start)
+                else:
+                    results.append(runner.run())
+            return results
 
         def tally(results: list[Any]) -> None:
             if runner.tally is not None:
                 proven[0] += runner.tally(results)
 
-        times = _repetitions(one_repetition, cell.warmup, cell.repeat, tally)
+        if cold_only:
+            tally(one_repetition(0))
+            times: list[float] = []
+        else:
+            times = _repetitions(one_repetition, cell.warmup, cell.repeat, tally)
         if runner.final_check is not None:
             runner.final_check()
-    engine_runs = (cell.warmup + cell.repeat) * runs
+    engine_runs = 1 if cold_only else (cell.warmup + cell.repeat) * runs
     bare_s = None
-    if shape.work == NOOP:
+    if shape.work == NOOP and not cold_only:
         order = [counter.actions[i] for i in graphs_topological_order(graph)]
 
-        def bare() -> list[Any]:
+        def bare(i: int) -> list[Any]:
             for _ in range(runs):
                 for action in order:
                     action()
@@ -401,14 +461,28 @@ def run_cell(engine_name: str, shape_name: str, *, quick: bool, repeat: int, war
     counter.check(counted)  # every node ran exactly this often (the engine's runs and the bare loop's)
     if runner.tally is not None and proven[0] != n * engine_runs:
         raise AssertionError(f"the runs' outputs prove {proven[0]:,} node runs, expected {n * engine_runs:,}")
-    median = statistics.median(times)
-    per_node = n * runs
-    return {
+    common_fields = {
         "ok": True,
         "engine": engine_name,
         "shape": shape_name,
         "nodes": n,
         "edges": graph.num_edges,
+        "first_s": first_s[0],
+        "cold_s": first_s[0] if engine.cold else None,
+        "build": edge_list_build() if engine.cold else None,
+        "node_runs_verified": n * engine_runs,
+        "setup_s": setup_s,
+        "rss_after_imports_mb": rss_imports,
+        "rss_after_setup_mb": rss_setup,
+        "peak_rss_mb": _peak_rss_mb(),
+        "flow_orchestrator": str(Path(flow_orchestrator.__file__).resolve().parent),
+    }
+    if cold_only:
+        return common_fields
+    median = statistics.median(times)
+    per_node = n * runs
+    return {
+        **common_fields,
         "runs_per_repetition": runs,
         "repeat": cell.repeat,
         "warmup": cell.warmup,
@@ -419,12 +493,6 @@ def run_cell(engine_name: str, shape_name: str, *, quick: bool, repeat: int, war
         "us_per_node": median / per_node * 1e6,
         "bare_median_s": bare_s,
         "overhead_us_per_node": None if bare_s is None else (median - bare_s) / per_node * 1e6,
-        "node_runs_verified": n * engine_runs,
-        "setup_s": setup_s,
-        "rss_after_imports_mb": rss_imports,
-        "rss_after_setup_mb": rss_setup,
-        "peak_rss_mb": _maxrss_mb(),
-        "flow_orchestrator": str(Path(flow_orchestrator.__file__).resolve().parent),
     }
 
 
@@ -444,12 +512,13 @@ def worker_main(args: argparse.Namespace) -> int:
         if expected and here != expected:
             raise RuntimeError(f"this process imported flow_orchestrator from {here}, the runner from {expected}")
         result = run_cell(engine, shape, quick=args.quick, repeat=args.repeat, warmup=args.warmup,
-                          workers=args.workers, cpu_iterations=args.cpu_iterations or 1)
+                          workers=args.workers, cpu_iterations=args.cpu_iterations or 1,
+                          cold_only=args.cold_only)
         code = 0
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which goes on
         traceback.print_exc(file=sys.stderr)
         result = {"ok": False, "engine": engine, "shape": shape, "error": f"{type(exc).__name__}: {exc}",
-                  "peak_rss_mb": _maxrss_mb()}
+                  "peak_rss_mb": _peak_rss_mb()}
         code = 1
     sys.stdout.write(RESULT_TAG + json.dumps(result) + "\n")
     sys.stdout.flush()
@@ -502,15 +571,18 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 
 def spawn_cell(engine: str, shape: str, args: argparse.Namespace, env: dict[str, str],
-               cpu_iterations: int) -> dict[str, Any]:
+               cpu_iterations: int, *, cold_only: bool = False) -> dict[str, Any]:
     """Run one cell in a fresh process (cwd: the checkout) and return its figures, or
-    ``status`` ``failed``/``timeout`` with the ``reason``."""
+    ``status`` ``failed``/``timeout`` with the ``reason``; ``cold_only``: only ours'
+    cold run, for one more sample of it."""
     cmd = [sys.executable, "-P", "-m", "bench.compare", "--worker", engine, shape,
            "--repeat", str(args.repeat), "--warmup", str(args.warmup), "--workers", str(args.workers),
            "--cpu-iterations", str(cpu_iterations),
            "--expect-package", str(Path(flow_orchestrator.__file__).resolve().parent)]
     if args.quick:
         cmd.append("--quick")
+    if cold_only:
+        cmd.append("--cold-only")
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
@@ -553,8 +625,11 @@ def run_all(args: argparse.Namespace, cpu_iterations: int) -> list[dict[str, Any
                 cell.update(status="skipped", reason=cell_plan.skip)
             else:
                 cell.update(spawn_cell(engine, shape, args, env, cpu_iterations))
+                if spec.cold and cell["status"] == "ok":
+                    _more_cold_samples(cell, engine, shape, args, env, cpu_iterations)
             cells.append(cell)
-            outcome = (f"median {fmt_ms(cell['median_s'])} ms, {cell['elapsed_s']:.1f} s in all"
+            cold = f"cold {fmt_ms(cell['cold_s'])} ms, warm " if cell.get("cold_s") is not None else ""
+            outcome = (f"{cold}median {fmt_ms(cell['median_s'])} ms, {cell['elapsed_s']:.1f} s in all"
                        if cell["status"] == "ok" else f"{cell['status']}: {cell['reason']}")
             sys.stderr.write(f"[{k}/{len(todo)}] {shape} / {engine}: {outcome}\n")
             sys.stderr.flush()
@@ -562,12 +637,37 @@ def run_all(args: argparse.Namespace, cpu_iterations: int) -> list[dict[str, Any
     return cells
 
 
+def _more_cold_samples(cell: dict[str, Any], engine: str, shape: str, args: argparse.Namespace,
+                       env: dict[str, str], cpu_iterations: int) -> None:
+    """Ours' cold figure in ``--cold-repeat`` fresh processes in all: the cell's own first
+    run and ``--cold-repeat`` - 1 more processes doing only that; ``cold_s`` becomes
+    their median, ``cold_samples_s`` lists them.  A sample that fails fails the cell."""
+    samples = [cell["cold_s"]]
+    for _ in range(args.cold_repeat - 1):
+        sample = spawn_cell(engine, shape, args, env, cpu_iterations, cold_only=True)
+        cell["elapsed_s"] += sample["elapsed_s"]
+        if sample["status"] != "ok":
+            cell.update(status=sample["status"], reason=f"a cold-only process: {sample['reason']}")
+            return
+        samples.append(sample["cold_s"])
+    cell.update(cold_s=statistics.median(samples), cold_samples_s=samples)
+
+
 def _add_ratios(cells: list[dict[str, Any]]) -> None:
-    """``x_vs_ours``: µs/node of the cell over ours (threads)'s on the same shape."""
-    base = {c["shape"]: c["us_per_node"] for c in cells if c["engine"] == BASELINE and c["status"] == "ok"}
+    """Per node: ``cold_us_per_node`` (ours: the cold run / nodes; peers: none), and the
+    ratios to ours (threads) on the same shape: ``x_vs_ours_cold`` (ours: its cold figure
+    over ours (threads)'s; a peer: its only figure over it) and ``x_vs_ours_warm`` (the
+    warm figure, or a peer's only one, over ours (threads)'s warm one)."""
     for c in cells:
-        ok = c["status"] == "ok" and c["shape"] in base
-        c["x_vs_ours"] = c["us_per_node"] / base[c["shape"]] if ok else None
+        ok = c["status"] == "ok"
+        c["cold_us_per_node"] = c["cold_s"] / c["nodes"] * 1e6 if ok and c.get("cold_s") is not None else None
+    base = {c["shape"]: c for c in cells if c["engine"] == BASELINE and c["status"] == "ok"}
+    for c in cells:
+        ours = base.get(c["shape"]) if c["status"] == "ok" else None
+        cold = c["cold_us_per_node"] if ENGINES[c["engine"]].cold else c.get("us_per_node")
+        c["x_vs_ours_cold"] = (cold / ours["cold_us_per_node"]
+                               if ours is not None and cold is not None and ours["cold_us_per_node"] else None)
+        c["x_vs_ours_warm"] = c["us_per_node"] / ours["us_per_node"] if ours is not None else None
 
 
 # -- report --------------------------------------------------------------------------------------------
@@ -620,22 +720,72 @@ def _headline(report: dict[str, Any]) -> list[str]:
     build = "DEBUG build: times mean nothing" if m["extension_debug_build"] else "release build"
     peers = ", ".join(f"{name} {version}" for name, version in v.items()
                       if name != "flow-orchestrator" and version)
+    cold_repeat = o.get("cold_repeat", 1)
     return [
         (f"Measured {report['date']} on {m['os']}, {m['cpu']}, {m['cpu_count']} CPUs; Python {m['python']}; "
          f"flow-orchestrator {v['flow-orchestrator']} ({build}); {peers}."),
-        (f"Each engine and shape in a fresh process: median, min and max of {o['repeat']} timed "
-         f"run{'s' * (o['repeat'] != 1)} after {o['warmup']} warm-up{'s' * (o['warmup'] != 1)}; "
-         f"{o['workers']} workers{'; --quick sizes' if o['quick'] else ''}. "
+        (f"Each engine and shape in a fresh process; {o['workers']} workers"
+         f"{'; --quick sizes' if o['quick'] else ''}. Ours cold: the median of {cold_repeat} fresh "
+         f"process{'es' * (cold_repeat != 1)}, each timing `{report.get('build', 'Workflow.from_arrays')}` "
+         f"from a Python list of (source, target) pairs + `Engine(...)` + the first run. Ours warm, and the "
+         f"peers: median, min and max of {o['repeat']} timed run{'s' * (o['repeat'] != 1)} after "
+         f"{o['warmup']} warm-up{'s' * (o['warmup'] != 1)} (ours: at least its cold run). "
          f"Command: `{report['command']}`."),
     ]
+
+
+#: What the README's table says about its figures (a test checks the README has it).
+README_LEGEND = (
+    "µs a node, median wall time / nodes run. **Cold**: what a batch job pays: from the Python edge list "
+    "the peers are given, in a fresh process where nothing of ours has run, the workflow built, the engine "
+    "made and the first run (compiling the workflow included). **Warm**: the same workflow run again. "
+    "The peers pay everything on every run, so they have one figure, and in brackets times ours (threads) "
+    "cold / warm: above 1x is slower. -: skipped (a peer not installed, or an engine that lacks the "
+    "feature or would take too long); †: capped to a smaller graph or fewer runs. bench/README.md explains "
+    "each figure.")
+
+
+def readme_columns(engines: Sequence[str]) -> list[str]:
+    """The README table's header cells after ``shape`` and ``nodes``: ours (threads) cold
+    and warm apart, ours' other engines ``cold / warm`` in one column, a peer's one figure."""
+    columns = []
+    for name in engines:
+        spec = ENGINES[name]
+        if name == BASELINE:
+            columns += [f"{spec.short} cold", f"{spec.short} warm"]
+        elif spec.cold:
+            columns.append(f"{spec.short} cold / warm")
+        else:
+            columns.append(spec.short)
+    return columns
+
+
+def _readme_cells(name: str, c: dict[str, Any] | None) -> list[str]:
+    """The README's cell(s) of engine ``name`` on one shape (two for ours (threads))."""
+    width = 2 if name == BASELINE else 1
+    if c is None or c["status"] == "skipped":
+        return ["-"] * width
+    if c["status"] != "ok":
+        return [c["status"]] * width
+    cold, warm = _us(c.get("cold_us_per_node")), _us(c["us_per_node"])
+    if name == BASELINE:
+        return [cold, warm]
+    if ENGINES[name].cold:
+        return [f"{cold} / {warm}"]
+    ratios = (c.get("x_vs_ours_cold"), c.get("x_vs_ours_warm"))
+    bracket = "" if None in ratios else f" ({fmt_ratio(ratios[0])} / {fmt_ratio(ratios[1])})"
+    return [f"{warm}{bracket}{' †' if c['note'] else ''}"]
 
 
 def markdown_report(report: dict[str, Any]) -> str:
     """The report as Markdown: a heading, then a table per shape."""
     lines = ["## Cross-engine comparison", "", *_headline(report), "",
-             ("µs/node: median wall time / nodes run; overhead: the same, less a bare loop calling the same "
-              "actions (no-op shapes); x vs ours: µs/node over ours (threads)'s, above 1x is slower; peak RSS: "
-              "ru_maxrss of the cell's process (interpreter, imports, graph, every run; not process-pool "
+             ("cold (ours only): everything of ours from the Python edge list in a fresh process (the workflow "
+              "built, the engine made, the first run); median, min, max ms and µs/node: the timed runs, warm "
+              "for ours, everything every time for a peer; overhead: µs/node less a bare loop calling the same "
+              "actions (no-op shapes); x ours cold / warm: this row's cold figure (a peer's only one) over ours "
+              "(threads)'s cold one, and its run figure over ours (threads)'s warm one, above 1x is slower; "
+              "peak RSS: VmHWM of the cell's process (interpreter, imports, graph, every run; not process-pool "
               "workers). bench/README.md has the details.")]
     by_shape: dict[str, list[dict[str, Any]]] = {}
     for cell in report["cells"]:
@@ -643,49 +793,43 @@ def markdown_report(report: dict[str, Any]) -> str:
     for name, cells in by_shape.items():
         shape = SHAPES[name]
         lines += ["", f"### {name}: {shape.title}", "",
-                  ("| engine | nodes | median ms | min ms | max ms | µs/node | overhead µs/node "
-                   "| x vs ours (threads) | peak RSS MB | notes |"),
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  ("| engine | nodes | cold ms | cold µs/node | median ms | min ms | max ms | µs/node "
+                   "| overhead µs/node | x ours cold | x ours warm | peak RSS MB | notes |"),
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for c in cells:
             if c["status"] != "ok":
-                lines.append(f"| {c['label']} | - | - | - | - | - | - | - | - | {c['status']}: {c['reason']} |")
+                lines.append(f"| {c['label']} |" + " - |" * 11 + f" {c['status']}: {c['reason']} |")
                 continue
-            lines.append(f"| {c['label']} | {_nodes(c)} | {fmt_ms(c['median_s'])} | {fmt_ms(c['min_s'])} "
-                         f"| {fmt_ms(c['max_s'])} | {_us(c['us_per_node'])} | {_us(c['overhead_us_per_node'])} "
-                         f"| {fmt_ratio(c['x_vs_ours'])} | {c['peak_rss_mb']:,.0f} | {c['note']} |")
+            cold_ms = "-" if c.get("cold_s") is None else fmt_ms(c["cold_s"])
+            lines.append(f"| {c['label']} | {_nodes(c)} | {cold_ms} | {_us(c.get('cold_us_per_node'))} "
+                         f"| {fmt_ms(c['median_s'])} | {fmt_ms(c['min_s'])} | {fmt_ms(c['max_s'])} "
+                         f"| {_us(c['us_per_node'])} | {_us(c['overhead_us_per_node'])} "
+                         f"| {fmt_ratio(c.get('x_vs_ours_cold'))} | {fmt_ratio(c.get('x_vs_ours_warm'))} "
+                         f"| {c['peak_rss_mb']:,.0f} | {c['note']} |")
         if shape.feature is not None:
             plain = next((c for c in report["cells"] if c["shape"] == "layered-10k" and c["engine"] == BASELINE
                           and c["status"] == "ok"), None)
             if plain is not None:
-                lines += ["", f"Without it (layered-10k, {plain['label']}): {_us(plain['us_per_node'])} µs/node."]
+                lines += ["", (f"Without it (layered-10k, {plain['label']}): cold "
+                               f"{_us(plain.get('cold_us_per_node'))}, warm {_us(plain['us_per_node'])} µs/node.")]
     return "\n".join(lines) + "\n"
 
 
 def readme_block(report: dict[str, Any]) -> str:
-    """The README's figures: one row per shape, one column per engine, µs a node and the
-    ratio to ours (threads), under the date and machine line."""
-    engines = [ENGINES[e] for e in report["options"]["engines"]]
+    """The README's figures: the date and machine line, the legend, and one table: a row
+    per shape; ours cold and warm side by side, cold first; a peer's one figure with its
+    ratios to ours (threads) cold and warm."""
+    engines = report["options"]["engines"]
     cells = {(c["shape"], c["engine"]): c for c in report["cells"]}
-    lines = [*_headline(report), "",
-             ("µs a node (median wall time / nodes run), and in brackets times ours (threads): above 1x is slower. "
-              "-: skipped (a peer not installed, or an engine that lacks the feature or would take too long); "
-              "†: capped to a smaller graph or fewer runs. bench/README.md explains each figure."), "",
-             "| shape | nodes | " + " | ".join(e.short for e in engines) + " |",
-             "| --- | ---: |" + " ---: |" * len(engines)]
+    columns = readme_columns(engines)
+    lines = [*_headline(report), "", README_LEGEND, "",
+             "| shape | nodes | " + " | ".join(columns) + " |",
+             "| --- | ---: |" + " ---: |" * len(columns)]
     for shape in report["options"]["shapes"]:
-        row = [cells.get((shape, e.name)) for e in engines]
+        row = [cells.get((shape, e)) for e in engines]
         ran = [c for c in row if c is not None and c["status"] == "ok" and not c["note"]]
         size = _nodes(ran[0]) if ran else "-"
-        texts = []
-        for c in row:
-            if c is None or c["status"] == "skipped":
-                texts.append("-")
-            elif c["status"] != "ok":
-                texts.append(c["status"])
-            else:
-                ratio = ("" if c["engine"] == BASELINE or c["x_vs_ours"] is None
-                         else f" ({fmt_ratio(c['x_vs_ours'])})")
-                texts.append(f"{_us(c['us_per_node'])}{ratio}{' †' if c['note'] else ''}")
+        texts = [text for name, c in zip(engines, row) for text in _readme_cells(name, c)]
         lines.append(f"| {shape} | {size} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
 
@@ -727,7 +871,11 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m bench.compare"
     parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES), metavar="ENGINE",
                         help=f"engines to run (default: all): {', '.join(ENGINES)}")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell (default: 5)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default: 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them (default: 1; "
+                        "ours: at least 1, its cold run)")
+    parser.add_argument("--cold-repeat", type=int, default=None, metavar="N",
+                        help="fresh processes measuring ours' cold figure (build from the edge list + first "
+                             "run), whose median is reported (default: --repeat; 1 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (hundreds of nodes, 20 diamond runs, light work): checks that every "
                              "cell runs, for tests and CI; the figures mean little")
@@ -747,9 +895,12 @@ def parse_args(argv: Sequence[str] | None, prog: str = "python -m bench.compare"
     parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "SHAPE"), help=argparse.SUPPRESS)
     parser.add_argument("--cpu-iterations", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--expect-package", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--cold-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.warmup < 0 or args.workers < 1:
-        parser.error("--repeat and --workers must be at least 1, --warmup at least 0")
+    if args.cold_repeat is None:
+        args.cold_repeat = 1 if args.quick else args.repeat
+    if args.repeat < 1 or args.warmup < 0 or args.workers < 1 or args.cold_repeat < 1:
+        parser.error("--repeat, --cold-repeat and --workers must be at least 1, --warmup at least 0")
     if args.timeout is None:
         args.timeout = QUICK_TIMEOUT if args.quick else DEFAULT_TIMEOUT
     if args.timeout <= 0:
@@ -793,7 +944,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench.compare
         "packages": package_versions(),
         "commit": _commit(),
         "command": f"{prog} {shlex.join(argv)}".strip(),
+        "build": edge_list_build(),
         "options": {"shapes": args.shapes, "engines": args.engines, "repeat": args.repeat, "warmup": args.warmup,
+                    "cold_repeat": args.cold_repeat,
                     "quick": args.quick, "timeout_s": args.timeout, "workers": args.workers,
                     "cpu_iterations": cpu_iterations},
         "shapes": {name: {"title": SHAPES[name].title, "work": SHAPES[name].work, "feature": SHAPES[name].feature}

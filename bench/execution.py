@@ -80,6 +80,27 @@ def workflow_of(graph: Graph, actions: list[Callable[..., Any]], name: str = "be
                                 graph.sources, graph.targets, actions)
 
 
+def edge_list_build() -> str:
+    """How :func:`workflow_from_edge_list` builds a workflow with the installed package:
+    ``Workflow.from_edge_list`` when it has it, else ``np.array`` + ``Workflow.from_arrays``."""
+    if callable(getattr(Workflow, "from_edge_list", None)):
+        return "Workflow.from_edge_list"
+    return "np.array + Workflow.from_arrays"
+
+
+def workflow_from_edge_list(name: str, node_names: list[str], edges: list[tuple[int, int]],
+                            actions: Callable[..., Any] | list[Callable[..., Any]]) -> Workflow:
+    """A workflow from a Python list of ``(source, target)`` pairs, the way a user holding
+    one does it with the public API: ``Workflow.from_edge_list`` when the installed
+    package has it, else the list made into an ``(m, 2)`` int32 array with ``np.array``
+    and its columns given to ``Workflow.from_arrays``."""
+    from_edge_list = getattr(Workflow, "from_edge_list", None)
+    if callable(from_edge_list):
+        return from_edge_list(name, node_names, edges, actions)
+    pairs = np.array(edges, dtype=np.int32).reshape(-1, 2)
+    return Workflow.from_arrays(name, node_names, pairs[:, 0], pairs[:, 1], actions)
+
+
 def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeat):
@@ -198,24 +219,29 @@ def numpy_speedup(workers: int = 2, size: int = 600_000, repeat: int = 3) -> dic
             "workers": workers}
 
 
-def diamond_runs(runs: int = 10_000, workers: int = 2) -> list[dict[str, Any]]:
-    """A 6-node diamond (a -> b, c, d, e -> f) run many times: per-run overhead."""
+def diamond_runs(runs: int = 10_000, workers: int = 2, repeat: int = 3) -> list[dict[str, Any]]:
+    """A 6-node diamond (a -> b, c, d, e -> f) run many times, end to end (``engine.run``
+    returning a ``RunResult``): the fixed cost of a run, serial and on threads, against
+    dask's threaded scheduler on the same graph in this process."""
     sources = np.array([0, 0, 0, 0, 1, 2, 3, 4], dtype=np.int32)
     targets = np.array([1, 2, 3, 4, 5, 5, 5, 5], dtype=np.int32)
     graph = Graph(6, sources, targets)
     counter = Counter(6)
     wf = workflow_of(graph, counter.actions, "diamond")
     rows = []
-    with Engine(workers) as engine:
-        engine.run(wf)
+    calls = 0
+    for label, engine in ((f"ours ({workers} threads)", Engine(workers)), ("ours (serial)", Engine(1, "serial"))):
+        with engine:
+            engine.run(wf)
 
-        def ours() -> None:
-            for _ in range(runs):
-                engine.run(wf)
+            def ours() -> None:
+                for _ in range(runs):
+                    engine.run(wf)
 
-        seconds, _ = best_of(ours, 1)
-    counter.check(runs + 1)
-    rows.append({"engine": f"ours ({workers} threads)", "runs": runs, "us_per_run": seconds / runs * 1e6})
+            seconds, _ = best_of(ours, repeat)
+        calls += runs * repeat + 1
+        rows.append({"engine": label, "runs": runs, "us_per_run": seconds / runs * 1e6})
+    counter.check(calls)
     dask_threaded = _dask()
     if dask_threaded is not None:
         dsk, keys = dask_graph(graph, counter.actions)
@@ -229,6 +255,47 @@ def diamond_runs(runs: int = 10_000, workers: int = 2) -> list[dict[str, Any]]:
         rows.append({"engine": f"dask threaded ({workers})", "runs": dask_runs,
                      "us_per_run": seconds / dask_runs * 1e6})
     return rows
+
+
+def timeout_costs(num_nodes: int = 100_000, workers: int = 2, repeat: int = 3,
+                  memory_runs: int = 5) -> dict[str, Any]:
+    """``timeout=`` on every node of a ``num_nodes`` chain against the same chain without
+    (best of ``repeat``, alternated in this process), and the memory left behind across
+    ``memory_runs`` runs with ``timeout=3600`` (tracemalloc, after a warm-up run)."""
+    import gc
+    import tracemalloc
+
+    from flow_orchestrator.workflow import NodeOptions
+
+    graph = chain(num_nodes)
+    names = [f"n{i}" for i in range(num_nodes)]
+    plain = Workflow.from_arrays("chain", names, graph.sources, graph.targets, _noop)
+    timed = Workflow.from_arrays("chain-timeouts", names, graph.sources, graph.targets, _noop,
+                                 NodeOptions(timeout=3600))
+    best = {"plain": float("inf"), "timed": float("inf")}
+    with Engine(workers) as engine:
+        engine.run(plain)
+        engine.run(timed)
+        for _ in range(repeat):
+            for key, wf in (("plain", plain), ("timed", timed)):
+                start = time.perf_counter()
+                engine.run(wf)
+                best[key] = min(best[key], time.perf_counter() - start)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            grown = []
+            for _ in range(memory_runs):
+                engine.run(timed)
+                gc.collect()
+                grown.append(tracemalloc.get_traced_memory()[0] - base)
+        finally:
+            tracemalloc.stop()
+        timer_entries = engine._timer.entries()
+    return {"nodes": num_nodes, "plain_us_per_node": best["plain"] / num_nodes * 1e6,
+            "timed_us_per_node": best["timed"] / num_nodes * 1e6, "ratio": best["timed"] / best["plain"],
+            "memory_runs": memory_runs, "grown_bytes": grown, "timer_entries": timer_entries}
 
 
 def run_state_bytes(num_nodes: int = 1_000_000) -> dict[str, float]:

@@ -383,7 +383,8 @@ def engine_suite(workers: int, repeat: int) -> dict[str, Any]:
     return {
         "shapes": shapes,
         "numpy": execution.numpy_speedup(workers),
-        "diamond": execution.diamond_runs(10_000, workers),
+        "diamond": execution.diamond_runs(10_000, workers, repeat),
+        "timeouts": execution.timeout_costs(100_000, workers, repeat),
         "run_state": execution.run_state_bytes(1_000_000),
         "dask": execution._dask() is not None,
     }
@@ -418,11 +419,26 @@ def print_engine_report(engine: dict[str, Any]) -> None:
     diamond = {r["engine"]: r for r in engine["diamond"]}
     for name, r in diamond.items():
         print(f"6-node diamond, {r['runs']:,} runs: {name}: {r['us_per_run']:.1f} us per run")
-    ours_d = next(r for n, r in diamond.items() if n.startswith("ours"))
+    threads_d = next(r for n, r in diamond.items() if n.startswith("ours (") and "serial" not in n)
+    serial_d = diamond["ours (serial)"]
+    print(f"target diamond serial: <= 10 us a run: {'PASS' if serial_d['us_per_run'] <= 10 else 'FAIL'} "
+          f"({serial_d['us_per_run']:.1f} us)")
+    print(f"target diamond threads: <= 15 us a run: {'PASS' if threads_d['us_per_run'] <= 15 else 'FAIL'} "
+          f"({threads_d['us_per_run']:.1f} us)")
     dask_d = next((r for n, r in diamond.items() if n.startswith("dask")), None)
     if dask_d is not None:
-        ratio = dask_d["us_per_run"] / ours_d["us_per_run"]
-        print(f"target diamond: at most 1/5 of dask threaded: {'PASS' if ratio >= 5 else 'FAIL'} (1/{ratio:.1f})")
+        ratio = dask_d["us_per_run"] / threads_d["us_per_run"]
+        print(f"target diamond: at most 1/30 of dask threaded: {'PASS' if ratio >= 30 else 'FAIL'} (1/{ratio:.0f}; "
+              f"serial 1/{dask_d['us_per_run'] / serial_d['us_per_run']:.0f})")
+    timeouts = engine["timeouts"]
+    print(f"\n{timeouts['nodes']:,}-node chain, timeout= on every node: {timeouts['timed_us_per_node']:.3f} us a node, "
+          f"without {timeouts['plain_us_per_node']:.3f}: {timeouts['ratio']:.2f}x "
+          f"(target <= 2x: {'PASS' if timeouts['ratio'] <= 2 else 'FAIL'})")
+    grown = timeouts["grown_bytes"]
+    growth = grown[-1] - grown[0]
+    print(f"memory after each of {timeouts['memory_runs']} runs with timeout=3600 (tracemalloc, from a warm engine): "
+          + ", ".join(f"{g / 1e6:.2f}" for g in grown) + f" MB; {timeouts['timer_entries']} timer entries left "
+          f"(target no growth, < 1 MB from the first run to the last: {'PASS' if growth < 1e6 else 'FAIL'})")
     state = engine["run_state"]
     print(f"run-state memory at {state['nodes']:,} nodes: {state['bytes_per_node']:.1f} B/node beyond the graph "
           f"(target <= 64: {'PASS' if state['bytes_per_node'] <= 64 else 'FAIL'})")

@@ -34,12 +34,20 @@
 # that the thread driving a run sees Ctrl-C promptly.
 #
 # The thread that calls Engine.run() is itself a worker (unless the workflow has
-# timeouts, when it must stay free to return at a deadline).  Helper workers are
-# submitted to the executor only when ready work is queued and no worker is idle, up to
-# max_workers.  So a small workflow run many times pays little thread hand-off, and an
-# action that starts a nested run on the same engine cannot deadlock: a run started
-# from a worker thread always works itself, even with timeouts, so it progresses even
-# when every pool thread is busy.
+# timeouts, when it must stay free to return at a deadline).  Helpers belong to the
+# engine, not to a run: a run with ready work queued and no idle worker posts itself
+# (once) on the engine's Crew, a board in C++ (FoBoard in _sync.h), and at most
+# max_workers helper tasks live on the pool, each serving whatever run is posted: it
+# joins the run (attached, so the arena cannot be recycled under it, and within the
+# run's helper slots), works until the FIFO is empty, then leaves, so that a run with
+# nothing to start holds no pool thread; work pushed later posts the run again.  A
+# leaving helper gives up its slot and then looks at the FIFO once more (a Dekker
+# handshake against the pusher's "push, then read C_HELPERS"), so no work is stranded.
+# A queued task holds no run and a run that ends takes itself off the board, so tiny
+# runs back to back cost a post and a removal, not a pool submission each, and pile up
+# nothing.  An action that starts a nested run on the same engine cannot deadlock: a
+# run started from a worker thread always works itself, even with timeouts, so it
+# progresses even when every pool thread is busy.
 #
 # Failures.  When an attempt raises and retries remain, the node goes back to
 # PENDING and the engine's timer re-queues it after the back-off delay: no worker
@@ -50,6 +58,15 @@
 # Dekker handshake on two sequentially consistent counters ("running += 1, then read
 # aborted" against "aborted = 1, then read running"), so a node can never start after
 # the sweep has decided it will not.
+#
+# Deadlines cost no Python per attempt: an attempt with a timeout pushes (deadline,
+# node, running word) on the run's heap in C (FoDeadlines), and only the run's earliest
+# deadline is an entry on the engine's timer (moved, the old entry cancelled, when an
+# earlier one arrives; arm numbers tell the current arm from stale ones).  An entry
+# whose attempt ended is inert (the node's word moved on) and is dropped lazily, at the
+# top or by a compaction whenever the heap doubles past what was live: O(running
+# attempts) entries however long the run.  The run's end frees the heap and cancels
+# its timer entry, so nothing waits for a deadline an hour away.
 #
 # Timeouts are cooperative: Python threads cannot be killed.  At the deadline the
 # engine's timer moves the node from RUNNING to TIMED_OUT (or back to PENDING for a
@@ -71,6 +88,8 @@
 # reset with memcpy/memset, so running a small workflow many times allocates little.
 
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from libc.math cimport NAN
 from libcpp.vector cimport vector
 
@@ -93,6 +112,34 @@ cdef extern from "_sync.h" nogil:
         void reset()
         int idle_workers()
         size_t capacity_bytes()
+
+    cdef cppclass FoBoard:
+        int capacity
+        int post(void* run, int64_t* on_board)
+        void* take()
+        int remove(void* run, int64_t* on_board)
+        int wait(long timeout_ms)
+        int retire()
+        void submit_failed()
+        void close()
+        size_t size()
+        int helpers()
+
+    enum:
+        FO_POST_ADDED
+        FO_POST_SUBMIT
+
+    cdef struct FoDeadline:
+        int64_t due
+        int32_t node
+        uint32_t word
+
+    cdef cppclass FoDeadlines:
+        const uint32_t* state
+        int64_t push(int64_t due, int32_t node, uint32_t word, uint64_t* seq)
+        int64_t pop_due(int64_t now, uint64_t seq, vector[FoDeadline]& out, uint64_t* next_seq)
+        void clear()
+        size_t size()
 
     cdef cppclass FoEvent:
         void set()
@@ -125,7 +172,8 @@ cdef enum:
     C_HELPERS = 5       # helper workers submitted and not yet exited
     C_STUCK = 6         # workers still inside an attempt that timed out
     C_FAILURES = 7      # nodes FAILED or TIMED_OUT
-    NUM_COUNTERS = 8
+    C_ON_BOARD = 8      # 1 while the run is posted on its engine's Crew (guarded by the board)
+    NUM_COUNTERS = 9
 
 
 @cython.final
@@ -313,6 +361,9 @@ cdef class NodeContext:
         return f"<NodeContext node={self.node!r} attempt={self.attempt}>"
 
 
+cdef class Crew
+
+
 @cython.final
 cdef class RunCore:
     """The state of one run (see the design notes above).  Driven by the engine."""
@@ -338,8 +389,11 @@ cdef class RunCore:
     cdef readonly int64_t t0_ns
     cdef readonly int64_t t1_ns
     cdef readonly uint64_t generation
-    cdef object timer              # schedule(due_monotonic, fn, *args) or None
-    cdef object spawn              # spawn(core) submits core.work(False) to a pool, or None
+    cdef object timer              # schedule(due_monotonic, fn, *args) -> handle; cancel(handle); or None
+    cdef Crew crew                 # the engine's helpers, or None (serial, other executors)
+    cdef FoDeadlines* deadlines    # attempt deadlines of this run (timeouts only)
+    cdef object _arm_handle        # the timer entry armed for the earliest deadline, or None
+    cdef uint64_t _armed_seq
     cdef int max_helpers
     cdef bint run_continues_on_error
     cdef readonly object interrupt  # KeyboardInterrupt/SystemExit raised by an action
@@ -362,11 +416,14 @@ cdef class RunCore:
         self.end_ns = <int64_t*>cnp.PyArray_DATA(self._end)
         self.queue = new FoReadyQueue()
         self.over = new FoEvent()
+        self.deadlines = new FoDeadlines()
+        self.deadlines.state = self.state
         self.generation = 0
 
     def __dealloc__(self):
         del self.queue
         del self.over
+        del self.deadlines
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -381,10 +438,13 @@ cdef class RunCore:
             self.counters[i] = 0
         self.queue.reset()
         self.over.clear()
+        self.deadlines.clear()
         self.generation += 1
 
-    cdef int _prepare(self, data, run_id, timer, spawn, int max_helpers,
+    cdef int _prepare(self, data, run_id, timer, Crew crew, int max_helpers,
                       bint continue_on_error, NodeMetrics metrics, events, checkpoint) except -1:
+        if self.crew is not None:
+            self.crew._remove(self)  # a late post of the arena's previous run
         self._reset()
         if metrics is not None and metrics.num_nodes != self.n:
             raise ValueError("metrics were made for another workflow")
@@ -396,13 +456,15 @@ cdef class RunCore:
         self.data = data
         self.run_id = run_id
         self.timer = timer
-        self.spawn = spawn
+        self.crew = crew
+        self._arm_handle = None
+        self._armed_seq = 0
         self.max_helpers = max_helpers
         self.run_continues_on_error = continue_on_error
         self.interrupt = None
         self.cancel_reason = None
         self.restored = False
-        self.counters[C_ATTACHED] = 1  # the driver
+        fo_store_i64(&self.counters[C_ATTACHED], 1)  # the driver; last: helpers may join now
         self.t0_ns = fo_now_ns()
         self.t1_ns = 0
         return 0
@@ -435,9 +497,10 @@ cdef class RunCore:
         self.restored = True
         self.counters[C_TERMINAL] = restored
 
-    def start(self):
+    def start(self, bint driver_works=False):
         """Queue the ready nodes (the roots, or after :meth:`restore` every pending node
-        whose dependencies completed).  Called once by the driver."""
+        whose dependencies completed).  Called once by the driver; ``driver_works``: it
+        calls :meth:`work` next, so one ready node needs no helper."""
         cdef cnp.ndarray roots = self.wf._roots
         cdef Py_ssize_t i, v
         cdef int64_t now
@@ -452,10 +515,13 @@ cdef class RunCore:
             for i in range(roots.shape[0]):
                 self.ready_ns[(<const int32_t*>cnp.PyArray_DATA(roots))[i]] = now
         self.queue.push(<const int32_t*>cnp.PyArray_DATA(roots), roots.shape[0])
-        self._maybe_spawn()
+        if roots.shape[0] > 1 or not driver_works:
+            self._maybe_spawn()
 
     def detach(self):
         """The driver is done with this arena; the last thread to leave recycles it."""
+        if self.crew is not None:
+            self.crew._remove(self)
         self._detach()
 
     cdef void _detach(self) noexcept:
@@ -478,11 +544,17 @@ cdef class RunCore:
     # -- the worker loop ---------------------------------------------------------------
 
     def work(self, bint driver=False):
-        """Run ready nodes until the run is over or aborted.
+        """Run ready nodes until the run is over or aborted (the driver), or until nothing
+        can start (a helper, which has claimed a helper slot and an attachment).
 
-        The driver (the thread of ``Engine.run``) also checks for Ctrl-C between waits
-        and returns when the run is over; helpers leave as soon as nothing can start.
+        The driver (the thread of ``Engine.run``) waits for work when the FIFO is empty,
+        checks for Ctrl-C between waits and returns when the run is over.  A helper
+        leaves as soon as the FIFO is empty, so that its thread can serve other runs; it
+        is asked back (posted on the engine's :class:`Crew`) when work is queued again.
         """
+        self._work(driver)
+
+    cdef int _work(self, bint driver) except -1:
         cdef int32_t node = -1
         cdef int32_t got[1]
         cdef vector[int32_t] ready
@@ -492,11 +564,12 @@ cdef class RunCore:
                     if fo_load_i64(&self.counters[C_ABORTED]) or fo_load_i64(&self.counters[C_FINISHED]):
                         break
                     if self.queue.pop(got, 1) == 0:
+                        if not driver:
+                            break  # nothing can start: leave the run
                         with nogil:
                             if self.queue.wait_pop(got, 1, 50) == 0:
                                 got[0] = -1
-                        if driver:
-                            PyErr_CheckSignals()
+                        PyErr_CheckSignals()
                         if got[0] < 0:
                             continue
                     node = got[0]
@@ -509,8 +582,46 @@ cdef class RunCore:
                 raise
         finally:
             if not driver:
-                fo_add_fetch_i64(&self.counters[C_HELPERS], -1)
+                self._leave()
+        return 0
+
+    cdef void _leave(self) noexcept:
+        """A helper leaves the run.  Work pushed while it was leaving saw it still counted
+        (and asked for nobody): after giving up its slot it looks again (a Dekker
+        handshake on C_HELPERS against the FIFO), and asks for a helper if needed."""
+        fo_add_fetch_i64(&self.counters[C_HELPERS], -1)
+        try:
+            if self.queue.size():
+                self._maybe_spawn()
+        except BaseException as exc:
+            self._interrupted(exc)
+        self._detach()
+
+    cdef int _help(self) except -1:
+        """A helper of the engine's crew took this run off the board: join it if it is
+        still going (attached, so that the arena is not recycled under us) and a helper
+        slot is free, then work until nothing can start."""
+        cdef int64_t attached, helpers
+        while True:
+            attached = fo_load_i64(&self.counters[C_ATTACHED])
+            if attached <= 0:
+                return 0  # over and recycled (or in the pool)
+            if fo_cas_i64(&self.counters[C_ATTACHED], attached, attached + 1):
+                break
+        if fo_load_i64(&self.counters[C_FINISHED]) or fo_load_i64(&self.counters[C_ABORTED]):
+            self._detach()
+            return 0
+        while True:
+            helpers = fo_load_i64(&self.counters[C_HELPERS])
+            if helpers >= self.max_helpers + fo_load_i64(&self.counters[C_STUCK]):
                 self._detach()
+                return 0
+            if fo_cas_i64(&self.counters[C_HELPERS], helpers, helpers + 1):
+                break
+        if self.queue.size() > 1:
+            self._maybe_spawn()  # more work than this helper: ask for another
+        self._work(False)
+        return 0
 
     cdef int32_t _run_node(self, int32_t node, vector[int32_t]& ready) except -2:
         """Run one attempt of ``node``; return a node to run next, or -1."""
@@ -528,8 +639,10 @@ cdef class RunCore:
         fo_store_i64(&self.start_ns[node], fo_now_ns())
         if self.metrics is not None or self.events is not None:
             self._started(node, attempt)
+        if flags & FLAG_HAS_TIMEOUT:
+            self._arm_deadline(node, running)
         ctx = None
-        if flags & (FLAG_TAKES_CONTEXT | FLAG_HAS_TIMEOUT):
+        if flags & FLAG_TAKES_CONTEXT:
             ctx = self._context(node, running)
         action = self.wf.actions[node]
         try:
@@ -553,9 +666,77 @@ cdef class RunCore:
         ctx._deadline = 0.0
         if timeout > 0:
             ctx._deadline = self.start_ns[node] / 1e9 + timeout
-            if self.timer is not None:
-                self.timer.schedule(ctx._deadline, self.on_deadline, node, word, self.generation)
         return ctx
+
+    # -- deadlines: one heap per run in C, one timer entry per run ----------------------
+
+    cdef int _arm_deadline(self, int32_t node, uint32_t running) except -1:
+        """Record the deadline of the attempt ``running`` of ``node`` (just started).
+
+        No Python work unless it is now the run's earliest deadline: then the run's one
+        timer entry is moved to it.  The entry becomes inert as soon as the attempt ends
+        (the node's word moves on) and is reclaimed by the heap's lazy compaction.
+        """
+        cdef double timeout = self.wf.timeouts[self.wf.option_index[node]]
+        cdef uint64_t seq = 0
+        cdef int64_t due
+        if timeout <= 0 or self.timer is None:
+            return 0
+        due = self.deadlines.push(self.start_ns[node] + <int64_t>(timeout * 1e9), node, running, &seq)
+        if due:
+            self._arm(due, seq)
+        return 0
+
+    cdef int _arm(self, int64_t due, uint64_t seq) except -1:
+        """Schedule the run's timer entry for ``due`` (arm number ``seq``); cancel the one
+        it replaces.  The highest ``seq`` is the current arm, whatever order threads race
+        in here: it is always at or before the earliest live deadline."""
+        handle = self.timer.schedule(due / 1e9, self.deadlines_due, seq, self.generation)
+        with cython.critical_section(self):
+            if seq > self._armed_seq:
+                old = self._arm_handle
+                self._arm_handle = handle
+                self._armed_seq = seq
+            else:
+                old = handle
+        if old is not None:
+            self.timer.cancel(old)
+        return 0
+
+    cdef void _disarm(self) noexcept:
+        """The run is over: forget its deadlines and cancel its timer entry."""
+        self.deadlines.clear()
+        if self._arm_handle is None:
+            return
+        try:
+            with cython.critical_section(self):
+                handle = self._arm_handle
+                self._arm_handle = None
+            if handle is not None:
+                self.timer.cancel(handle)
+        except BaseException:
+            pass  # the entry then fires later as a no-op
+
+    def deadlines_due(self, uint64_t seq, uint64_t generation):
+        """Timer callback (the run's one entry): time out the attempts whose deadline
+        passed, and re-arm for the next one."""
+        cdef vector[FoDeadline] due
+        cdef uint64_t next_seq = 0
+        cdef int64_t next_due
+        cdef size_t i
+        if generation != self.generation or fo_load_i64(&self.counters[C_FINISHED]):
+            return
+        # 1 us of slack: the timer sleeps on float seconds of the same clock.
+        next_due = self.deadlines.pop_due(fo_now_ns() + 1000, seq, due, &next_seq)
+        if next_due:
+            self._arm(next_due, next_seq)
+        for i in range(due.size()):
+            self.on_deadline(due[i].node, due[i].word, generation)
+
+    @property
+    def pending_deadlines(self):
+        """Deadline entries held by this run (live and not yet reclaimed)."""
+        return self.deadlines.size()
 
     cdef int32_t _attempt_succeeded(self, int32_t node, uint32_t running, object result,
                                     vector[int32_t]& ready, int64_t end) except -2:
@@ -680,28 +861,40 @@ cdef class RunCore:
         return ready[0]
 
     cdef int _maybe_spawn(self) except -1:
+        """Queued work and nobody idle to take it: ask the engine's crew for a helper
+        (the run is posted once; a helper takes it when a pool thread is free), or
+        start a dedicated thread to replace one stuck in an abandoned attempt."""
         cdef int64_t helpers, stuck
-        if self.spawn is None:
+        if self.crew is None:
             return 0
         while True:
+            if fo_load_i64(&self.counters[C_FINISHED]) or fo_load_i64(&self.counters[C_ABORTED]):
+                return 0
             # Cheap atomic checks first: once every helper runs this costs no lock.
             helpers = fo_load_i64(&self.counters[C_HELPERS])
             stuck = fo_load_i64(&self.counters[C_STUCK])
             if helpers >= self.max_helpers + stuck:
                 return 0
-            # Queued work and nobody idle to take it.  Helpers still starting up are not
-            # idle yet, so this may start one too many: it finds nothing and leaves.
+            if helpers < self.max_helpers and fo_load_i64(&self.counters[C_ON_BOARD]):
+                return 0  # already asked
             if self.queue.size() == 0 or self.queue.idle_workers() > 0:
                 return 0
-            if fo_cas_i64(&self.counters[C_HELPERS], helpers, helpers + 1):
-                fo_add_fetch_i64(&self.counters[C_ATTACHED], 1)
+            if helpers < self.max_helpers:
                 try:
-                    # Beyond max_helpers we replace threads stuck in abandoned attempts:
-                    # those need a thread of their own, the pool's are all taken.
-                    self.spawn(self, helpers >= self.max_helpers)
+                    self.crew._post(self)
                 except BaseException as exc:
                     # No pool to run on (e.g. the engine was closed): stop the run with
                     # that error rather than leave work that nobody may ever take.
+                    self.crew._remove(self)
+                    self._interrupted(exc)
+                return 0
+            # Beyond max_helpers we replace threads stuck in abandoned attempts: those
+            # need a thread of their own, the pool's are all taken.
+            if fo_cas_i64(&self.counters[C_HELPERS], helpers, helpers + 1):
+                fo_add_fetch_i64(&self.counters[C_ATTACHED], 1)
+                try:
+                    self.crew.dedicated(self)
+                except BaseException as exc:
                     fo_add_fetch_i64(&self.counters[C_HELPERS], -1)
                     self._detach()
                     self._interrupted(exc)
@@ -718,6 +911,10 @@ cdef class RunCore:
     cdef void _finish(self) noexcept:
         if fo_cas_i64(&self.counters[C_FINISHED], 0, 1):
             self.t1_ns = fo_now_ns()
+            if self.crew is not None:
+                self.crew._remove(self)
+            if self.timer is not None:
+                self._disarm()
             self.over.set()
             self.queue.wake()
 
@@ -918,6 +1115,8 @@ cdef class RunCore:
         """
         cdef double until = fo_now_ns() / 1e9 + timeout
         cdef int done = 0
+        if fo_load_i64(&self.counters[C_FINISHED]):
+            return True  # keep the GIL: releasing it would hand it to a waiting thread
         while True:
             with nogil:
                 done = self.over.wait(50)
@@ -970,6 +1169,27 @@ cdef class RunCore:
             view[v] = _attempt_of(fo_load_u32(&self.state[v]))
         return out
 
+    def outcome(self):
+        """``(completed, snapshot)``: how many nodes completed, and the per-node state as
+        one ``bytes``: ``start_ns`` then ``end_ns`` (``int64``, 0: unset), then the
+        status words (``uint32``, status in the low byte, attempt above).  One copy and
+        no array: a :class:`RunResult` decodes it only if its arrays are read."""
+        cdef Py_ssize_t n = self.n, v
+        cdef int64_t completed = 0
+        cdef uint32_t word
+        blob = PyBytes_FromStringAndSize(NULL, n * 20)
+        cdef char* buf = PyBytes_AS_STRING(blob)
+        cdef int64_t* starts = <int64_t*>buf
+        cdef int64_t* ends = <int64_t*>(buf + n * 8)
+        cdef uint32_t* words = <uint32_t*>(buf + n * 16)
+        for v in range(n):
+            word = fo_load_u32(&self.state[v])
+            words[v] = word
+            completed += _status_of(word) == ST_COMPLETED
+            starts[v] = fo_load_i64(&self.start_ns[v])
+            ends[v] = fo_load_i64(&self.end_ns[v])
+        return completed, blob
+
     def times(self):
         """``(started, ended)`` float64 seconds since the run started; NaN where unset."""
         started = np.empty(self.n, dtype=np.float64)
@@ -1016,7 +1236,7 @@ cdef class RunCore:
         if self.metrics is not None or self.events is not None:
             self._started(node, _attempt_of(word))
         if self.wf.flags[node] & FLAG_HAS_TIMEOUT:
-            self._context(node, word)  # schedules the deadline
+            self._arm_deadline(node, word)
         return word
 
     def finish_attempt(self, int32_t node, uint32_t running, bint ok, object value):
@@ -1045,7 +1265,102 @@ cdef class RunCore:
         return ctx.inputs, self.wf.labels[node], _attempt_of(running), deadline
 
 
-def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
+@cython.final
+cdef class Crew:
+    """The helper threads of one engine, shared by all its runs.
+
+    A run that has queued work and no idle worker posts itself here (once); helper
+    tasks take posted runs, work in each until nothing can start, and move on.  At most
+    ``capacity`` helper tasks exist at once (queued on the pool or running), and a
+    queued task holds no run, so back-to-back tiny runs cannot pile up tasks: a run that
+    ends before a helper reaches it just takes itself off the board.  A task with
+    nothing posted for ``linger`` seconds returns its thread to the pool.
+
+    ``start()`` must submit one call of :meth:`serve` to the pool (``HelperStarter``);
+    ``dedicated(core)`` must run ``core.work(False)`` on a new thread of its own
+    (``DedicatedStarter``): it replaces a thread stuck in a timed-out attempt.
+    """
+
+    cdef FoBoard* board
+    cdef object start
+    cdef readonly object dedicated
+    cdef long linger_ms
+
+    def __cinit__(self, int capacity, start, dedicated, double linger=0.01):
+        if capacity < 1:
+            raise ValueError("a crew needs a capacity of at least 1")
+        self.board = new FoBoard()
+        self.board.capacity = capacity
+        self.start = start
+        self.dedicated = dedicated
+        self.linger_ms = max(<long>(linger * 1000), 0)
+
+    def __dealloc__(self):
+        cdef void* p
+        if self.board != NULL:
+            p = self.board.take()
+            while p != NULL:
+                Py_DECREF(<object>p)
+                p = self.board.take()
+            del self.board
+
+    cdef int _post(self, RunCore core) except -1:
+        Py_INCREF(core)  # the board's reference, dropped when the post is taken or removed
+        cdef int posted = self.board.post(<void*>core, &core.counters[C_ON_BOARD])
+        if not (posted & FO_POST_ADDED):
+            Py_DECREF(core)
+            return 0
+        if posted & FO_POST_SUBMIT:
+            try:
+                self.start()
+            except BaseException:
+                self.board.submit_failed()
+                raise
+        return 0
+
+    cdef void _remove(self, RunCore core) noexcept:
+        if self.board.remove(<void*>core, &core.counters[C_ON_BOARD]):
+            Py_DECREF(core)
+
+    def serve(self):
+        """A helper task: help posted runs one after another; return (and stop counting
+        as a helper) once nothing was posted for ``linger`` seconds or the crew closed."""
+        cdef void* p
+        cdef RunCore core
+        cdef int more
+        try:
+            while True:
+                p = self.board.take()
+                if p != NULL:
+                    core = <RunCore>p
+                    Py_DECREF(core)  # the board's reference; ``core`` holds its own
+                    core._help()
+                    core = None
+                    continue
+                with nogil:
+                    more = self.board.wait(self.linger_ms)
+                if not more and self.board.retire():
+                    return
+        except BaseException:
+            self.board.submit_failed()  # this task no longer counts
+            raise
+
+    def close(self):
+        """Helpers waiting for work return now; nothing can be posted any more."""
+        self.board.close()
+
+    @property
+    def posted(self):
+        """Runs waiting for a helper."""
+        return self.board.size()
+
+    @property
+    def helpers(self):
+        """Helper tasks submitted and not returned (queued on the pool or running)."""
+        return self.board.helpers()
+
+
+def begin_run(CompiledWorkflow wf, data, run_id, timer, Crew crew, int max_helpers,
               bint continue_on_error, NodeMetrics metrics=None, events=None, checkpoint=None):
     """A reset arena from ``wf``'s pool (or a new one), ready for :meth:`RunCore.start`.
 
@@ -1055,7 +1370,8 @@ def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
     ``node_skip(id)``, ``node_cancel(id, attempt)``, ``node_timeout(id, attempt)``) are
     optional; without them the scheduler pays one pointer test per event.  The objects
     passed here are typed by the Protocols of ``_ext.pyi`` (``CallbackTimer``,
-    ``HelperSpawner``, ``NodeEventSink``, ``CheckpointWriter``).
+    ``NodeEventSink``, ``CheckpointWriter``); ``crew`` is the engine's :class:`Crew`
+    (``None``: no helper threads).
 
     ``checkpoint`` (optional) persists terminal nodes: ``encode(id, output) -> bytes``
     runs before a node may complete (raising fails the attempt);
@@ -1067,5 +1383,5 @@ def begin_run(CompiledWorkflow wf, data, run_id, timer, spawn, int max_helpers,
     (NaN: unset).
     """
     cdef RunCore core = wf.acquire()
-    core._prepare(data, run_id, timer, spawn, max_helpers, continue_on_error, metrics, events, checkpoint)
+    core._prepare(data, run_id, timer, crew, max_helpers, continue_on_error, metrics, events, checkpoint)
     return core

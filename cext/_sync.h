@@ -14,8 +14,10 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <vector>
 
@@ -182,6 +184,216 @@ struct FoEvent {
         std::unique_lock<std::mutex> lock(mutex);
         cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return flag != 0; });
         return flag;
+    }
+};
+
+// The helper board of an engine (Crew in _engine.pxi): runs that want a helper post
+// themselves here, at most once each (*on_board, guarded by the mutex); helper tasks on
+// the engine's pool take them.  At most `capacity` helper tasks exist at a time, queued
+// on the pool or running, and none holds a run while queued: a tiny run that ends
+// before a helper gets to it just takes itself off the board.  Entries are PyObject*
+// whose reference the board owns; the Cython side adds and drops those references
+// with the GIL held (or, on free-threaded builds, with the thread attached), never
+// while holding this mutex.
+struct FoPost {
+    void* run;
+    int64_t* on_board;
+};
+
+enum { FO_POST_ADDED = 1, FO_POST_SUBMIT = 2 };
+
+struct FoBoard {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<FoPost> posts;
+    int waiting = 0;        // helpers blocked in wait()
+    int outstanding = 0;    // helper tasks submitted and not retired
+    int capacity = 1;
+    int closed = 0;
+
+    // Post a run (once); FO_POST_ADDED if it was added (the board now owns the
+    // caller's reference), FO_POST_SUBMIT if the caller must submit a new helper task.
+    int post(void* run, int64_t* on_board) {
+        int out = 0;
+        int notify = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (__atomic_load_n(on_board, __ATOMIC_SEQ_CST) || closed) return 0;
+            __atomic_store_n(on_board, 1, __ATOMIC_SEQ_CST);
+            posts.push_back(FoPost{run, on_board});
+            out = FO_POST_ADDED;
+            if (waiting > 0) {
+                notify = 1;
+            } else if (outstanding < capacity) {
+                ++outstanding;
+                out |= FO_POST_SUBMIT;
+            }
+        }
+        if (notify) cv.notify_one();
+        return out;
+    }
+
+    // Take the oldest post (the caller takes over its reference), or NULL.
+    void* take() {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (posts.empty()) return nullptr;
+        FoPost p = posts.front();
+        posts.pop_front();
+        __atomic_store_n(p.on_board, 0, __ATOMIC_SEQ_CST);
+        return p.run;
+    }
+
+    // Take `run` off the board; 1 if it was on it (the caller drops the reference).
+    int remove(void* run, int64_t* on_board) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!__atomic_load_n(on_board, __ATOMIC_SEQ_CST)) return 0;
+        for (auto it = posts.begin(); it != posts.end(); ++it) {
+            if (it->run == run) {
+                posts.erase(it);
+                break;
+            }
+        }
+        __atomic_store_n(on_board, 0, __ATOMIC_SEQ_CST);
+        return 1;
+    }
+
+    // Wait up to timeout_ms for a post; 1 if there is one (0 on timeout or close).
+    int wait(long timeout_ms) {
+        std::unique_lock<std::mutex> lock(mutex);
+        if (posts.empty() && !closed) {
+            ++waiting;
+            cv.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                        [this] { return !posts.empty() || closed; });
+            --waiting;
+        }
+        return !posts.empty() && !closed;
+    }
+
+    // A helper task with nothing to do asks to end: 1 (and it no longer counts) when the
+    // board is empty or closed, 0 when a post arrived meanwhile (it must take it).
+    int retire() {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (!posts.empty() && !closed) return 0;
+        --outstanding;
+        return 1;
+    }
+
+    // A submission failed: the task that post() asked for does not exist.
+    void submit_failed() {
+        std::lock_guard<std::mutex> lock(mutex);
+        --outstanding;
+    }
+
+    void close() {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            closed = 1;
+        }
+        cv.notify_all();
+    }
+
+    size_t size() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return posts.size();
+    }
+
+    int helpers() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return outstanding;
+    }
+};
+
+// The attempt deadlines of one run: a min-heap of (due, node, running word) under a
+// mutex.  An entry whose attempt ended is inert (the node's word moved on) and is
+// dropped lazily: when it reaches the top, or when the heap has grown to twice what was
+// live at the last compaction (amortized O(1) a push), so the heap holds O(live) entries
+// whatever the run length.  `armed` is the due time of the one timer entry the run
+// keeps on the engine's timer (0: none); `arm_seq` tells the current arm from stale ones.
+struct FoDeadline {
+    int64_t due;
+    int32_t node;
+    uint32_t word;
+};
+
+struct FoDeadlineLater {
+    bool operator()(const FoDeadline& a, const FoDeadline& b) const { return a.due > b.due; }
+};
+
+struct FoDeadlines {
+    std::mutex mutex;
+    std::vector<FoDeadline> heap;
+    size_t compact_at = 64;
+    int64_t armed = 0;
+    uint64_t arm_seq = 0;
+    const uint32_t* state = nullptr;
+
+    bool live(const FoDeadline& d) const {
+        return __atomic_load_n(&state[d.node], __ATOMIC_SEQ_CST) == d.word;
+    }
+
+    void compact_locked() {
+        heap.erase(std::remove_if(heap.begin(), heap.end(),
+                                  [this](const FoDeadline& d) { return !live(d); }),
+                   heap.end());
+        std::make_heap(heap.begin(), heap.end(), FoDeadlineLater());
+        compact_at = heap.size() * 2 > 64 ? heap.size() * 2 : 64;
+    }
+
+    void drop_inert_top_locked() {
+        while (!heap.empty() && !live(heap.front())) {
+            std::pop_heap(heap.begin(), heap.end(), FoDeadlineLater());
+            heap.pop_back();
+        }
+    }
+
+    // Add a deadline.  Returns the due time to arm the timer at (and *seq, the arm's
+    // number), or 0 when the timer is already armed early enough.
+    int64_t push(int64_t due, int32_t node, uint32_t word, uint64_t* seq) {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (heap.size() >= compact_at) compact_locked();
+        heap.push_back(FoDeadline{due, node, word});
+        std::push_heap(heap.begin(), heap.end(), FoDeadlineLater());
+        if (armed == 0 || due < armed) {
+            armed = due;
+            *seq = ++arm_seq;
+            return due;
+        }
+        return 0;
+    }
+
+    // The timer fired for arm `seq`: move the live entries due by `now` to `out`.
+    // Returns the due time of the next arm (and *next_seq) if `seq` is the current arm
+    // and live entries remain, else 0 (a stale arm never re-arms).
+    int64_t pop_due(int64_t now, uint64_t seq, std::vector<FoDeadline>& out, uint64_t* next_seq) {
+        std::lock_guard<std::mutex> lock(mutex);
+        while (!heap.empty() && heap.front().due <= now) {
+            if (live(heap.front())) out.push_back(heap.front());
+            std::pop_heap(heap.begin(), heap.end(), FoDeadlineLater());
+            heap.pop_back();
+        }
+        if (seq != arm_seq) return 0;
+        drop_inert_top_locked();
+        if (heap.empty()) {
+            armed = 0;
+            return 0;
+        }
+        armed = heap.front().due;
+        *next_seq = ++arm_seq;
+        return armed;
+    }
+
+    // Forget every entry and release the memory (the run is over, or reset).
+    void clear() {
+        std::lock_guard<std::mutex> lock(mutex);
+        std::vector<FoDeadline>().swap(heap);
+        compact_at = 64;
+        armed = 0;
+        ++arm_seq;
+    }
+
+    size_t size() {
+        std::lock_guard<std::mutex> lock(mutex);
+        return heap.size();
     }
 };
 

@@ -43,10 +43,9 @@ class WorkflowData(MutableMapping[str, Any]):
     def __init__(self, initial: Mapping[str, Any] | None = None, /, **items: Any) -> None:
         self._lock = threading.RLock()
         self._version = 0
-        self._items: dict[str, Any] = {}
-        if initial is not None:
-            self._items.update(initial)
-        self._items.update(items)
+        self._items: dict[str, Any] = dict(initial) if initial else {}
+        if items:
+            self._items.update(items)
 
     # -- mapping protocol ----------------------------------------------------------
 

@@ -74,7 +74,7 @@ from .errors import DefinitionError, EngineClosedError
 from .external import check_actions, dispatch, process_pool
 from .metrics import MetricsRegistry
 from .observers import Dispatcher, Observer
-from .result import RunResult, count_statuses, new_run_id
+from .result import RunResult, count_statuses, new_run_id, run_status
 from .resume import ResumePlan
 from .serialization import Serializer, resume_serializer
 from .state import RunState
@@ -222,6 +222,10 @@ class Engine:
         self._closed = False
         self._active = 0
         self._idle = threading.Condition(self._lock)
+        self._mode = ("serial" if executor == "serial" else "threads"
+                      if executor is None or isinstance(executor, cf.ThreadPoolExecutor) else "external")
+        # The helpers of every run on threads: at most max_workers tasks on the pool.
+        self._crew = _ext.Crew(max_workers, *_helpers(self)) if self._mode == "threads" else None
         self.middleware = check_middleware(middleware)
         self._observers: tuple[Observer, ...] = ()
         for observer in observers:
@@ -277,6 +281,8 @@ class Engine:
     def _shutdown(self, wait: bool) -> None:
         with self._lock:
             pool, self._own_pool = self._own_pool, None
+        if self._crew is not None:
+            self._crew.close()  # idle helpers return their threads now
         if pool is not None:
             # Attempts still queued in the engine's own process pool belong to runs that
             # are over (they timed out): dropped rather than run.
@@ -293,7 +299,8 @@ class Engine:
         with self._lock:
             self._active -= 1
             last = self._closed and self._active == 0
-            self._idle.notify_all()
+            if self._closed:  # only close() waits on it
+                self._idle.notify_all()
         if last:
             self._shutdown(wait=False)  # from the run's own thread: it cannot wait for itself
 
@@ -305,13 +312,9 @@ class Engine:
 
     @property
     def mode(self) -> str:
-        """``"threads"``, ``"serial"`` or ``"external"``: how nodes are executed."""
-        spec = self._executor_spec
-        if spec == "serial":
-            return "serial"
-        if spec is None or isinstance(spec, cf.ThreadPoolExecutor):
-            return "threads"
-        return "external"  # "processes" too
+        """``"threads"``, ``"serial"`` or ``"external"`` (``"processes"`` too): how nodes
+        are executed."""
+        return self._mode
 
     def _pool(self) -> cf.Executor:
         """The executor nodes run on: the user's, or the engine's own (made on first use)."""
@@ -389,10 +392,11 @@ class Engine:
         save failed during the run (which was then cancelled).
         """
         run = _Run(self, workflow, RunOptions(data, run_id, continue_on_error, max_concurrency, cancel,
-                                              tuple(observers), resume, tuple(rerun), allow_new_nodes, store,
+                                              tuple(observers) if observers else (), resume,
+                                              tuple(rerun) if rerun else (), allow_new_nodes, store,
                                               checkpoint, serializer))
         result = run.drive()
-        if raise_on_failure:
+        if raise_on_failure and result.status is not RunStatus.COMPLETED:
             result.raise_for_status()
         return result
 
@@ -443,8 +447,8 @@ class Engine:
 class RunOptions(NamedTuple):
     """Internal: the options of one run, as :meth:`Engine.run` and :meth:`Engine.submit`
     take them (their docstrings say what each means); one frozen object instead of a
-    chain of arguments from the public signatures down to the run.  A named tuple: made
-    on every run, and a frozen dataclass costs a microsecond more to make."""
+    chain of arguments from the public signatures down to the run (a named tuple: a
+    frozen dataclass cost 2 us a run to build)."""
 
     data: WorkflowData | Mapping[str, Any] | None = None
     run_id: str | None = None
@@ -463,11 +467,15 @@ class RunOptions(NamedTuple):
 class _Run:
     """One run: its arena, executor mode and options; :meth:`drive` runs it to the end."""
 
+    __slots__ = ("engine", "workflow", "compiled", "durable", "data", "run_id", "workers", "mode",
+                 "participate", "events", "metrics", "core", "generation", "cancel", "restored_attempts")
+
     def __init__(self, engine: Engine, workflow: Workflow, options: RunOptions) -> None:
         self.engine = engine
         self.workflow = workflow  # strong while the run lasts: compiled workflows hold it weakly
         self.compiled = engine.compile(workflow)
         self.durable: DurableRun | None = None
+        self.events: Dispatcher | None = None
         if options.store is not None:
             self.durable = DurableRun.open(options.store, options.run_id, options.resume, options.checkpoint,
                                            options.serializer)
@@ -477,6 +485,9 @@ class _Run:
                                                                 options.serializer)
                 plan = self.durable.plan(workflow, options.rerun, options.allow_new_nodes)
                 self._setup(workflow, options, self.durable.run_id, plan)
+            return
+        if options.resume is None and not options.rerun:  # nothing to plan (rerun= alone is refused below)
+            self._setup(workflow, options, options.run_id, None)
             return
         if isinstance(options.resume, str):
             raise DefinitionError("resume=<run id> needs store=, the store the run was saved in")
@@ -493,31 +504,28 @@ class _Run:
         data = options.data
         if data is None and resume is not None:
             data = resume.data
-        self.data = data if isinstance(data, WorkflowData) else WorkflowData(data or {})
+        self.data = data if isinstance(data, WorkflowData) else WorkflowData(data)
         if run_id is None and resume is not None:
             run_id = resume.run_id
         self.run_id = run_id if run_id is not None else new_run_id()
         self.restored_attempts = int(resume.attempts[resume.completed].sum()) if resume is not None else 0
         coe = engine.continue_on_error if options.continue_on_error is None else bool(options.continue_on_error)
         self.workers = engine._workers(options.max_concurrency)
-        self.mode = engine.mode
+        self.mode = mode = engine._mode
         # The calling thread works too, unless it must stay free to return at a deadline.
         # A run started from inside an action of this engine always works itself: its
         # thread is one of the pool's, and waiting for another could deadlock.
-        nested = _worker_state.engine is engine
-        self.participate = self.mode == "serial" or (
-            self.mode == "threads" and (nested or not self.compiled.has_timeouts))
-        spawn = None
+        self.participate = mode == "serial" or (
+            mode == "threads" and (not self.compiled.has_timeouts or _worker_state.engine is engine))
         max_helpers = 0
-        if self.mode == "threads":
+        if mode == "threads":
             max_helpers = self.workers - 1 if self.participate else self.workers
-            spawn = _spawner(engine)
-        observers = (*engine._observers, *options.observers)
-        for observer in observers:
-            if not isinstance(observer, Observer):
-                raise DefinitionError(f"observers must be Observer instances, got {observer!r}")
-        self.events = (Dispatcher(workflow.name, self.run_id, self.compiled.labels, observers)
-                       if observers else None)
+        observers = (*engine._observers, *options.observers) if options.observers else engine._observers
+        if observers:
+            for observer in observers:
+                if not isinstance(observer, Observer):
+                    raise DefinitionError(f"observers must be Observer instances, got {observer!r}")
+            self.events = Dispatcher(workflow.name, self.run_id, self.compiled.labels, observers)
         self.metrics = engine.metrics
         node_metrics = self.metrics.node_metrics(self.compiled) if self.metrics is not None else None
         node_events = self.events if self.events is not None and self.events.has_node_hooks else None
@@ -530,13 +538,14 @@ class _Run:
                 # Refuse actions another process cannot receive before anything starts.
                 check_actions(engine._pool(), self.compiled, workflow.name,
                               resume.completed if resume is not None else None)
-            self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, spawn,
+            self.core = _ext.begin_run(self.compiled, self.data, self.run_id, engine._timer, engine._crew,
                                        max_helpers, coe, node_metrics, node_events, writer)
             if resume is not None:
                 self.core.restore(resume.completed, resume.outputs, resume.attempts)
         except BaseException:
-            if hasattr(self, "core"):
-                self.core.detach()
+            core = getattr(self, "core", None)
+            if core is not None:
+                core.detach()
             engine._run_ended()
             raise
         self.generation = self.core.generation
@@ -559,7 +568,7 @@ class _Run:
         try:
             if self.events is not None:
                 self.events.workflow_start()
-            core.start()
+            core.start(self.participate)
             if self.mode == "external":
                 dispatch(core, self.engine._pool(), self.compiled, self.workers, self.data, self.run_id,
                          self.workflow.name)
@@ -597,21 +606,11 @@ class _Run:
 
     def _result(self, wall: float) -> RunResult:
         core = self.core
-        statuses = core.statuses()
-        started, ended = core.times()
-        if core.failures:
-            status = RunStatus.FAILED
-        elif core.aborted or (statuses != NodeStatus.COMPLETED).any():
-            status = RunStatus.CANCELLED
-        else:
-            status = RunStatus.COMPLETED
-        # The result is final: a node still pending or running (the run was interrupted
-        # before its sweep, or a helper is still in an abandoned action) ends CANCELLED,
-        # here and in the final snapshot built from it; a resume runs it again.
-        statuses[(statuses == NodeStatus.PENDING) | (statuses == NodeStatus.RUNNING)] = NodeStatus.CANCELLED
-        return RunResult(self.workflow, self.run_id, status, statuses, core.attempts(),
-                         started, ended, core.outputs, dict(core.errors), wall, core.cancel_reason,
-                         self.restored_attempts)
+        completed, snapshot = core.outcome()  # one bytes copy; arrays are made on first read
+        status = run_status(core.failures, core.aborted, completed, self.compiled.num_nodes)
+        return RunResult._from_snapshot(self.workflow, self.run_id, status, self.compiled.num_nodes,
+                                        core.t0_ns, snapshot, core.outputs, dict(core.errors), wall,
+                                        core.cancel_reason, self.restored_attempts)
 
 
 class _WorkerState(threading.local):
@@ -622,23 +621,39 @@ class _WorkerState(threading.local):
 _worker_state = _WorkerState()
 
 
-def _spawner(engine: Engine) -> Callable[[Any, bool], None]:
-    """How a run starts a helper: on the engine's pool, or on a thread of its own when it
-    replaces a thread stuck in an abandoned (timed-out) attempt."""
+def _helpers(engine: Engine) -> tuple[Callable[[], object], Callable[[Any], object]]:
+    """How the engine's :class:`~flow_orchestrator._ext.Crew` starts helpers: ``start()``
+    submits one helper task (it serves any run of the engine) to the engine's pool, and
+    ``dedicated(core)`` starts a thread of its own for one run, replacing a thread stuck
+    in an abandoned (timed-out) attempt.  The engine is held weakly: its crew must not
+    keep it alive."""
+    ref = weakref.ref(engine)
+
+    def serve(crew: Any) -> None:
+        _worker_state.engine = ref()
+        try:
+            crew.serve()
+        finally:
+            _worker_state.engine = None
+
+    def start() -> object:
+        owner = ref()
+        if owner is None:
+            raise EngineClosedError("the engine is gone")
+        return owner._pool().submit(serve, owner._crew)
+
     def helper(core: Any) -> None:
-        _worker_state.engine = engine
+        _worker_state.engine = ref()
         try:
             core.work(False)
         finally:
             _worker_state.engine = None
 
-    def spawn(core: Any, dedicated: bool) -> None:
-        if dedicated:
-            threading.Thread(target=helper, args=(core,), name="flow-orchestrator-replacement",
-                             daemon=True).start()
-        else:
-            engine._pool().submit(helper, core)
-    return spawn
+    def dedicated(core: Any) -> object:
+        thread = threading.Thread(target=helper, args=(core,), name="flow-orchestrator-replacement", daemon=True)
+        thread.start()
+        return thread
+    return start, dedicated
 
 
 def _attach_result(exc: BaseException, run: _Run, wall: float) -> None:

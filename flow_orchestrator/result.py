@@ -9,13 +9,17 @@ the classes that hold them.
 
 A result holds per-node numpy arrays indexed by node id, the outputs as one list, and
 the exceptions of the nodes that ended with one; the arrays are made read-only so that
-a result handed to observers cannot be changed under another one.
+a result handed to observers cannot be changed under another one.  The engine hands a
+result one ``bytes`` snapshot of the run's state (a single copy, made in the core); the
+arrays are decoded from it on first read, so a run whose caller only checks ``ok`` or
+reads a few outputs builds no array at all.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -28,7 +32,7 @@ from .errors import NodeFailedError, RunCancelledError, UnknownNodeError, Workfl
 from .status import NodeStatus, RunStatus
 from .workflow import Workflow
 
-__all__ = ["RunResult", "count_statuses", "new_run_id"]
+__all__ = ["RunResult", "count_statuses", "new_run_id", "run_status"]
 
 _run_ids = itertools.count(1)
 _run_id_prefix = os.urandom(5).hex()
@@ -49,6 +53,18 @@ def new_run_id() -> str:
     return f"{_run_id_prefix}-{next(_run_ids)}"
 
 _COMPLETED = int(NodeStatus.COMPLETED)
+_PENDING, _RUNNING, _CANCELLED = int(NodeStatus.PENDING), int(NodeStatus.RUNNING), int(NodeStatus.CANCELLED)
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def run_status(failures: int, aborted: bool, completed: int, num_nodes: int) -> RunStatus:
+    """A run's outcome from its counts: failed if a node failed or timed out, cancelled if
+    it was aborted or left a node not completed, completed otherwise."""
+    if failures:
+        return RunStatus.FAILED
+    if aborted or completed != num_nodes:
+        return RunStatus.CANCELLED
+    return RunStatus.COMPLETED
 
 
 def count_statuses(statuses: np.ndarray) -> dict[NodeStatus, int]:
@@ -67,8 +83,11 @@ class RunResult:
     so that ``attempts.sum() - restored_attempts`` is what this run attempted.
     """
 
-    __slots__ = ("workflow", "run_id", "status", "statuses", "attempts", "started", "ended",
-                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason", "restored_attempts")
+    _statuses: np.ndarray | None
+
+    __slots__ = ("workflow", "run_id", "status", "_statuses", "_attempts", "_started", "_ended",
+                 "_outputs", "_errors", "wall_seconds", "_names", "_ids", "cancel_reason",
+                 "_snapshot", "_t0_ns", "_n", "restored_attempts")
 
     def __init__(self, workflow: Workflow, run_id: str, status: RunStatus, statuses: np.ndarray,
                  attempts: np.ndarray, started: np.ndarray, ended: np.ndarray,
@@ -79,16 +98,88 @@ class RunResult:
         self.status = status
         for arr in (statuses, attempts, started, ended):
             arr.flags.writeable = False
-        self.statuses = statuses
-        self.attempts = attempts
-        self.started = started
-        self.ended = ended
+        self._statuses = statuses
+        self._attempts = attempts
+        self._started = started
+        self._ended = ended
+        self._snapshot: bytes | None = None
+        self._t0_ns = 0
+        self._n = len(statuses)
         self._outputs = outputs
         self._errors = errors
         self.wall_seconds = wall_seconds
         self.cancel_reason = cancel_reason
         self.restored_attempts = restored_attempts
         self._names = workflow.interner
+
+    @classmethod
+    def _from_snapshot(cls, workflow: Workflow, run_id: str, status: RunStatus, num_nodes: int, t0_ns: int,
+                       snapshot: bytes, outputs: list[Any], errors: dict[int, BaseException],
+                       wall_seconds: float, cancel_reason: str | None = None,
+                       restored_attempts: int = 0) -> RunResult:
+        """A result whose arrays are decoded on first read from ``snapshot``
+        (``RunCore.outcome()``: start and end ``int64`` ns, then ``uint32`` status words)."""
+        self = cls.__new__(cls)
+        self.workflow = workflow
+        self.run_id = run_id
+        self.status = status
+        self._statuses = None
+        self._snapshot = snapshot
+        self._t0_ns = t0_ns
+        self._n = num_nodes
+        self._outputs = outputs
+        self._errors = errors
+        self.wall_seconds = wall_seconds
+        self.cancel_reason = cancel_reason
+        self.restored_attempts = restored_attempts
+        self._names = workflow.interner
+        return self
+
+    def _decode(self) -> None:
+        n, snapshot = self._n, self._snapshot
+        assert snapshot is not None
+        times = np.frombuffer(snapshot, dtype=np.int64, count=2 * n)
+        words = np.frombuffer(snapshot, dtype=np.uint32, count=n, offset=16 * n)
+        seconds = np.where(times != 0, (times - self._t0_ns) / 1e9, np.nan)
+        statuses = (words & 0xFF).astype(np.uint8)
+        # The result is final: a node still pending or running (the run was interrupted
+        # before its sweep, or a helper is still in an abandoned action) ends CANCELLED,
+        # here and in the final snapshot built from it; a resume runs it again.
+        statuses[(statuses == _PENDING) | (statuses == _RUNNING)] = _CANCELLED
+        arrays = (statuses, (words >> 8).astype(np.int32), seconds[:n], seconds[n:])
+        for arr in arrays:
+            arr.flags.writeable = False
+        # Statuses last: another thread reading them meanwhile decodes again, harmlessly.
+        self._attempts, self._started, self._ended = arrays[1:]
+        self._statuses = arrays[0]
+
+    @property
+    def statuses(self) -> np.ndarray:
+        """Each node's final :class:`~flow_orchestrator.status.NodeStatus` (``uint8``)."""
+        if self._statuses is None:
+            self._decode()
+        return self._statuses  # type: ignore[return-value]
+
+    @property
+    def attempts(self) -> np.ndarray:
+        """Attempts each node made (``int32``)."""
+        if self._statuses is None:
+            self._decode()
+        return self._attempts
+
+    @property
+    def started(self) -> np.ndarray:
+        """When each node's last attempt started, seconds since the run started (NaN: never)."""
+        if self._statuses is None:
+            self._decode()
+        return self._started
+
+    @property
+    def ended(self) -> np.ndarray:
+        """When each node's last attempt ended, seconds since the run started (NaN: never)."""
+        if self._statuses is None:
+            self._decode()
+        return self._ended
 
     @property
     def ok(self) -> bool:
@@ -98,7 +189,7 @@ class RunResult:
     def _id(self, name: str | int) -> int:
         if isinstance(name, str):
             return self._names.id(name)
-        if isinstance(name, (int, np.integer)) and not isinstance(name, bool) and 0 <= name < len(self.statuses):
+        if isinstance(name, (int, np.integer)) and not isinstance(name, bool) and 0 <= name < self._n:
             return int(name)
         raise UnknownNodeError(f"workflow {self.workflow.name!r} has no node {name!r}")
 
@@ -109,8 +200,13 @@ class RunResult:
     def output(self, name: str | int, default: Any = None) -> Any:
         """The output of one node (``default`` unless it completed)."""
         node = self._id(name)
-        # int() both sides: a numpy scalar compared with an IntEnum is slow.
-        return self._outputs[node] if int(self.statuses[node]) == _COMPLETED else default
+        if self._statuses is None and _LITTLE_ENDIAN:
+            # Not decoded: the status is the low byte of the node's word in the snapshot.
+            status = self._snapshot[16 * self._n + 4 * node]  # type: ignore[index]
+        else:
+            # int(): a numpy scalar compared with an IntEnum is slow.
+            status = int(self.statuses[node])
+        return self._outputs[node] if status == _COMPLETED else default
 
     @property
     def outputs(self) -> dict[str, Any]:

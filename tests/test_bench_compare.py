@@ -13,8 +13,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
+import statistics
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.skipif(not (ROOT / "bench" / "compare.py").is_file(), r
 
 SHAPES = ["layered-10k", "layered-1m", "diamond-x1000"]  # in the registry's order, as reported
 ENGINES = ["ours-threads", "naive-graphlib", "dask-sync"]
-REPEAT, WARMUP = 2, 1
+REPEAT, WARMUP, COLD_REPEAT = 2, 1, 2
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -52,12 +55,13 @@ def readme_copy(path: Path) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One --quick run: 3 shapes x 3 engines, JSON, Markdown and a README copy."""
+    """One --quick run: 3 shapes x 3 engines, ours' cold figure from 2 processes, JSON,
+    Markdown and a README copy."""
     tmp = tmp_path_factory.mktemp("compare")
     readme = tmp / "README.md"
     head, tail = readme_copy(readme)
     done = compare("--quick", "--shapes", *SHAPES, "--engines", *ENGINES, "--repeat", str(REPEAT),
-                   "--warmup", str(WARMUP), "--json", str(tmp / "out.json"), "--markdown", str(tmp / "out.md"),
+                   "--warmup", str(WARMUP), "--cold-repeat", str(COLD_REPEAT), "--json", str(tmp / "out.json"), "--markdown", str(tmp / "out.md"),
                    "--readme", str(readme))
     assert done.returncode == 0, done.stderr
     return {"done": done, "tmp": tmp, "report": json.loads((tmp / "out.json").read_text(encoding="utf-8")),
@@ -89,13 +93,36 @@ def test_every_cell_ran_and_verified_or_says_why_not(quick_run: dict[str, Any]) 
         assert cell["min_s"] <= cell["median_s"] <= cell["max_s"]
         assert cell["peak_rss_mb"] > 0 and cell["overhead_us_per_node"] is not None
     assert cells[("diamond-x1000", "ours-threads")]["runs_per_repetition"] > 1
-    assert all(cells[(s, "ours-threads")]["x_vs_ours"] == 1.0 for s in SHAPES)
+    assert all(cells[(s, "ours-threads")]["x_vs_ours_warm"] == 1.0 for s in SHAPES)
+    assert all(cells[(s, "ours-threads")]["x_vs_ours_cold"] == 1.0 for s in SHAPES)
     dask = cells[("layered-10k", "dask-sync")]
     if importlib.util.find_spec("dask") is None:
         assert dask["status"] == "skipped" and "dask" in dask["reason"]
     else:
         assert dask["status"] == "ok"
     assert cells[("layered-1m", "dask-sync")]["status"] == "skipped"  # by rule, or not installed
+
+
+def test_ours_is_cold_and_warm_and_the_peers_as_before(quick_run: dict[str, Any]) -> None:
+    """Ours: the cold figure is the median of one sample per fresh process; a peer has
+    no cold figure, and its only figure is compared with ours cold and warm."""
+    report = quick_run["report"]
+    assert report["options"]["cold_repeat"] == COLD_REPEAT
+    assert report["build"] in ("Workflow.from_edge_list", "np.array + Workflow.from_arrays")
+    for cell in report["cells"]:
+        if cell["status"] != "ok":
+            continue
+        if cell["engine"] == "ours-threads":
+            samples = cell["cold_samples_s"]
+            assert len(samples) == COLD_REPEAT and all(s > 0 for s in samples)
+            assert cell["cold_s"] == statistics.median(samples) and cell["build"] == report["build"]
+            assert cell["cold_us_per_node"] == cell["cold_s"] / cell["nodes"] * 1e6
+            assert cell["first_s"] in samples  # the cell's own process gave the first sample
+        else:
+            assert cell["cold_s"] is None and cell["cold_us_per_node"] is None and cell["first_s"] > 0
+            ours = next(c for c in report["cells"] if (c["shape"], c["engine"]) == (cell["shape"], "ours-threads"))
+            assert cell["x_vs_ours_cold"] == cell["us_per_node"] / ours["cold_us_per_node"]
+            assert cell["x_vs_ours_warm"] == cell["us_per_node"] / ours["us_per_node"]
 
 
 def test_markdown_has_a_table_per_shape_and_a_row_per_engine(quick_run: dict[str, Any]) -> None:
@@ -116,6 +143,7 @@ def test_readme_is_rewritten_between_the_markers_only(quick_run: dict[str, Any])
     block = readme[len(quick_run["head"]) + len(START):-len(END + quick_run["tail"])]
     assert "stale figures" not in block
     assert report["date"] in block and report["machine"]["cpu"] in block
+    assert_generated_format(block, SHAPES, ENGINES)
     for shape in SHAPES:
         assert sum(line.startswith(f"| {shape} |") for line in block.splitlines()) == 1
 
@@ -146,6 +174,57 @@ def test_a_cell_past_its_timeout_is_reported_not_fatal(tmp_path: Path) -> None:
     (cell,) = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))["cells"]
     assert cell["status"] == "timeout" and "--timeout" in cell["reason"]
     assert "timeout: timed out" in done.stdout
+
+
+# -- the README's table: in the generated format (its figures are a machine's, not checked) ---------------
+
+NUMBER = r"[\d,]+(?:\.\d+)?"
+RATIO = NUMBER + "x"
+NOT_RUN = r"-|failed|timeout"
+
+
+def cell_pattern(column: str) -> str:
+    """What the README has under ``column``: ours' cold, warm or ``cold / warm`` figures,
+    a peer's figure with its ratios to ours cold / warm (and † when capped)."""
+    if column.endswith(" cold / warm"):
+        return f"{NUMBER} / {NUMBER}"
+    if column.endswith((" cold", " warm")):
+        return NUMBER
+    return rf"{NUMBER}(?: \({RATIO} / {RATIO}\))?(?: †)?"
+
+
+def assert_generated_format(block: str, shapes: list[str], engines: list[str]) -> None:
+    """``block`` (between the markers) is what ``readme_block`` writes: the measurement
+    and command lines, the legend, and one table of a row per shape with ours cold before
+    warm; figures only as numbers, ratios, ``-`` or a status."""
+    compare = importlib.import_module("bench.compare")
+    lines = block.strip("\n").splitlines()
+    assert re.fullmatch(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC on .+, \d+ CPUs; Python .+\.", lines[0]), lines[0]
+    assert lines[1].startswith("Each engine and shape in a fresh process") and "Ours cold: the median of" in lines[1]
+    assert "Command: `" in lines[1]
+    assert lines[2:5] == ["", compare.README_LEGEND, ""]
+    columns = compare.readme_columns(engines)
+    assert lines[5] == "| shape | nodes | " + " | ".join(columns) + " |"
+    assert lines[6] == "| --- | ---: |" + " ---: |" * len(columns)
+    rows = [line.removeprefix("| ").removesuffix(" |").split(" | ") for line in lines[7:]]
+    assert [row[0] for row in rows] == shapes
+    for row in rows:
+        assert len(row) == 2 + len(columns), row
+        assert re.fullmatch(rf"{NUMBER}(?: x {NUMBER} runs)?|-", row[1]), row
+        for column, text in zip(columns, row[2:]):
+            assert re.fullmatch(f"{cell_pattern(column)}|{NOT_RUN}", text), (row[0], column, text)
+    assert columns.index("ours (threads) cold") + 1 == columns.index("ours (threads) warm")
+
+
+def test_the_readme_has_one_benchmark_table_in_the_generated_format() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count(START) == 1 and text.count(END) == 1
+    start, end = text.index(START), text.index(END)
+    compare = importlib.import_module("bench.compare")
+    assert_generated_format(text[start + len(START):end], list(compare.SHAPES), list(compare.ENGINES))
+    section = text[text.index("## Benchmarks"):]
+    tables = [line for line in section.splitlines() if line.startswith("| --- |")]
+    assert len(tables) == 1 and tables[0] in text[start:end], "the README's benchmark table is the generated one"
 
 
 # -- in this process: the plan rules, the markers, the --suite option -------------------------------
@@ -182,6 +261,67 @@ def test_plan_skips_and_caps_with_reasons(bench: ModuleType) -> None:
         assert capped.nodes == bench.TASKFLOW_MAX_NODES and "capped" in capped.note
         assert cell(engines["taskflow"], "diamond-x1000").runs == bench.TASKFLOW_MAX_RUNS
         assert cell(engines["taskflow"], "layered-10k", quick=True).note == ""  # small enough
+
+
+@pytest.mark.parametrize("shape", ["layered-10k", "middleware-10k", "checkpoint-batched-10k"])
+@pytest.mark.parametrize("engine", ["ours-threads", "ours-serial"])
+def test_nothing_of_ours_runs_before_the_cold_run(bench: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                                   engine: str, shape: str) -> None:
+    """Setting ours up makes only the user's inputs: no engine, no workflow, no
+    compiling until ``first()``, the timed cold run."""
+    from flow_orchestrator import Engine, Workflow
+
+    execution = importlib.import_module("bench.execution")
+    calls: list[str] = []
+    for cls, name in [(Engine, "__init__"), (Engine, "run"), (Engine, "compile"), (Workflow, "__init__")]:
+        original = getattr(cls, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = f"{cls.__name__}.{name}", **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, spy)
+    spec, graph_shape = bench.ENGINES[engine], bench.SHAPES[shape]
+    graph = graph_shape.make(60)
+    counter = execution.Counter(graph.num_nodes)
+    with ExitStack() as stack:
+        runner = bench._runner(spec, graph_shape, graph, counter, execution.ran, 2, stack)
+        assert calls == [] and runner.first is not None
+        runner.first()
+        assert {"Engine.__init__", "Engine.run", "Workflow.__init__"} <= set(calls)
+        runner.run()
+        if runner.final_check is not None:
+            runner.final_check()
+    counter.check(2)
+
+
+def test_peak_rss_is_this_process_s_own(bench: ModuleType) -> None:
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        pytest.skip("no /proc: ru_maxrss is used")
+    before = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+    peak = bench._peak_rss_mb()
+    after = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+    assert before / 1024 <= peak <= after / 1024
+
+
+def test_workflow_from_edge_list_uses_from_edge_list_when_the_package_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flow_orchestrator import Workflow
+
+    execution = importlib.import_module("bench.execution")
+    edges = [(0, 1), (0, 2), (1, 3), (2, 3)]
+    wf = execution.workflow_from_edge_list("w", ["a", "b", "c", "d"], edges, lambda: None)
+    assert len(wf) == 4
+    seen: list[Any] = []
+
+    def from_edge_list(cls: type, name: str, node_names: Any, pairs: Any, actions: Any) -> Any:
+        seen.append(pairs)
+        return "built"
+
+    monkeypatch.setattr(Workflow, "from_edge_list", classmethod(from_edge_list), raising=False)
+    assert execution.edge_list_build() == "Workflow.from_edge_list"
+    assert execution.workflow_from_edge_list("w", ["a", "b", "c", "d"], edges, lambda: None) == "built"
+    assert seen == [edges]  # the list itself, not converted
 
 
 def test_replace_between_markers(bench: ModuleType) -> None:

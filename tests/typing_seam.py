@@ -12,13 +12,14 @@ from __future__ import annotations
 from flow_orchestrator._ext import (
     CallbackTimer,
     CheckpointWriter,
-    HelperSpawner,
+    DedicatedStarter,
+    HelperStarter,
     NodeEventSink,
     RetryDelay,
 )
 from flow_orchestrator._timer import Timer
 from flow_orchestrator.checkpoint import RunWriter
-from flow_orchestrator.engine import Engine, _spawner
+from flow_orchestrator.engine import Engine, _helpers
 from flow_orchestrator.observers import Dispatcher
 from flow_orchestrator.workflow import NodeOptions
 
@@ -29,7 +30,9 @@ def the_engine_hands_the_core_what_it_expects(
     events: NodeEventSink = dispatcher          # begin_run(events=): the run's observers
     checkpoint: CheckpointWriter = writer       # begin_run(checkpoint=): DurableRun.prepare()
     deadlines: CallbackTimer = timer            # begin_run(timer=): Engine._timer
-    spawn: HelperSpawner = _spawner(engine)     # begin_run(spawn=)
+    start, dedicated = _helpers(engine)
+    starter: HelperStarter = start              # Crew(start=): a helper task on the pool
+    replacement: DedicatedStarter = dedicated   # Crew(dedicated=): a thread for one run
     # CompiledWorkflow(retry_delay=): the compiler's lambda over the option table.
     retry_delay: RetryDelay = lambda slot, retry: options.retry_delay_for(retry)
-    del events, checkpoint, deadlines, spawn, retry_delay
+    del events, checkpoint, deadlines, starter, replacement, retry_delay

@@ -174,7 +174,10 @@ def _crash_then_resume(engine: Engine, workflow: Workflow, db: str) -> tuple[int
     nodes, then resume the run here: ``(completions seen, restored, ran, result, seconds)``."""
     package_root = str(Path(__file__).resolve().parents[2])  # the same flow_orchestrator in the child
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    # cwd: the store's directory, since ``python -c`` puts the working directory first on
+    # sys.path, and a source checkout there would shadow the installed package.
     child = subprocess.Popen([sys.executable, "-c", _CHILD, db, str(engine.max_workers)], env=env,
+                             cwd=os.path.dirname(os.path.abspath(db)),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stderr is not None
     seen, target = 0, int(len(workflow) * CRASH_AT)
