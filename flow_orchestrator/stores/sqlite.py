@@ -93,14 +93,21 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
-    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    def _transaction(self, mode: str = "IMMEDIATE", *, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction under the store's mutex.  ``synced=False``: committed without an
+        fsync of its own (``synchronous=NORMAL``: kept if the process dies, made durable
+        by the next synced commit, since the WAL is written in order), for what only
+        informs: the ``locks`` rows (the lock itself is the ``flock``)."""
         with self._mutex:
             if self._conn is None:
                 raise StoreError("the store is closed")
             db = self._conn
             try:
+                if not synced:
+                    db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(f"BEGIN {mode}")
             except sqlite3.Error as exc:
+                self._synced(synced)
                 raise StoreError(f"cannot start a transaction on {self.path}: {exc}") from exc
             try:
                 yield db
@@ -111,6 +118,14 @@ class SqliteStore(Store):
                 if isinstance(exc, (sqlite3.Error, UnicodeDecodeError)):
                     raise StoreError(f"{self.path}: {exc}") from exc
                 raise
+            finally:
+                self._synced(synced)
+
+    def _synced(self, synced: bool) -> None:
+        """Back to ``synchronous=FULL`` after a transaction that was not ``synced``."""
+        if not synced and self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA synchronous=FULL")
 
     def save(self, state: RunState) -> None:
         """Replace the run's row and drop its checkpoints, in one transaction."""
@@ -249,7 +264,7 @@ class SqliteStore(Store):
             except RunLockedError:
                 raise RunLockedError(f"run {run_id!r} is locked by {self._holder(run_id)}") from None
         try:
-            with self._transaction() as db:
+            with self._transaction(synced=False) as db:
                 db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)",
                            (run_id, os.getpid(), host, time.time(), token))
         except BaseException:
@@ -263,7 +278,7 @@ class SqliteStore(Store):
         file_lock, token = held_lock
         try:
             if own_row:
-                with contextlib.suppress(StoreError), self._transaction() as db:
+                with contextlib.suppress(StoreError), self._transaction(synced=False) as db:
                     db.execute("DELETE FROM locks WHERE token = ?", (token,))
         finally:
             if file_lock is not None:
