@@ -216,3 +216,18 @@ def test_a_run_hands_every_store_packed_batches_and_the_last_partial_one_is_kept
     assert state.run_status == "running"  # only the journal holds the progress
     assert (state.statuses == DONE).all()
     assert [state.output(i) for i in range(7)] == [i * 10 for i in range(7)]
+
+
+def test_memoized_output_bytes_keep_each_value_and_its_type(tmp_path: Path) -> None:
+    """The writer makes the bytes of None, booleans and small ints once per run: each
+    node still loads back its own value, of its own type (True is not 1), and values
+    beyond the memo's range go through the serializer as before."""
+    values = [None, True, False, 1, 0, -5, 1024, 1025, -1025, 2**70, 1.0, "1", True, 1]
+    builder = WorkflowBuilder("memo")
+    for i, value in enumerate(values):
+        builder.add(f"n{i}", (lambda value=value: value))
+    with SqliteStore(tmp_path / "runs.db") as sqlite_store, Engine(2) as engine:
+        engine.run(builder.build(), store=sqlite_store, run_id="memo", checkpoint="batched")
+        state = sqlite_store.load("memo")
+    loaded = [state.output(i) for i in range(len(values))]
+    assert loaded == values and [type(v) for v in loaded] == [type(v) for v in values]
