@@ -73,9 +73,21 @@ from .data import WorkflowData
 from .errors import DefinitionError
 from .result import RunResult, new_run_id
 from .resume import ResumePlan
-from .serialization import JsonSerializer, PickleSerializer, SerializationError, Serializer
-from .state import CorruptStateError, ErrorRecord, RunState, canonical_graph, dump_data, fingerprint
-from .status import NodeStatus
+from .serialization import (
+    JsonSerializer,
+    PickleSerializer,
+    SerializationError,
+    Serializer,
+)
+from .state import (
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    canonical_graph,
+    dump_data,
+    fingerprint,
+)
+from .status import NodeStatus, RunStatus
 from .stores.base import RecordBatch, RunLock, Store, check_run_id
 from .stores.errors import CheckpointFailedError, LockLostError, RunExistsError
 from .workflow import Workflow
@@ -591,9 +603,11 @@ class DurableRun:
         ids = np.fromiter(saved_outputs, np.int64, len(saved_outputs))
         has_output = np.zeros(len(statuses), dtype=bool)
         has_output[ids] = True
-        # A node interrupted between completing and being recorded is saved as pending:
-        # it runs again on resume (at least once).
-        statuses[(statuses == _COMPLETED) & ~has_output] = NodeStatus.PENDING
+        # A node that completed but whose output was not recorded yet is saved as cancelled
+        # when the run was (a cancelled run leaves no node pending), else as pending:
+        # either way it runs again on resume (at least once).
+        unrecorded = NodeStatus.CANCELLED if result.status == RunStatus.CANCELLED else NodeStatus.PENDING
+        statuses[(statuses == _COMPLETED) & ~has_output] = unrecorded
         done = statuses == _COMPLETED
         if int(np.count_nonzero(done)) == len(saved_outputs):  # every recorded output is kept
             outputs = saved_outputs
