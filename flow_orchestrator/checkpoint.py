@@ -208,6 +208,7 @@ class RunWriter:
         self._snapshot: RunState | None = None  # a snapshot to write before any batch
         self._data_version = -1
         self._closing = False
+        self._before_save = False               # close(): the final snapshot follows
         self._thread: threading.Thread | None = None
         self.batches = 0                        # commits made (for tests and benchmarks)
 
@@ -317,13 +318,16 @@ class RunWriter:
             if snapshot is not None:
                 self.store.save(snapshot)
             while True:
-                batch, ticket = self._next_batch()
+                batch, ticket, last = self._next_batch()
                 if batch is None:
                     return
                 self._check_lock()
                 if not batch:  # only a lock check was due
                     continue
-                self.store.checkpoint(self.run_id, self._took(batch), self._changed_data())
+                # The last batch of a batched run whose final snapshot follows needs no
+                # durability of its own: that snapshot's commit gives it (see Store).
+                append = self.store._checkpoint_before_save if self._before_save and last else self.store.checkpoint
+                append(self.run_id, self._took(batch), self._changed_data())
                 with self._cond:
                     self._durable = ticket
                     self.batches += 1
@@ -339,31 +343,32 @@ class RunWriter:
             if self._check_every is not None:
                 self._next_check = time.monotonic() + self._check_every
 
-    def _next_batch(self) -> tuple[list[tuple[int, int, int, float, float, Any]] | None, int]:
+    def _next_batch(self) -> tuple[list[tuple[int, int, int, float, float, Any]] | None, int, bool]:
         """Wait for the next group commit's records (``None``: closing and nothing left;
-        ``[]``: nothing to write, but the lock is due for a check)."""
+        ``[]``: nothing to write, but the lock is due for a check), with the ticket they
+        make durable and whether the run is closing (no record comes after them)."""
         policy, cond = self.policy, self._cond
         with cond:
             while True:
                 if self.failure is not None:
-                    return None, 0
+                    return None, 0, False
                 count = len(self._pending) if self._journal else 0
                 if count and (self._strict or self._closing or count >= policy.every):
                     break
                 if self._closing:
-                    return None, 0
+                    return None, 0, False
                 now = time.monotonic()
                 wait = self._oldest + policy.interval - now if count else math.inf
                 if wait <= 0:
                     break
                 if self._next_check <= now:
-                    return [], 0
+                    return [], 0, False
                 wait = min(wait, self._next_check - now)
                 cond.wait(None if wait == math.inf else wait)
             batch, self._pending = self._pending, []
             self._taken += len(batch)
             cond.notify_all()  # workers held back by max_pending
-            return batch, self._taken
+            return batch, self._taken, self._closing
 
     def _changed_data(self) -> bytes | None:
         version = self.data.version
@@ -387,9 +392,13 @@ class RunWriter:
                 self._fast_limit = 0
                 self._cond.notify_all()
 
-    def close(self) -> None:
-        """Write what is queued, then stop the writer (waits for it)."""
+    def close(self, before_save: bool = False) -> None:
+        """Write what is queued, then stop the writer (waits for it).
+
+        ``before_save``: the run's final snapshot follows at once; under ``batched``, what
+        is left goes to ``Store._checkpoint_before_save`` (no fsync of its own on SQLite)."""
         with self._cond:
+            self._before_save = before_save and not self._strict
             self._closing = True
             self._fast_limit = 0
             self._cond.notify_all()
@@ -570,7 +579,7 @@ class DurableRun:
         writer = self.writer
         try:
             if writer is not None:
-                writer.close()
+                writer.close(before_save=result is not None)
                 if writer.failure is None and result is not None:
                     final = self._final_state(result, data, writer)
                     if self.lock is not None:

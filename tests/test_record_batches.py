@@ -187,35 +187,64 @@ def test_the_chain_of_packed_records_is_checked(tmp_path: Path) -> None:
 
 
 def test_a_run_hands_every_store_packed_batches_and_the_last_partial_one_is_kept(store: Store) -> None:  # noqa: F811
-    """A batched run gives its store RecordBatch objects; killed before its final snapshot
-    (never written here), the journal alone holds all 7 completions, the last partial
-    batch of 1 too."""
+    """A batched run gives its store RecordBatch objects, the last one (closing, with the
+    final snapshot to follow) through ``_checkpoint_before_save`` (SQLite: no fsync of its
+    own).  Killed before its final snapshot (never written here), the journal alone holds
+    all 7 completions, the last partial batch of 1 too."""
     saved: list[RunState] = []
-    save, checkpoint = store.save, store.checkpoint
-    got: list[object] = []
+    save = store.save
+    got: list[tuple[str, object]] = []
 
     def first_save_only(state: RunState) -> None:
         if not saved:
             save(state)
         saved.append(state)
 
-    def spy(run_id: str, records: object, data: bytes | None = None) -> None:
-        got.append(records)
-        checkpoint(run_id, records, data)  # type: ignore[arg-type]
+    def spy(name: str) -> object:
+        real = getattr(store, name)
 
-    store.save, store.checkpoint = first_save_only, spy  # type: ignore[method-assign]
+        def call(run_id: str, records: object, data: bytes | None = None) -> None:
+            got.append((name, records))
+            real(run_id, records, data)
+        return call
+
+    store.save = first_save_only  # type: ignore[method-assign]
+    store.checkpoint = spy("checkpoint")  # type: ignore[method-assign]
+    store._checkpoint_before_save = spy("_checkpoint_before_save")  # type: ignore[method-assign]
     builder = WorkflowBuilder("seven")
     for i in range(7):
         builder.add(f"n{i}", (lambda i=i: i * 10), depends_on=[f"n{i - 1}"] if i else ())
     with Engine(2) as engine:
         engine.run(builder.build(), store=store, run_id="partial",
                    checkpoint=CheckpointPolicy.batched(every=3, interval=3600.0, max_pending=3))
-    assert all(type(b) is RecordBatch for b in got)
-    assert [len(b) for b in got] == [3, 3, 1]  # type: ignore[arg-type]
+    assert all(type(b) is RecordBatch for _, b in got)
+    calls = [(name, len(b)) for name, b in got]  # type: ignore[arg-type]
+    assert calls[:3] == [("checkpoint", 3), ("checkpoint", 3), ("_checkpoint_before_save", 1)]
+    assert calls[3:] in ([], [("checkpoint", 1)])  # Store's default hands it to checkpoint
     state = store.load("partial")
     assert state.run_status == "running"  # only the journal holds the progress
     assert (state.statuses == DONE).all()
     assert [state.output(i) for i in range(7)] == [i * 10 for i in range(7)]
+
+
+def test_strict_runs_make_every_batch_durable_on_its_own(tmp_path: Path) -> None:
+    """Under strict, even the batches written while the run closes go through
+    ``checkpoint`` (each completion durable before anything depends on it)."""
+    with SqliteStore(tmp_path / "runs.db") as sqlite_store:
+        used: list[str] = []
+        real = sqlite_store._checkpoint_before_save
+
+        def before_save(*args: object) -> None:
+            used.append("before_save")
+            real(*args)  # type: ignore[arg-type]
+
+        sqlite_store._checkpoint_before_save = before_save  # type: ignore[method-assign]
+        builder = WorkflowBuilder("strict")
+        for i in range(5):
+            builder.add(f"n{i}", _noop, depends_on=[f"n{i - 1}"] if i else ())
+        with Engine(2) as engine:
+            engine.run(builder.build(), store=sqlite_store, run_id="s", checkpoint="strict")
+        assert used == [] and (sqlite_store.load("s").statuses == DONE).all()
 
 
 def test_memoized_output_bytes_keep_each_value_and_its_type(tmp_path: Path) -> None:

@@ -418,6 +418,15 @@ class Store(abc.ABC):
         their chain is broken (they are never cut off to make room).
         """
 
+    def _checkpoint_before_save(self, run_id: str, transitions: Iterable[Sequence[object]],
+                                data: bytes | None = None) -> None:
+        """Internal: :meth:`checkpoint` of a batched run's last batch, with the run's final
+        snapshot (a :meth:`save`) about to follow: a store may commit it without waiting
+        for it to be durable on its own, when that save makes it so (SQLite's WAL is
+        written in order).  Lost only if the machine (not the process) fails before the
+        save, as a batch not yet due would be."""
+        self.checkpoint(run_id, transitions, data)
+
     @abc.abstractmethod
     def lock(self, run_id: str) -> contextlib.AbstractContextManager[RunLock]:
         """A context manager holding the run for exclusive use; it gives a :class:`RunLock`.

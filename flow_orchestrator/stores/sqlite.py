@@ -218,11 +218,21 @@ class SqliteStore(Store):
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Insert the batch as one chained row and bump ``updated_at``, in one transaction;
         :class:`CorruptStateError` if the rows before it are damaged in the middle."""
+        self._append(run_id, transitions, data, synced=True)
+
+    def _checkpoint_before_save(self, run_id: str, transitions: Iterable[Sequence[object]],
+                                data: bytes | None = None) -> None:
+        """:meth:`checkpoint` committed without an fsync of its own: the final snapshot's
+        commit, right after it, syncs the WAL with this row in it."""
+        self._append(run_id, transitions, data, synced=False)
+
+    def _append(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None,
+                synced: bool) -> None:
         records, stamp = _taken(transitions), time.time()
         _check_data(data)
         if self._legacy(run_id):
             self.save(self.load(run_id))  # format 1 rows: folded into a snapshot first
-        with self._transaction() as db:
+        with self._transaction(synced=synced) as db:
             payload = journal.encode_batch(stamp, check_records(records, self._num_nodes(db, run_id)), data)
             chain, seq = self._tail(db, run_id)
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?)", (run_id, seq + 1, journal.frame(chain.seal(payload))))
