@@ -80,12 +80,14 @@ from .serialization import (
     Serializer,
 )
 from .state import (
+    NOT_SAVED,
     CorruptStateError,
     ErrorRecord,
     RunState,
     canonical_graph,
     dump_data,
     fingerprint,
+    unsaved_nodes,
 )
 from .status import NodeStatus, RunStatus
 from .stores.base import RecordBatch, RunLock, Store, check_run_id
@@ -188,6 +190,7 @@ class RunWriter:
         self._strict = policy.mode == "strict"
         self._journal = policy.mode != "end"
         self.outputs: dict[int, bytes] = {}     # node id -> serialized output, completed nodes
+        self.unsaved: frozenset[int] = frozenset()  # nodes whose outputs are not kept (persist=False)
         self.errors: dict[int, ErrorRecord] = {}
         self.failure: BaseException | None = None
         self._mutex = threading.Lock()
@@ -215,10 +218,13 @@ class RunWriter:
     # -- called by the core, on worker threads ----------------------------------------------
 
     def encode(self, node: int, value: Any) -> bytes:
-        """``value`` serialized; :class:`SerializationError` naming the node if it cannot be.
+        """``value`` serialized; :class:`SerializationError` naming the node if it cannot be
+        (:data:`~flow_orchestrator.state.NOT_SAVED` for a node with ``persist=False``).
 
         With a built-in serializer, the bytes of ``None``, ``True``, ``False`` and small
         ints are made once per run and reused (what no-op and flag nodes return)."""
+        if node in self.unsaved:
+            return NOT_SAVED
         memo = self._memo
         if memo is not None and (value is None or type(value) is bool
                                  or (type(value) is int and -_MEMO_INTS <= value <= _MEMO_INTS)):
@@ -416,8 +422,8 @@ def _check_made(state: RunState, ids: np.ndarray | None = None) -> None:
     serializer gave is checked: outputs (bytes, exactly the completed nodes'), statuses,
     attempts, progress, errors and the data."""
     outputs = state.outputs
-    if not set(map(type, outputs.values())) <= {bytes}:
-        raise CorruptStateError("outputs must be bytes")
+    if not set(map(type, outputs.values())) <= {bytes, type(NOT_SAVED)}:
+        raise CorruptStateError("outputs must be bytes (or NOT_SAVED)")
     ids = np.sort(np.fromiter(outputs, np.int64, len(outputs)) if ids is None else ids)  # the outputs' keys
     state._validate_header()
     state._validate_nodes(len(state.node_names))
@@ -542,6 +548,7 @@ class DurableRun:
         writer = RunWriter(self.store, self.run_id, self.policy, self.serializer, data, workflow.names, on_failure,
                            self.lock)
         writer.outputs.update(self._restored)
+        writer.unsaved = unsaved_nodes(workflow)
         self._initial = state
         if state is not None:
             self._graph = (workflow, state.fingerprint, state.succ_indptr, state.succ_indices)
@@ -590,6 +597,9 @@ class DurableRun:
                 writer.failure = exc
         finally:
             self.release()
+            if writer is not None:  # the serialized outputs go now, not when a GC cycle does
+                writer.outputs = {}
+            self._restored = {}
         failure = writer.failure if writer is not None else None
         if failure is not None:
             what = ("stopped: its lock in the store was lost, and nothing was saved after that"

@@ -22,7 +22,7 @@ from flow_orchestrator import NodeStatus, WorkflowBuilder
 from flow_orchestrator.checkpoint import CheckpointPolicy
 from flow_orchestrator.engine import Engine
 from flow_orchestrator.errors import CorruptStateError
-from flow_orchestrator.state import ErrorRecord, RunState
+from flow_orchestrator.state import BLOB_MIN, NOT_SAVED, ErrorRecord, RunState
 from flow_orchestrator.stores import (
     CheckpointError,
     SqliteStore,
@@ -165,6 +165,20 @@ def test_packed_batches_round_trip_through_every_store_with_the_chain_intact(sto
     assert_same_state(loaded, want)
     assert loaded.data == b'{"step": 1}' and 5 not in loaded.errors
     assert loaded.output(7) == "seven"
+
+
+def test_packed_batches_with_outputs_kept_apart_or_not_saved_round_trip(store: Store) -> None:  # noqa: F811
+    """A batch holding a large output (kept as a blob by durable stores) and one not saved
+    (``persist=False``) goes record by record, to what each store loads back."""
+    store.save(initial())
+    large = bytes(range(256)) * (BLOB_MIN // 256 + 1)
+    recs = [Transition(0, DONE, 1, 0.0, 1.0, large), Transition(1, DONE, 1, 0.0, 1.0, NOT_SAVED),
+            Transition(2, DONE, 1, 0.0, 1.0, b"2")]
+    batch = RecordBatch.of_transitions(recs)
+    assert journal.encode_batch(1.0, batch) == journal.encode_batch(1.0, recs)
+    store.checkpoint("packed", batch)
+    loaded = store.load("packed")
+    assert loaded.outputs[0] == large and loaded.outputs[1] is NOT_SAVED and loaded.outputs[2] == b"2"
 
 
 def test_the_chain_of_packed_records_is_checked(tmp_path: Path) -> None:

@@ -8,30 +8,42 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Self, TypeVar
 
 import numpy as np
 
-from ..state import MAX_ATTEMPTS, RUN_STATUSES, CorruptStateError, ErrorRecord, RunState
+from ..state import (
+    BLOB_MIN,
+    MAX_ATTEMPTS,
+    NOT_SAVED,
+    RUN_STATUSES,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    blob_digest,
+)
 from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
 __all__ = ["CORRUPT", "CRASHED", "RecordBatch", "RunInfo", "RunLock", "Store", "Transition", "apply_batches",
-           "apply_transitions", "check_records", "check_run_id", "check_transitions", "copy_state"]
+           "apply_transitions", "blob_refs", "check_records", "check_run_id", "check_transitions", "copy_state",
+           "kept_apart", "kept_apart_of"]
 
 T = TypeVar("T")
 _NUM_STATUSES = len(NodeStatus)
 _COMPLETED = int(NodeStatus.COMPLETED)
+_OUTPUT_TYPES = {bytes, type(NOT_SAVED)}  # a record's output: bytes, or NOT_SAVED (persist=False)
 _MAX_RUN_ID = 200
 
 
 class Transition(NamedTuple):
     """One node's new status in a checkpoint, applied on top of the last snapshot.
 
-    ``output`` is the serialized output: required (bytes) when ``status`` is
-    ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
+    ``output`` is the serialized output: required (bytes, or
+    :data:`~flow_orchestrator.state.NOT_SAVED` for an output not kept) when ``status``
+    is ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
     ``None`` clears it.  ``started``/``ended`` are seconds since the run started (NaN: unset).
     """
 
@@ -124,7 +136,7 @@ class RecordBatch:
             raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits)")
         outputs = self.outputs
         if type(outputs) is not list or len(outputs) != int(np.count_nonzero(self.statuses == _COMPLETED)) \
-                or not set(map(type, outputs)) <= {bytes}:
+                or not set(map(type, outputs)) <= _OUTPUT_TYPES:
             raise CheckpointError("an output (bytes) is required exactly when the status is completed")
         errors = self.errors
         if type(errors) is not dict or (errors and (not set(map(type, errors.values())) <= {ErrorRecord}
@@ -233,7 +245,8 @@ def _check_one(record: Transition, num_nodes: int | None) -> None:
         raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits), got {attempt!r}")
     if not all(map(_is_time, (started, ended))):
         raise CheckpointError("started and ended must be numbers (NaN when unset)")
-    if (output is None) == (status == NodeStatus.COMPLETED) or (output is not None and type(output) is not bytes):
+    if (output is None) == (status == NodeStatus.COMPLETED) or (
+            output is not None and type(output) is not bytes and output is not NOT_SAVED):
         raise CheckpointError(f"node {node}: an output (bytes) is required exactly when the status is completed")
     if error is not None and type(error) is not ErrorRecord:
         raise CheckpointError(f"node {node}: error must be an ErrorRecord or None")
@@ -267,6 +280,44 @@ def check_records(records: RecordBatch | Iterable[Sequence[object]], num_nodes: 
     if type(records) is RecordBatch:
         return records.check(num_nodes)
     return RecordBatch.of_transitions(check_transitions(records, num_nodes))
+
+
+def _large(values: list[bytes]) -> list[int]:
+    """The positions of the outputs a durable store keeps as blobs (sizes in bulk)."""
+    if not values:
+        return []
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    return np.flatnonzero(sizes >= BLOB_MIN).tolist()
+
+
+def blob_refs(outputs: Mapping[int, bytes]) -> dict[int, bytes]:
+    """The sha256 of each output of a state that a durable store keeps as a blob of its own
+    (at least :data:`~flow_orchestrator.state.BLOB_MIN` bytes), by node id."""
+    nodes, values = list(outputs), list(outputs.values())
+    return {nodes[i]: blob_digest(values[i]) for i in _large(values)}
+
+
+def kept_apart(outputs: Iterable[bytes | None]) -> dict[int, tuple[bytes, bytes]]:
+    """The outputs of checkpoint records that a durable store keeps as blobs, by ``id()`` of
+    the output: ``(sha256, output)``; each digest computed once per output object."""
+    values = [blob for blob in outputs if blob is not None]
+    found: dict[int, tuple[bytes, bytes]] = {}
+    for i in _large(values):
+        if id(values[i]) not in found:
+            found[id(values[i])] = (blob_digest(values[i]), values[i])
+    return found
+
+
+def kept_apart_of(batch: RecordBatch) -> tuple[dict[tuple[int, bytes], bytes], dict[int, bytes]]:
+    """The outputs of checked records that a durable store keeps as blobs: the blobs to
+    store, ``{(node, sha256): output}``, and the ``refs`` that
+    :func:`~.journal.encode_batch` takes (empty, and found in bulk, when none is large)."""
+    apart = kept_apart(batch.outputs)
+    if not apart:
+        return {}, {}
+    blobs = {(r.node_id, apart[id(r.output)][0]): r.output for r in batch
+             if r.output is not None and id(r.output) in apart}
+    return blobs, {key: digest for key, (digest, _) in apart.items()}
 
 
 def copy_state(state: RunState) -> RunState:
@@ -367,6 +418,13 @@ class Store(abc.ABC):
 
     ``lock_check_interval`` (seconds, settable per store object; ``None``: never) is how
     often a durable run checks that its lock is still held while it has nothing to write.
+
+    Durable stores keep each output of :data:`~flow_orchestrator.state.BLOB_MIN` bytes or
+    more as a blob of its own, written once (before the record or snapshot that
+    references it by length and sha256), checked when loaded (missing or damaged:
+    :class:`CorruptStateError`), and deleted when no snapshot of the run references it
+    any more (on ``save``) or with the run (``delete``).  An output may be
+    :data:`~flow_orchestrator.state.NOT_SAVED` (``persist=False``).
     """
 
     lock_check_interval: float | None = 1.0
