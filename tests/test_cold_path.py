@@ -172,3 +172,29 @@ def test_metrics_get_their_ready_times_in_new_and_reused_arenas():
     stats = metrics.workflow("chain").node("n7")
     assert stats["started"] == 3 and stats["completed"] == 3
     assert stats["wait_sum"] >= 0.0
+
+
+@pytest.mark.parametrize("big", [2 ** 30 - 1, 2 ** 30, 2 ** 30 + 1, -(2 ** 30) + 1, -(2 ** 30), 2 ** 31 - 1,
+                                 2 ** 60, -(2 ** 64)])
+def test_ints_around_the_one_digit_boundary_are_read_exactly(big):
+    """Small ints are read from the object (one 30-bit digit); the others by the C API:
+    either way the same error as from_edges on the same values."""
+    pairs = [(0, 1), (1, big)]
+    expected = None
+    if abs(big) < 2 ** 63:
+        with pytest.raises(errors.EdgeArrayError) as from_arrays:
+            CSRGraph.from_edges(3, np.array([0, 1], dtype=np.int64), np.array([1, big], dtype=np.int64))
+        expected = str(from_arrays.value)
+    with pytest.raises(errors.EdgeArrayError) as caught:
+        CSRGraph.from_edge_list(3, pairs)
+    if expected is not None:
+        assert str(caught.value) == expected
+    assert f"edge 1 (1 -> {big})" in str(caught.value)
+
+
+def test_small_ints_in_range_are_read_from_the_object():
+    n = 2 ** 16
+    pairs = [(v, v + 1) for v in range(0, n - 1, 7)] + [(0, n - 1)]
+    g = CSRGraph.from_edge_list(n, pairs)
+    assert g.edges()[0].tolist() == sorted(p[0] for p in pairs)
+    assert sorted(zip(*(a.tolist() for a in g.edges()))) == sorted(pairs)
