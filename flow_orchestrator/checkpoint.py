@@ -73,7 +73,7 @@ from .result import RunResult, new_run_id
 from .resume import ResumePlan
 from .serialization import JsonSerializer, SerializationError, Serializer
 from .state import ErrorRecord, RunState, canonical_graph, dump_data, fingerprint
-from .status import NodeStatus
+from .status import NodeStatus, RunStatus
 from .stores.base import RunLock, Store, Transition, check_run_id
 from .stores.errors import CheckpointFailedError, LockLostError, RunExistsError
 from .workflow import Workflow
@@ -504,9 +504,11 @@ class DurableRun:
         saved_outputs, saved_errors = dict(writer.outputs), dict(writer.errors)  # late nodes may add more
         has_output = np.zeros(len(statuses), dtype=bool)
         has_output[list(saved_outputs)] = True
-        # A node interrupted between completing and being recorded is saved as pending:
-        # it runs again on resume (at least once).
-        statuses[(statuses == _COMPLETED) & ~has_output] = NodeStatus.PENDING
+        # A node that completed but whose output was not recorded yet is saved as cancelled
+        # when the run was (a cancelled run leaves no node pending), else as pending:
+        # either way it runs again on resume (at least once).
+        unrecorded = NodeStatus.CANCELLED if result.status == RunStatus.CANCELLED else NodeStatus.PENDING
+        statuses[(statuses == _COMPLETED) & ~has_output] = unrecorded
         done = statuses == _COMPLETED
         outputs = {node: blob for node, blob in saved_outputs.items() if done[node]}
         ended_with = result.errors_by_id

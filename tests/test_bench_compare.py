@@ -42,6 +42,12 @@ def compare(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def bench_compare() -> ModuleType:
+    """``bench.compare`` of this checkout (the installed package stays the one in use)."""
+    targets.bench_module(ROOT)
+    return importlib.import_module("bench.compare")
+
+
 def readme_copy(path: Path) -> tuple[str, str]:
     """A copy of the README at ``path`` with a marker block holding stale figures; returns
     the text before and after the block."""
@@ -197,7 +203,7 @@ def assert_generated_format(block: str, shapes: list[str], engines: list[str]) -
     """``block`` (between the markers) is what ``readme_block`` writes: the measurement
     and command lines, the legend, and one table of a row per shape with ours cold before
     warm; figures only as numbers, ratios, ``-`` or a status."""
-    compare = importlib.import_module("bench.compare")
+    compare = bench_compare()
     lines = block.strip("\n").splitlines()
     assert re.fullmatch(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC on .+, \d+ CPUs; Python .+\.", lines[0]), lines[0]
     assert lines[1].startswith("Each engine and shape in a fresh process") and "Ours cold: the median of" in lines[1]
@@ -220,7 +226,7 @@ def test_the_readme_has_one_benchmark_table_in_the_generated_format() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert text.count(START) == 1 and text.count(END) == 1
     start, end = text.index(START), text.index(END)
-    compare = importlib.import_module("bench.compare")
+    compare = bench_compare()
     assert_generated_format(text[start + len(START):end], list(compare.SHAPES), list(compare.ENGINES))
     section = text[text.index("## Benchmarks"):]
     tables = [line for line in section.splitlines() if line.startswith("| --- |")]

@@ -520,3 +520,39 @@ def test_unsaveable_data_cancels_the_run() -> None:
     assert "workflow data" in str(info.value.__cause__)
     assert store.load("d").run_status == "running"  # the last state the store accepted
 
+
+
+@pytest.mark.parametrize("status", ["cancelled", "failed"])
+def test_completed_node_without_recorded_output_is_saved_cancelled_when_the_run_was(status: str) -> None:
+    """A node that completed while the run ended, its output not recorded yet, is saved
+    cancelled when the run was cancelled or interrupted (such a run leaves no node
+    pending), pending otherwise; either way a resume runs it again."""
+    from types import SimpleNamespace
+
+    from flow_orchestrator.checkpoint import DurableRun
+    from flow_orchestrator.result import RunResult
+    from flow_orchestrator.status import RunStatus
+
+    ran: list[str] = []
+
+    def action(name: str) -> Callable[[], object]:
+        def run() -> object:
+            ran.append(name)
+            return len(name)
+        return run
+
+    wf = WorkflowBuilder("late").add("a", action("a")).add("bb", action("bb")).build()
+    store = MemoryStore()
+    with DurableRun(store, "r1", CheckpointPolicy.of("end"), None) as durable:
+        result = RunResult(wf, "r1", RunStatus(status), np.array([DONE, DONE], np.uint8), np.array([1, 1], np.int32),
+                           np.array([0.0, 0.0]), np.array([1.0, 1.0]), [1, 2], {}, 1.0)
+        writer = SimpleNamespace(outputs={0: b"1"}, errors={})  # bb's output never reached the writer
+        state = durable._final_state(result, {}, writer)  # type: ignore[arg-type]
+        durable.release()
+    expected = NodeStatus.CANCELLED if status == "cancelled" else NodeStatus.PENDING
+    assert state.statuses.tolist() == [DONE, expected] and state.outputs == {0: b"1"}
+    state.validate()
+    store.save(state)
+    with Engine(1) as engine:
+        resumed = engine.resume(wf, "r1", store=store)
+    assert resumed.ok and resumed.outputs == {"a": 1, "bb": 2} and ran == ["bb"]

@@ -14,9 +14,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -88,10 +90,12 @@ def test_module_entry_point_help(tmp_path):
 # -- the workflow commands, end to end in subprocesses ----------------------------------------------
 
 # The actions log each call to $WF_LOG (so tests see what ran, also in worker processes);
-# the node named by $WF_FAIL raises.  Module-level functions: picklable for process pools.
+# the node named by $WF_FAIL raises, the one named by $WF_HANG never ends.  Module-level
+# functions: picklable for process pools.
 WORKFLOW_MODULE = '''
 import os
 import pathlib
+import time
 
 import flow_orchestrator as fo
 
@@ -99,6 +103,8 @@ import flow_orchestrator as fo
 def _step(name, ctx):
     with pathlib.Path(os.environ["WF_LOG"]).open("a") as log:
         log.write(f"{name} factor={ctx.data.get('factor')}\\n")
+    if name == os.environ.get("WF_HANG"):
+        time.sleep(600)
     if name == os.environ.get("WF_FAIL"):
         raise RuntimeError(f"{name} exploded\\nwith a second line")
     return name
@@ -336,6 +342,63 @@ def test_a_locked_run_is_refused(project):
     assert logged(project) == []
 
 
+def test_status_shows_crashed_and_corrupt_runs_and_delete_removes_them(project):
+    """A run whose process was SIGKILLed mid-run is listed crashed (running while it lived,
+    when delete refuses it); a damaged one is listed corrupt, status RUN_ID says why (exit
+    status 1), and delete removes both."""
+    store = "json:///runs"
+    assert cli_run(project, "run", "etl_flow.py:workflow", "--store", store, "--run-id", "ok").returncode == 0
+    logged(project)
+    environ = dict(os.environ, WF_LOG=str(project / "log.txt"), WF_HANG="transform")
+    environ.pop("WF_FAIL", None)
+    child = subprocess.Popen([sys.executable, "-m", "flow_orchestrator", "run", "etl_flow.py:workflow", "--store",
+                              store, "--run-id", "hung", "--checkpoint", "strict", "--workers", "1"],
+                             cwd=project, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        while "transform factor=None" not in ((project / "log.txt").read_text()
+                                               if (project / "log.txt").exists() else ""):
+            assert child.poll() is None, "the run ended before its hanging node"
+            time.sleep(0.02)
+        listed = json.loads(cli_run(project, "status", "--store", store, "--json").stdout)
+        assert {r["run_id"]: r["status"] for r in listed} == {"ok": "completed", "hung": "running"}
+        refused = cli_run(project, "delete", "hung", "--store", store)
+        assert refused.returncode == 1
+        line = one_error_line(refused, "delete")
+        assert "run 'hung' is locked" in line and "a live process is running or resuming it" in line
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    done = cli_run(project, "status", "--store", store)
+    assert done.returncode == 0
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["run", "id", "workflow", "status", "updated", "at", "why"]
+    assert {row.split()[0]: row.split()[2] for row in rows} == {"ok": "completed", "hung": "crashed"}
+    shown = cli_run(project, "status", "hung", "--store", store)
+    assert shown.returncode == 0 and shown.stdout.startswith("run hung of workflow 'etl': crashed\n")
+    assert "resume it with flow-orchestrator resume MODULE:WORKFLOW hung --store json:///runs" in shown.stdout
+
+    state = project / "runs" / "ok.json"
+    state.write_bytes(state.read_bytes()[:-10])  # truncated
+    listed = json.loads(cli_run(project, "status", "--store", store, "--json").stdout)
+    corrupt = next(r for r in listed if r["run_id"] == "ok")
+    assert corrupt["status"] == "corrupt" and "truncated" in corrupt["reason"]
+    assert "corrupt" in cli_run(project, "status", "--store", store, "--workflow", "etl").stdout
+    shown = cli_run(project, "status", "ok", "--store", store)
+    assert shown.returncode == 1 and shown.stdout.startswith("run ok: corrupt: corrupt JSON run state: ")
+    assert "delete it with: flow-orchestrator delete ok --store json:///runs" in shown.stdout
+    report_json = json.loads(cli_run(project, "status", "ok", "--store", store, "--json").stdout)
+    assert report_json["status"] == "corrupt" and "truncated" in report_json["reason"]
+
+    for run_id in ("ok", "hung"):
+        deleted = cli_run(project, "delete", run_id, "--store", store)
+        assert deleted.returncode == 0 and deleted.stdout == f"deleted run {run_id} from json:///runs\n"
+    assert cli_run(project, "status", "--store", store).stdout == "no runs in json:///runs\n"
+    missing = cli_run(project, "delete", "ok", "--store", store)
+    assert missing.returncode == 1 and "no run 'ok' in json:///runs" in one_error_line(missing, "delete")
+
+
 def in_process(capsys, *args: str) -> tuple[int, str, str]:
     """``cli.main(args)``: its exit status, stdout and stderr."""
     code = cli.main(list(args))
@@ -439,7 +502,7 @@ def test_data_values_are_json_or_strings():
 # -- help ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["run", "resume", "status", "graph", "demo", "bench"])
+@pytest.mark.parametrize("command", ["run", "resume", "status", "delete", "graph", "demo", "bench"])
 def test_every_command_has_help_with_examples(command, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(targets, "bench_candidates", lambda: [tmp_path])
     try:
@@ -456,7 +519,7 @@ def test_help_in_a_subprocess(project):
     done = cli_run(project, "run", "--help")
     assert done.returncode == 0 and "--store URL" in done.stdout and "sqlite:////var/lib/runs.db" in done.stdout
     top = cli_run(project, "--help").stdout
-    assert all(name in top for name in ("run", "resume", "status", "graph", "demo", "bench", "exit status"))
+    assert all(name in top for name in ("run", "resume", "status", "delete", "graph", "demo", "bench", "exit status"))
 
 
 # -- bench --------------------------------------------------------------------------------------------
@@ -504,6 +567,22 @@ def test_format_table_aligns_columns():
     text = report.format_table(("name", "n"), [("a", 1), ("long name", 10)], right=(1,))
     assert text.splitlines() == ["name        n", "a           1", "long name  10"]
     assert report.format_seconds(0.0000123) == "12 us" and report.format_seconds(2) == "2.000 s"
+
+
+def test_run_lists_show_why_and_unknown_times():
+    from flow_orchestrator.stores import RunInfo
+
+    runs = [RunInfo("a", "etl", "completed", 1.0e9), RunInfo("b", "", "corrupt", float("nan"), "bad magic"),
+            RunInfo("c", "etl", "crashed", 2.0e9, "saved as running, but no live process holds its lock")]
+    lines = report.runs_table(runs).splitlines()
+    assert lines[0].split() == ["run", "id", "workflow", "status", "updated", "at", "why"]
+    assert lines[1].split()[:3] == ["c", "etl", "crashed"] and lines[-1].split() == ["b", "?", "corrupt", "?", "bad",
+                                                                                       "magic"]
+    as_json = report.runs_json(runs)
+    assert as_json[-1] == {"run_id": "b", "workflow": "", "status": "corrupt", "updated_at": None,
+                           "updated_at_iso": None, "reason": "bad magic"}
+    assert "reason" not in as_json[1] and json.dumps(as_json, allow_nan=False)
+    assert "why" not in report.runs_table(runs[:1])
 
 
 def test_serializer_flag_and_resume_with_the_recorded_serializer(project, capsys, monkeypatch):

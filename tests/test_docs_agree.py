@@ -50,7 +50,8 @@ def test_exit_statuses_agree_between_the_guide_and_the_help():
     table = guide[guide.index("## Exit status and errors"):].split("\n\n")[1]
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)}
     assert documented == {0, 1, 2, 130}
-    for epilog in (texts.HELP_MAIN_EPILOG, texts.HELP_RUN_EPILOG, texts.HELP_RESUME_EPILOG):
+    for epilog in (texts.HELP_MAIN_EPILOG, texts.HELP_RUN_EPILOG, texts.HELP_RESUME_EPILOG, texts.HELP_STATUS_EPILOG,
+                   texts.HELP_DELETE_EPILOG):
         said = epilog[epilog.index("exit status:"):]
         assert {int(code) for code in re.findall(r"(?:^|[;:] ?|\n)(\d+) ", said)} == documented, said
 

@@ -58,6 +58,17 @@ if mode == "hold":
     with store.lock(run_id):
         print("locked", flush=True)
         time.sleep(600)
+elif mode == "run":  # a durable run whose second node never ends (killed mid-run by the test)
+    from flow_orchestrator import WorkflowBuilder
+    from flow_orchestrator.engine import Engine
+
+    def stuck():
+        print("running", flush=True)
+        time.sleep(600)
+
+    workflow = WorkflowBuilder("stuck").add("first", lambda: 1).add("stuck", stuck, depends_on="first").build()
+    with Engine(1) as engine:
+        engine.run(workflow, store=store, run_id=run_id, checkpoint="strict")
 else:
     try:
         with store.lock(run_id):
@@ -338,10 +349,13 @@ class TestStoreContract:
         store = env.open()
         store.save(make_state("b", workflow="etl"))
         store.save(make_state("a", workflow="other", status="completed"))
-        runs = store.list_runs()
+        with store.lock("b"):  # running, and its holder lives
+            runs = store.list_runs()
         assert [r.run_id for r in runs] == ["a", "b"]
         assert runs == [RunInfo("a", "other", "completed", 2000.0), RunInfo("b", "etl", "running", 2000.0)]
         assert [r.run_id for r in store.list_runs("etl")] == ["b"]
+        crashed = store.list_runs("etl")[0]  # saved as running, and nobody holds its lock
+        assert crashed.run_status == "crashed" and "lock" in crashed.reason
         assert all(isinstance(r.updated_at, float) for r in runs)
         store.delete("a")
         assert [r.run_id for r in store.list_runs()] == ["b"]
@@ -524,7 +538,86 @@ class TestStoreContract:
                 with pytest.raises(CorruptStateError):
                     reader.load("run-1")
             assert durable.read_snapshot("run-1") == damaged
-            assert "run-1" not in [r.run_id for r in store.list_runs()] or durable.kind in ("sqlite", "postgres")
+            [info] = store.list_runs()  # listed (never hidden), corrupt, with a reason
+            assert info.run_id == "run-1" and info.run_status == "corrupt" and info.reason
+
+    def test_damaged_runs_are_listed_corrupt(self, durable: Env) -> None:
+        """A damaged snapshot is listed corrupt with a reason, never left out and never
+        raising: every truncation, and any flipped byte of a state of at most 64 KiB
+        (checked whole); while the run id stays taken (exists, delete works)."""
+        store = durable.open()
+        store.save(make_state("ok", status="completed"))
+        store.save(make_state())
+        good = durable.read_snapshot("run-1")
+        assert len(good) < 65536
+        rng = random.Random(7)
+        cuts = [0, 1, 10, 23, 24, 25, len(good) // 2, len(good) - 1]
+        flips = [*range(30), *rng.sample(range(30, len(good)), 20)]
+        reader = durable.open()  # another store object (and, for PostgreSQL, connection)
+        for damaged in [good[:cut] for cut in cuts] + [good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1:]
+                                                        for i in flips]:
+            durable.write_snapshot("run-1", damaged)
+            runs = reader.list_runs()
+            assert [r.run_id for r in runs] == ["ok", "run-1"]
+            assert runs[0].run_status == "completed"
+            assert runs[1].run_status == "corrupt" and runs[1].reason, runs[1]
+            assert runs[1] in reader.list_runs("etl")  # its workflow: unknown or etl
+            with pytest.raises(CorruptStateError):
+                reader.load("run-1")
+            assert store.exists("run-1")
+        store.delete("run-1")
+        assert [r.run_id for r in store.list_runs()] == ["ok"]
+
+    def test_listing_reads_headers_only(self, durable: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+        """list_runs decodes no state; in a state over 64 KiB it checks the frame header
+        and (files) the head: a truncation or a damaged head is corrupt, damage in the
+        body is found by load."""
+        store = durable.open()
+        big = make_state()
+        big.outputs[0] = b'"' + b"x" * 200_000 + b'"'
+        store.save(big)
+        from flow_orchestrator.codecs import flatbuffers_codec, json_codec
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("list_runs decoded a state")
+
+        good = durable.read_snapshot("run-1")
+        with monkeypatch.context() as patch:
+            for codec in (flatbuffers_codec, json_codec):
+                patch.setattr(codec, "decode", refuse)
+            assert [(r.run_status, r.workflow) for r in durable.open().list_runs()] == [("crashed", "etl")]
+            for damaged in (good[:-1], good[:100_000], good[:8] + b"\x07" + good[9:], b"X" + good[1:]):
+                durable.write_snapshot("run-1", damaged)
+                [info] = durable.open().list_runs()
+                assert info.run_status == "corrupt" and info.reason
+            middle = len(good) // 2
+            durable.write_snapshot("run-1", good[:middle] + bytes([good[middle] ^ 1]) + good[middle + 1:])
+            assert [r.run_status for r in durable.open().list_runs()] == ["crashed"]
+        with pytest.raises(CorruptStateError):
+            durable.open().load("run-1")
+
+    def test_crashed_run_is_listed_crashed(self, durable: Env) -> None:
+        """A durable run whose process is SIGKILLed mid-run is listed crashed (its lock
+        holder is gone); while the process lives it is running."""
+        durable.open()  # creates the directory or database
+        child = _spawn(durable, "job", "run")
+        try:
+            assert child.stdout.readline().strip() == "running"
+            store = durable.open()
+            [info] = store.list_runs()
+            assert (info.run_id, info.workflow, info.run_status, info.reason) == ("job", "stuck", "running", "")
+            os.kill(child.pid, signal.SIGKILL)
+            os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped yet
+            [info] = store.list_runs()
+            assert info.run_status == "crashed" and "lock" in info.reason
+        finally:
+            child.kill()
+            child.wait()
+            child.stdout.close()
+        state = store.load("job")  # it can be resumed: the first node is done
+        assert state.run_status == "running" and state.statuses.tolist()[0] == DONE
+        with store.lock("job"):  # the probe took nothing: the lock is free to take
+            assert store.list_runs()[0].run_status == "running"
 
     def _three_records(self, durable: Env) -> Store:
         """A saved run with three checkpoint records (of a run that could have happened)."""
@@ -764,6 +857,27 @@ class TestStoreSpecifics:
                             pass
             except StoreError:
                 pass
+
+    def test_lock_probe_is_waited_out_and_never_blocks_a_holder(self, tmp_path: Path) -> None:
+        """A shared lock in the way (list_runs' probe, dropped at once) does not make a lock
+        fail; an exclusive one (a holder) does, at once; the probe sees a holder."""
+        import fcntl
+
+        from flow_orchestrator.stores._locking import FileLock
+
+        path = str(tmp_path / "r.lock")
+        assert not FileLock.held(path) and not os.path.exists(path)  # no file: free, none created
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        timer = threading.Timer(0.02, os.close, (fd,))
+        timer.start()
+        lock = FileLock(path, "r")
+        timer.join()
+        assert FileLock.held(path)
+        with pytest.raises(RunLockedError):
+            FileLock(path, "r")
+        lock.release()
+        assert not FileLock.held(path)
 
     def test_sqlite_uses_wal(self, tmp_path: Path) -> None:
         """The SQLite database is in WAL mode."""

@@ -7,13 +7,14 @@ only re-export them).
 
 Commands: ``run`` and ``resume`` a workflow (``MODULE:WORKFLOW``), optionally saved to a
 store named by a URL (:func:`flow_orchestrator.stores.open_store`); ``status`` of the runs
-in a store; ``graph`` of a workflow or a stored run (DOT, Mermaid, SVG, PNG); ``demo``;
+in a store (corrupt and crashed ones included); ``delete`` a run (not one a live process
+holds); ``graph`` of a workflow or a stored run (DOT, Mermaid, SVG, PNG); ``demo``;
 ``bench``, the benchmark runner of a source checkout.  ``flow-orchestrator COMMAND --help``
 explains each one, with examples.
 
 Exit status: 0 on success, 1 when a run failed or was cancelled or the command could not
 be carried out (a missing run, an unreachable store, a locked run, an incompatible
-workflow...), 2 on a usage error (bad arguments, a module or workflow that cannot be
+workflow, a corrupt run...), 2 on a usage error (bad arguments, a module or workflow that cannot be
 found), 130 when interrupted.  Errors are one line on stderr, never a traceback (set
 ``FLOW_ORCHESTRATOR_TRACEBACK=1`` to see the traceback of an unexpected one).
 

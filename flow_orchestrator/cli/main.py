@@ -2,7 +2,7 @@
 :mod:`flow_orchestrator.cli`, layer L6, interfaces).
 
 :func:`main` parses the arguments and dispatches to one ``cmd_*`` function a command
-(``run``, ``resume``, ``status``, ``graph``, ``demo``, ``bench``); it alone writes output
+(``run``, ``resume``, ``status``, ``delete``, ``graph``, ``demo``, ``bench``); it alone writes output
 and turns errors into one line on stderr and an exit status (see the package docstring).
 The commands load their targets with :mod:`.targets`, print what :mod:`.report` formats,
 and take their help from :mod:`.texts`; none of those imports this module.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from ..errors import (
 )
 from ..result import RunResult
 from ..serialization import get_serializer, resume_serializer, serializer_names
-from ..state import RunState
+from ..state import CorruptStateError, RunState
 from ..status import NodeStatus
 from ..stores import (
     RunExistsError,
@@ -40,6 +41,7 @@ from ..stores import (
     StoreURLError,
     open_store,
 )
+from ..stores.base import CRASHED
 from ..stores.urls import parse_store_url, redact_url
 from ..workflow import Workflow
 from . import report, targets, texts
@@ -230,7 +232,8 @@ def _load_state(store: Store, run_id: str, url: str) -> RunState:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """``status --store URL [RUN_ID]``: the runs of a store, or one run in detail."""
+    """``status --store URL [RUN_ID]``: the runs of a store, or one run in detail (exit
+    status 1 when that run's state is damaged: its report says corrupt, and why)."""
     with open_store(args.store, create=False) as store:
         if args.run_id is None:
             runs = store.list_runs(args.workflow)
@@ -239,11 +242,44 @@ def cmd_status(args: argparse.Namespace) -> int:
             else:
                 _out(report.runs_table(runs) if runs else f"no runs in {redact_url(args.store)}")
             return 0
-        view = report.view_of_state(_load_state(store, args.run_id, args.store))
+        try:
+            state = _load_state(store, args.run_id, args.store)
+        except CorruptStateError as exc:
+            if args.json:
+                _out_json(report.corrupt_json(args.run_id, str(exc)))
+            else:
+                _out(report.corrupt_text(args.run_id, str(exc)))
+                _out(f"delete it with: {PROG} delete {shlex.quote(args.run_id)} --store "
+                     f"{shlex.quote(redact_url(args.store))}")
+            return 1
+        view = report.view_of_state(state)
+        if state.run_status == "running" and any(
+                r.run_id == state.run_id and r.run_status == CRASHED for r in store.list_runs(state.workflow)):
+            view = dataclasses.replace(view, status=CRASHED)
     if args.json:
         _out_json(report.summary_json(view, args.slowest))
     else:
         _out(report.summary_text(view, args.slowest))
+        if view.status == CRASHED:
+            _out(f"\nits process died while it ran (nobody holds its lock): resume it with {PROG} resume "
+                 f"MODULE:WORKFLOW {shlex.quote(state.run_id)} --store {shlex.quote(redact_url(args.store))}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """``delete RUN_ID --store URL``: forget a run (damaged or not) unless a live process
+    holds it: its lock is taken for the deletion."""
+    where = redact_url(args.store)
+    with open_store(args.store, create=False) as store:
+        try:
+            with store.lock(args.run_id):
+                store.delete(args.run_id)
+        except RunLockedError as exc:
+            raise CliError(f"{exc}: a live process is running or resuming it; it is not deleted "
+                           "(stop that process first, or wait for it to end)") from None
+        except RunNotFoundError:
+            raise CliError(f"no run {args.run_id!r} in {where} ({PROG} status --store URL lists its runs)") from None
+    _out(f"deleted run {args.run_id} from {where}")
     return 0
 
 
@@ -429,6 +465,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--slowest", type=_count, default=5, metavar="N", help="slowest nodes shown (default: 5)")
     status.add_argument("--json", action="store_true", help="machine-readable JSON output")
     status.set_defaults(handler=cmd_status)
+
+    delete = _command(commands, "delete", "delete a run from a store", texts.HELP_DELETE, texts.HELP_DELETE_EPILOG)
+    delete.add_argument("run_id", metavar="RUN_ID", help="the run to delete (damaged or not)")
+    delete.add_argument("--store", metavar="URL", required=True, help=texts.STORES_HELP)
+    delete.set_defaults(handler=cmd_delete)
 
     graph = _command(commands, "graph", "draw a workflow or a stored run", texts.HELP_GRAPH, texts.HELP_GRAPH_EPILOG)
     graph.add_argument("target", nargs="?", metavar="MODULE:WORKFLOW", help="the workflow to draw")

@@ -4,7 +4,9 @@ One run, whether it just ran (:class:`~flow_orchestrator.engine.RunResult`) or w
 from a store (:class:`~flow_orchestrator.state.RunState`), is seen through one
 :class:`RunView`; from it come the run summary (:func:`summary_text`, :func:`summary_json`:
 status counts, failures, timings, slowest nodes).  The runs of a store become a table or a
-list of dicts (:func:`runs_table`, :func:`runs_json`).  The formatting helpers (tables,
+list of dicts (:func:`runs_table`, :func:`runs_json`), corrupt and crashed runs with why;
+a run whose state is damaged has a report of its own (:func:`corrupt_text`,
+:func:`corrupt_json`).  The formatting helpers (tables,
 durations, times) are here too.  Nothing here writes output: :mod:`.main` does.
 """
 
@@ -21,10 +23,10 @@ import numpy as np
 from ..result import RunResult
 from ..state import RunState
 from ..status import NodeStatus
-from ..stores.base import RunInfo
+from ..stores.base import CORRUPT, RunInfo
 
-__all__ = ["RunView", "format_seconds", "format_table", "format_time", "iso_time", "one_line", "runs_json",
-           "runs_table", "summary_json", "summary_text", "view_of_result", "view_of_state"]
+__all__ = ["RunView", "corrupt_json", "corrupt_text", "format_seconds", "format_table", "format_time", "iso_time",
+           "one_line", "runs_json", "runs_table", "summary_json", "summary_text", "view_of_result", "view_of_state"]
 
 _FAILED = (int(NodeStatus.FAILED), int(NodeStatus.TIMED_OUT))
 _MESSAGE_WIDTH = 160
@@ -223,14 +225,39 @@ def _latest_first(runs: Sequence[RunInfo]) -> list[RunInfo]:
 
 
 def runs_json(runs: Sequence[RunInfo]) -> list[dict[str, Any]]:
-    """The runs of a store as JSON-ready dicts, most recently updated first."""
-    return [{"run_id": r.run_id, "workflow": r.workflow, "status": r.run_status, "updated_at": r.updated_at,
-             "updated_at_iso": iso_time(r.updated_at)} for r in _latest_first(runs)]
+    """The runs of a store as JSON-ready dicts, most recently updated first; a corrupt or
+    crashed run has a ``reason``; an unknown update time is ``null``."""
+    out = []
+    for r in _latest_first(runs):
+        known = math.isfinite(r.updated_at)
+        item: dict[str, Any] = {"run_id": r.run_id, "workflow": r.workflow, "status": r.run_status,
+                                "updated_at": r.updated_at if known else None,
+                                "updated_at_iso": iso_time(r.updated_at) if known else None}
+        if r.reason:
+            item["reason"] = r.reason
+        out.append(item)
+    return out
 
 
 def runs_table(runs: Sequence[RunInfo]) -> str:
-    """The runs of a store as a text table (run id, workflow, status, updated at), most
-    recently updated first."""
-    return format_table(("run id", "workflow", "status", "updated at"),
-                        [(r.run_id, r.workflow, r.run_status, format_time(r.updated_at))
-                         for r in _latest_first(runs)])
+    """The runs of a store as a text table (run id, workflow, status, updated at, and why
+    when a run is corrupt or crashed), most recently updated first."""
+    ordered = _latest_first(runs)
+    headers: tuple[str, ...] = ("run id", "workflow", "status", "updated at")
+    rows: list[tuple[str, ...]] = [(r.run_id, r.workflow or "?", r.run_status,
+                                    format_time(r.updated_at) if math.isfinite(r.updated_at) else "?")
+                                   for r in ordered]
+    if any(r.reason for r in ordered):
+        headers += ("why",)
+        rows = [(*row, one_line(r.reason, 100)) for row, r in zip(rows, ordered)]
+    return format_table(headers, rows)
+
+
+def corrupt_json(run_id: str, reason: str) -> dict[str, Any]:
+    """The report of a run whose saved state is damaged, as a JSON-ready dict."""
+    return {"run_id": run_id, "status": CORRUPT, "reason": reason}
+
+
+def corrupt_text(run_id: str, reason: str) -> str:
+    """The report of a run whose saved state is damaged: its status and why."""
+    return f"run {run_id}: {CORRUPT}: {one_line(reason)}"

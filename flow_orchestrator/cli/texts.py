@@ -9,7 +9,8 @@ the rest of the package.
 
 from __future__ import annotations
 
-__all__ = ["BENCH_MISSING", "HELP_BENCH", "HELP_BENCH_EPILOG", "HELP_DEMO", "HELP_DEMO_EPILOG", "HELP_GRAPH",
+__all__ = ["BENCH_MISSING", "HELP_BENCH", "HELP_BENCH_EPILOG", "HELP_DELETE", "HELP_DELETE_EPILOG", "HELP_DEMO",
+           "HELP_DEMO_EPILOG", "HELP_GRAPH",
            "HELP_GRAPH_EPILOG", "HELP_MAIN", "HELP_MAIN_EPILOG", "HELP_RESUME", "HELP_RESUME_EPILOG", "HELP_RUN",
            "HELP_RUN_EPILOG", "HELP_STATUS", "HELP_STATUS_EPILOG", "STORES_HELP"]
 
@@ -29,7 +30,8 @@ HELP_MAIN = "An embeddable workflow engine for Python with a Cython core: run, r
 HELP_MAIN_EPILOG = """commands (COMMAND --help explains each one, with examples):
   run       run MODULE:WORKFLOW, optionally saved to a store
   resume    continue a saved run: completed nodes are not run again
-  status    list the runs of a store, or show one run
+  status    list the runs of a store (damaged and crashed ones too), or show one run
+  delete    delete a run from a store (refused while a live process holds it)
   graph     draw a workflow (DOT, Mermaid, SVG, PNG), coloured by a stored run's statuses
   demo      a numpy batch workflow, then ordering a 1,000,000-node DAG
   bench     the benchmark runner of a source checkout
@@ -39,9 +41,11 @@ examples:
   flow-orchestrator run pipelines/etl.py:workflow --store sqlite:///runs.db --run-id nightly
   flow-orchestrator status --store sqlite:///runs.db
   flow-orchestrator resume pipelines/etl.py:workflow nightly --store sqlite:///runs.db
+  flow-orchestrator delete nightly --store sqlite:///runs.db
 
 exit status: 0 success; 1 a run failed or was cancelled, or the command could not be carried out
-(missing run, unreachable store, locked run, incompatible workflow); 2 usage error; 130 interrupted.
+(missing run, unreachable store, locked run, incompatible workflow, corrupt run); 2 usage error;
+130 interrupted.
 """
 
 _STORE_URLS = """store URLs (--store):
@@ -88,8 +92,12 @@ process or saved for an incompatible workflow (or with another --serializer); 2 
 """
 
 HELP_STATUS = """Without RUN_ID: the runs of a store (run id, workflow, status, when last updated), most recent
-first.  With RUN_ID: that run's node status counts, failures (node, error type and message),
-timings and slowest nodes.  --json prints the same as JSON."""
+first, read from each run's header (no state is decoded).  Besides running, completed, failed and
+cancelled, a run can be crashed (saved as running, but the process that ran it died: resume it)
+or corrupt (its saved state is damaged: it cannot be resumed, only deleted); the why column says
+why.  With RUN_ID: that run's node status counts, failures (node, error type and message),
+timings and slowest nodes, or, for a corrupt run, what is damaged.  --json prints the same as
+JSON."""
 
 HELP_STATUS_EPILOG = """examples:
   flow-orchestrator status --store sqlite:///runs.db
@@ -97,7 +105,25 @@ HELP_STATUS_EPILOG = """examples:
   flow-orchestrator status nightly-0131 --store sqlite:///runs.db
   flow-orchestrator status nightly-0131 --store json:///runs --json | jq .failures
 
-""" + _STORE_URLS
+""" + _STORE_URLS + """
+exit status: 0 success; 1 the run is missing or corrupt (its report says why), or the store is
+unreachable; 2 usage error; 130 interrupted.
+"""
+
+HELP_DELETE = """Delete a run from a store: its saved state and checkpoints (a file store's lock file stays).
+A damaged (corrupt) run can be deleted, and so can a crashed one.  A run that a live process
+holds (running or resuming it) is refused: its lock is taken for the deletion, so a run is never
+deleted under a process that would go on writing it.  There is no --force: stop that process
+first."""
+
+HELP_DELETE_EPILOG = """examples:
+  flow-orchestrator delete nightly-0131 --store sqlite:///runs.db
+  flow-orchestrator delete broken-run --store json:///runs
+
+""" + _STORE_URLS + """
+exit status: 0 the run was deleted; 1 no such run, a live process holds it, or the store is
+unreachable; 2 usage error; 130 interrupted.
+"""
 
 HELP_GRAPH = """Draw a workflow as Graphviz DOT or a Mermaid flowchart (text), or as SVG or PNG through Graphviz's
 dot program (install Graphviz for those).  With --store and --run-id the nodes are coloured by the

@@ -22,16 +22,18 @@ imported on first use (PEP 562): ``import flow_orchestrator`` does not load
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ..state import CorruptStateError, RunState
+from ._header import SMALL_STATE, StateHeader
 
 if TYPE_CHECKING:
     from . import flatbuffers_codec, json_codec
 
-__all__ = ["CODECS", "CorruptStateError", "decode_any", "flatbuffers_codec", "json_codec"]
+__all__ = ["CODECS", "SMALL_STATE", "CorruptStateError", "StateHeader", "decode_any", "flatbuffers_codec",
+           "json_codec", "read_header_any"]
 
 _NAMES = ("flatbuffers", "json")
 
@@ -77,3 +79,13 @@ def decode_any(data: bytes | bytearray | memoryview) -> RunState:
         if bytes(data[: len(magic)]) == magic:
             return CODECS[name].decode(data)  # type: ignore[no-any-return]
     raise CorruptStateError(f"not a saved run state (unknown magic {bytes(data[:16])!r})")
+
+
+def read_header_any(read: Callable[[int], bytes], size: int) -> StateHeader:
+    """The :class:`StateHeader` of an encoded state of ``size`` bytes, by whichever codec
+    wrote it; ``read(n)`` gives its first ``n`` bytes (see the codecs' ``read_header``)."""
+    head = read(16)
+    for magic, name in _MAGICS.items():
+        if head[: len(magic)] == magic:
+            return CODECS[name].read_header(read, size)  # type: ignore[no-any-return]
+    raise CorruptStateError(f"not a saved run state (unknown magic {head!r})")

@@ -19,6 +19,12 @@ names, error fields) are standard ``[string]`` vectors whose string objects are 
 out with numpy in one block (one ``CreateNumpyVector`` for the strings, one for the
 offsets to them) and read back in one UTF-8 decode.
 
+:func:`read_header` reads what a listing needs (workflow, run id, status, timestamps,
+number of nodes) from the frame header and the head of the FlatBuffer (its table and
+the strings written last, so first), bounds-checked like :func:`decode`; the CRC32, which
+needs every byte, only for a state of at most 64 KiB: in a larger one it sees a
+truncated or damaged head, not damage in the body.
+
 Corruption guarantees: :func:`decode` checks the magic, version, length and CRC32
 before the payload is parsed, so truncation and bit flips are reported as such; then
 it verifies the FlatBuffer itself (root and vtable offsets, every field's and vector's
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import flatbuffers
@@ -44,8 +51,9 @@ import numpy as np
 
 from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
 from ._fbs import run_state_generated as gen
+from ._header import StateHeader, read_head
 
-__all__ = ["HEADER_SIZE", "MAGIC", "decode", "encode"]
+__all__ = ["HEADER_SIZE", "MAGIC", "check_frame_header", "decode", "encode", "read_header"]
 
 MAGIC = b"\x89FORSFB\n"
 """The first 8 bytes of an encoded state."""
@@ -226,6 +234,72 @@ def _check_frame(data: bytes) -> None:
         raise _corrupt("checksum mismatch (the file is damaged)")
     if not 1 <= version <= FORMAT_VERSION:
         raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
+
+
+def check_frame_header(head: bytes, size: int) -> int:
+    """The format version in ``head``, the first bytes (at least :data:`HEADER_SIZE`) of an
+    encoded state of ``size`` bytes; :class:`CorruptStateError` if its magic, version or
+    payload length is wrong.  The CRC32 needs the whole payload: it is checked when
+    ``head`` is the whole state (the stores pass states of at most
+    :data:`~flow_orchestrator.codecs.SMALL_STATE` bytes whole)."""
+    if len(head) >= size:
+        _check_frame(head)
+    if len(head) < HEADER_SIZE or size < HEADER_SIZE:
+        raise _corrupt(f"{size} bytes, shorter than the {HEADER_SIZE}-byte header (truncated?)")
+    magic, version, _, length = _HEADER.unpack_from(head)
+    if magic != MAGIC:
+        raise _corrupt(f"bad magic {magic!r} (not a FlatBuffers run state)")
+    if length != size - HEADER_SIZE:
+        raise _corrupt(f"the header says {length} payload bytes, found {size - HEADER_SIZE} (truncated?)")
+    if not 1 <= version <= FORMAT_VERSION:
+        raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
+    return int(version)
+
+
+_HEAD_SLOTS = 9    # format_version .. node_names, the fields read_header reads
+
+
+def read_header(read: Callable[[int], bytes], size: int) -> StateHeader:
+    """The :class:`~flow_orchestrator.codecs.StateHeader` of an encoded state of ``size``
+    bytes whose first ``n`` bytes ``read(n)`` gives, without decoding it: two reads, of 24
+    bytes and of at most 64 KiB (a state that fits in it has its CRC32 checked too).
+    :class:`CorruptStateError` if the frame header or the head of the buffer is damaged;
+    damage further into a larger state (found by the CRC32) is left to :func:`decode`."""
+    version = check_frame_header(read(HEADER_SIZE), size)
+    return read_head(read, size, _check_frame,
+                     lambda head: _head_fields(memoryview(head)[HEADER_SIZE:], size - HEADER_SIZE, version))
+
+
+def _head_fields(buf: memoryview, payload_size: int, version: int) -> StateHeader:
+    """The header fields from ``buf``, the first bytes of a payload of ``payload_size``."""
+    check = _Verifier(buf)
+    root, table_size, vtable, vt_size = check.table()
+    fields: dict[str, Any] = {}
+    for slot, (name, kind, item) in enumerate(_FIELDS[:_HEAD_SLOTS]):
+        entry = 4 + 2 * slot
+        offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
+        if offset == 0:
+            if kind != "scalar":
+                raise _corrupt(f"required field {name} is missing")
+            fields[name] = 0 if item == "I" else 0.0
+            continue
+        if offset + (struct.calcsize(item) if kind == "scalar" else 4) > table_size:
+            raise _corrupt(f"field {name} lies outside its table")
+        at = root + offset
+        if kind == "scalar":
+            fields[name] = check.read(item, at, name)
+        elif kind == "str":
+            fields[name] = check.string(at, name)
+        else:  # node_names: only its length, checked against the whole payload
+            start = at + check.read("I", at, name)
+            count = check.read("I", start, name + " length")
+            if start + 4 + 4 * count > payload_size:
+                raise _corrupt(f"{name}: {count} items overflow the buffer")
+            fields["num_nodes"] = count
+    if fields["format_version"] != version:
+        raise _corrupt("the format version in the payload differs from the header's")
+    return StateHeader(version, fields["workflow"], fields["run_id"], fields["run_status"],
+                       float(fields["started_at"]), float(fields["updated_at"]), fields["num_nodes"])
 
 
 # -- decoding: verifying the FlatBuffer --------------------------------------------------------

@@ -18,6 +18,12 @@ The standard library's :mod:`json` does the work; orjson, when installed and
 ``fast`` is true, is used where it gives the same result (numpy arrays without
 infinities, strings without lone surrogates; any refusal falls back to the stdlib).
 
+:func:`read_header` reads what a listing needs from the header line and the head of the
+payload, whose first keys are always ``format_version``, ``workflow``, ``fingerprint``,
+``run_id``, ``run_status``, ``serializer``, ``started_at`` and ``updated_at``, in that
+order (both encoders keep it), without parsing the rest; the CRC32, which needs every
+byte, only for a state of at most 64 KiB.
+
 Corruption guarantees: :func:`decode` checks the header, length and CRC32 before
 parsing, then every field's JSON type, every list's element types and ranges, and the
 base64 blobs, and finally :meth:`RunState._decoded` checks the values.  Whatever the
@@ -33,23 +39,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import itertools
 import json
 import math
 import re
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
+from ._header import StateHeader, read_head
 
 try:  # optional fast path
     import orjson as _orjson
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["HEADER_SIZE", "MAGIC", "decode", "encode"]
+__all__ = ["HEADER_SIZE", "MAGIC", "decode", "encode", "read_header"]
 
 MAGIC = b"#FORS-JSON "
 """The first bytes of an encoded state."""
@@ -145,6 +154,56 @@ def _check_frame(data: bytes) -> int:
     if not 1 <= version <= FORMAT_VERSION:
         raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
     return version
+
+
+_HEAD_KEYS: tuple[tuple[str, type | tuple[type, ...]], ...] = (("format_version", int), ("workflow", str), ("fingerprint", str), ("run_id", str),
+              ("run_status", str), ("serializer", str), ("started_at", (int, float)), ("updated_at", (int, float)))
+_DECODER = json.JSONDecoder()
+
+
+def read_header(read: Callable[[int], bytes], size: int) -> StateHeader:
+    """The :class:`~flow_orchestrator.codecs.StateHeader` (``num_nodes`` ``None``) of an
+    encoded state of ``size`` bytes whose first ``n`` bytes ``read(n)`` gives, from its
+    header line and the first keys of its payload: two reads, of the header line and of at
+    most 64 KiB (a state that fits in it has its CRC32 checked too).
+    :class:`CorruptStateError` if they are damaged; damage further into a larger state is
+    left to :func:`decode`, which checks the CRC32."""
+    match = _HEADER.fullmatch(read(HEADER_SIZE))
+    if match is None:
+        raise _corrupt("bad or truncated header line (not a JSON run state?)")
+    version, length = int(match[1]), int(match[2], 16)
+    if length != size - HEADER_SIZE:
+        raise _corrupt(f"the header says {length} payload bytes, found {size - HEADER_SIZE} (truncated?)")
+    if not 1 <= version <= FORMAT_VERSION:
+        raise _corrupt(f"format version {version}; this library reads 1..{FORMAT_VERSION}")
+    values = read_head(read, size, _check_frame, lambda head: _head_values(head[HEADER_SIZE:]))
+    if values["format_version"] != version:
+        raise _corrupt("the format version in the payload differs from the header's")
+    return StateHeader(version, values["workflow"], values["run_id"], values["run_status"],
+                       float(values["started_at"]), float(values["updated_at"]), None)
+
+
+def _head_values(raw: bytes) -> dict[str, Any]:
+    """The first keys' values of a payload from its first bytes ``raw`` (a UTF-8 character
+    cut at the end is left out)."""
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(raw)
+    except UnicodeDecodeError:
+        raise _corrupt("the payload is not UTF-8") from None
+    values: dict[str, Any] = {}
+    pos = 0
+    for i, (key, kind) in enumerate(_HEAD_KEYS):
+        lead = ("{" if i == 0 else ",") + f'"{key}":'
+        if not text.startswith(lead, pos):
+            raise _corrupt(f"the payload does not start with its header keys (at {key!r})")
+        try:
+            value, pos = _DECODER.raw_decode(text, pos + len(lead))
+        except (ValueError, RecursionError):
+            raise _corrupt(f"field {key!r} is not valid JSON") from None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _corrupt(f"field {key!r} is not a {getattr(kind, '__name__', 'number')}")
+        values[key] = value
+    return values
 
 
 def _reject_constant(name: str) -> Any:

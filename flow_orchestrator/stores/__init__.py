@@ -49,6 +49,14 @@ Guarantees:
   and nothing is written after it.  Locks stay advisory: ``save`` and ``checkpoint``
   themselves do not check them, so a write already under way when the lock goes can
   still land, and nodes already running when the run stops finish their call.
+* **Listing never hides a run and decodes no state.**  ``list_runs`` reads what is
+  cheap: a snapshot file's header (the codecs' ``read_header``: magic, version, length,
+  workflow, run id, status, timestamps), a row's columns and its snapshot's frame header;
+  a snapshot of at most 64 KiB is read whole and its CRC32 checked.  A run damaged there
+  is listed :data:`CORRUPT` with a short :attr:`RunInfo.reason` (damage deeper in a
+  larger state is found by ``load``); a run saved as running whose lock no live process
+  holds is :data:`CRASHED`.  The lock is probed without blocking (a shared ``flock`` or
+  advisory lock, taken and dropped at once, which a run taking its lock waits out).
 * Run ids are checked (:func:`check_run_id`): no path separators, control characters
   or leading dot, so they cannot escape a store's directory.
 
@@ -63,7 +71,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from .base import RunInfo, RunLock, Store, Transition, check_run_id
+from .base import CORRUPT, CRASHED, RunInfo, RunLock, Store, Transition, check_run_id
 from .errors import (
     CheckpointError,
     CheckpointFailedError,
@@ -82,6 +90,8 @@ if TYPE_CHECKING:
     from .urls import StoreURLError, open_store
 
 __all__ = [
+    "CORRUPT",
+    "CRASHED",
     "CheckpointError",
     "CheckpointFailedError",
     "FileStore",

@@ -7,6 +7,10 @@ files are never deleted: unlinking one while another process has it open but not
 locked would let two processes lock two different files of one name.  A lock whose file
 was deleted or replaced all the same is reported lost by :meth:`FileLock.check`.
 
+Holders lock exclusively; :meth:`FileLock.held` probes with a shared lock dropped at
+once, and a holder that finds only shared locks in its way tries again, so listing runs
+(which probes) never makes a run fail to start.
+
 Where it sits: layer L4 (services, durability): loaded with the stores that lock files.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 
 from .errors import LockLostError, RunLockedError, StoreError
 
@@ -37,6 +42,31 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")  # state follows "(comm) "
 
 
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+_PROBE_WAITS = 200  # tries while only probes (shared locks, held for microseconds) are in the way
+
+
+def _take(fd: int, path: str, run_id: str) -> None:
+    """``flock`` ``fd`` exclusively, now: :class:`RunLockedError` if a holder (an exclusive
+    lock) has it.  Shared locks are only :meth:`FileLock.held` probes, dropped at once:
+    when one is in the way (a shared lock is granted, so no exclusive one is held), try again."""
+    for _ in range(_PROBE_WAITS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in _BUSY:
+                raise StoreError(f"cannot lock run {run_id!r} ({path}): {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in _BUSY:
+                raise StoreError(f"cannot lock run {run_id!r} ({path}): {exc}") from exc
+            break  # held exclusively: by a holder
+        time.sleep(0.0005)
+    raise RunLockedError(f"run {run_id!r} is locked by another process or store")
+
+
 class FileLock:
     """An exclusive ``flock`` on ``path``, created (mode 0644) if missing, never deleted."""
 
@@ -56,13 +86,30 @@ class FileLock:
             except OSError:
                 raise StoreError(f"cannot open or create the lock file {path}: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            _take(fd, path, run_id)
+        except BaseException:
             os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLockedError(f"run {run_id!r} is locked by another process or store") from None
-            raise StoreError(f"cannot lock run {run_id!r} ({path}): {exc}") from exc
+            raise
         self.fd = fd
+
+    @staticmethod
+    def held(path: str) -> bool:
+        """Whether a live process holds the lock ``path``, without blocking nor creating it:
+        a shared lock taken and dropped at once (a holder's is exclusive).  ``True`` when
+        it cannot tell (an unreadable file), so a run is never called crashed wrongly."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # drops the shared lock, if taken
+        return False
 
     def note_holder(self) -> None:
         """Write this process's pid into the file, for people (``flock`` is what counts)."""

@@ -14,11 +14,11 @@ from typing import NamedTuple, Self, TypeVar
 
 import numpy as np
 
-from ..state import MAX_ATTEMPTS, CorruptStateError, ErrorRecord, RunState
+from ..state import MAX_ATTEMPTS, RUN_STATUSES, CorruptStateError, ErrorRecord, RunState
 from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
-__all__ = ["RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
+__all__ = ["CORRUPT", "CRASHED", "RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
            "check_transitions", "copy_state"]
 
 T = TypeVar("T")
@@ -43,14 +43,63 @@ class Transition(NamedTuple):
     error: ErrorRecord | None = None
 
 
+CRASHED = "crashed"
+"""The :attr:`RunInfo.run_status` of a run saved as running whose lock nobody holds: the
+process that ran it died (resume it)."""
+
+CORRUPT = "corrupt"
+"""The :attr:`RunInfo.run_status` of a run whose stored state is damaged (see
+:attr:`RunInfo.reason`): it cannot be loaded or resumed, only deleted."""
+
+_CRASHED_REASON = "saved as running, but no live process holds its lock"
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
-    """What :meth:`Store.list_runs` tells about one run."""
+    """What :meth:`Store.list_runs` tells about one run.
+
+    ``run_status`` is the saved one (``running``, ``completed``, ``failed``,
+    ``cancelled``), or :data:`CRASHED` or :data:`CORRUPT`, with ``reason`` saying why
+    (``""`` otherwise).  A corrupt run's ``workflow`` is ``""`` when it cannot be read and
+    its ``updated_at`` is what the store knows (a file's modification time).
+    """
 
     run_id: str
     workflow: str
     run_status: str
     updated_at: float
+    reason: str = ""
+
+
+def listed(run_id: str, workflow: object, status: object, updated_at: object,
+           held: Callable[[], bool] | bool) -> RunInfo:
+    """Internal: the :class:`RunInfo` of a run from what a store read of it without loading
+    it: :data:`CORRUPT` if those values are wrong, :data:`CRASHED` if it is running and
+    ``held`` (or ``held()``, a probe of its lock that never blocks, called only then) says
+    nobody holds it."""
+    stamp = float(updated_at) if _is_time(updated_at) else math.nan  # type: ignore[arg-type]
+    name = workflow if type(workflow) is str else ""
+    if type(workflow) is not str:
+        return corrupt_info(run_id, "its workflow name is not a string", stamp, name)
+    if status not in RUN_STATUSES:
+        return corrupt_info(run_id, f"unknown run status {status!r:.40}", stamp, name)
+    if not _is_time(updated_at):
+        return corrupt_info(run_id, f"its update time is not a number: {updated_at!r:.40}", stamp, name)
+    if status == "running" and not (held if isinstance(held, bool) else held()):
+        return RunInfo(run_id, name, CRASHED, stamp, _CRASHED_REASON)
+    return RunInfo(run_id, name, str(status), stamp)
+
+
+def wanted(info: RunInfo, workflow: str | None) -> bool:
+    """Internal: whether ``list_runs(workflow)`` lists ``info`` (a corrupt run of unknown
+    workflow is listed under any)."""
+    return workflow is None or info.workflow == workflow or (info.run_status == CORRUPT and not info.workflow)
+
+
+def corrupt_info(run_id: str, reason: str, updated_at: float = math.nan, workflow: str = "") -> RunInfo:
+    """Internal: the :class:`RunInfo` of a damaged run, ``reason`` on one line (short)."""
+    text = " ".join(reason.split())
+    return RunInfo(run_id, workflow, CORRUPT, updated_at, text if len(text) <= 200 else text[:197] + "...")
 
 
 def check_run_id(run_id: object) -> str:
@@ -204,7 +253,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
-        """The runs held (of ``workflow`` only, if given), sorted by run id."""
+        """The runs held (of ``workflow`` only, if given), sorted by run id, from what is
+        cheap to read: a file's header, a row's columns (never a whole state).
+
+        A run whose stored state shows damage there is listed :data:`CORRUPT` with a
+        short :attr:`RunInfo.reason` (never left out, never raising: a corrupt run whose
+        workflow cannot be read is listed whatever ``workflow`` is); damage further in is
+        found by :meth:`load`.  A run saved as ``running`` whose lock nobody holds (its
+        process died) is listed :data:`CRASHED`: the lock is probed without blocking (a
+        shared lock taken and dropped at once, which no :meth:`lock` waits on), and a
+        run locked by a live holder stays ``running``.
+        """
 
     @abc.abstractmethod
     def delete(self, run_id: str) -> None:

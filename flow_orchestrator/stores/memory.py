@@ -21,6 +21,7 @@ from .base import (
     check_transitions,
     copy_state,
     held,
+    listed,
 )
 from .errors import RunLockedError, RunNotFoundError, StoreError
 
@@ -71,11 +72,13 @@ class MemoryStore(Store):
             return check_run_id(run_id) in self._states
 
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
-        """The runs held, sorted by run id."""
+        """The runs held, sorted by run id (a running one whose lock this store does not
+        hold is crashed: the run ended without its final save)."""
         with self._mutex:
             self._check_open()
             states = sorted(self._states.values(), key=lambda s: s.run_id)
-        return [RunInfo(s.run_id, s.workflow, s.run_status, s.updated_at)
+            locked = set(self._locked)
+        return [listed(s.run_id, s.workflow, s.run_status, s.updated_at, s.run_id in locked)
                 for s in states if workflow is None or s.workflow == workflow]
 
     def delete(self, run_id: str) -> None:

@@ -60,7 +60,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..codecs import flatbuffers_codec
+from ..codecs import SMALL_STATE, flatbuffers_codec
 from ..state import CorruptStateError, RunState
 from . import journal
 from ._locking import pid_alive
@@ -72,7 +72,9 @@ from .base import (
     apply_batches,
     check_run_id,
     check_transitions,
+    corrupt_info,
     held,
+    listed,
 )
 from .errors import LockLostError, RunLockedError, RunNotFoundError, StoreError
 
@@ -277,14 +279,48 @@ class PostgresStore(Store):
             return cur.execute(f"SELECT 1 FROM {self._runs} WHERE run_id = %s", (run_id,)).fetchone() is not None
 
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
-        """The runs, from the ``runs`` table, sorted by run id (code points)."""
-        sql = f"SELECT run_id, workflow, status, updated_at FROM {self._runs}"
+        """The runs, from the ``runs`` table's columns and each snapshot's frame header (its
+        first 24 bytes and its length; a snapshot of at most 64 KiB is read whole and its
+        CRC32 checked; no state is decoded), sorted by run id (code points).  The locks of running runs are probed with ``pg_try_advisory_lock_shared``
+        (dropped at once; a holder's lock is exclusive, and :meth:`lock` waits out a probe)."""
+        fb = flatbuffers_codec
+        sql = (f"SELECT run_id, workflow, status, updated_at, CASE WHEN octet_length(state) <= {SMALL_STATE}"
+               f" THEN state ELSE substring(state from 1 for {fb.HEADER_SIZE}) END, octet_length(state)"
+               f" FROM {self._runs}")
         args: tuple[str, ...] = ()
         if workflow is not None:
             sql, args = sql + " WHERE workflow = %s", (workflow,)
         with self._cursor(transaction=False) as cur:
-            rows = cur.execute(sql + ' ORDER BY run_id COLLATE "C"', args).fetchall()
-        return [RunInfo(*row) for row in rows]
+            rows = cur.execute(sql + ' ORDER BY run_id COLLATE "C"', args, binary=True).fetchall()
+        running = [row[0] for row in rows if row[2] == "running"]
+        free = self._unheld(running) if running else set()
+        infos = []
+        for run_id, name, status, updated_at, head, size in rows:
+            try:
+                flatbuffers_codec.check_frame_header(bytes(head), size)
+            except CorruptStateError as exc:
+                infos.append(corrupt_info(run_id, str(exc), updated_at, name))
+                continue
+            infos.append(listed(run_id, name, status, updated_at, run_id not in free))
+        return infos
+
+    def _unheld(self, run_ids: list[str]) -> set[str]:
+        """Those of ``run_ids`` whose lock no live holder has: a shared advisory lock is
+        taken (and dropped at once) where no session holds the exclusive one, and a lock
+        still held by the session of a dead process of this host counts as free."""
+        keys = {self._lock_key(run_id): run_id for run_id in run_ids}
+        with self._mutex:
+            conn = self._connection()
+            try:
+                got = conn.execute("SELECT k, pg_try_advisory_lock_shared(k) FROM unnest(%s::bigint[]) AS k",
+                                   (list(keys),)).fetchall()
+                free = [key for key, ok in got if ok]
+                if free:
+                    conn.execute("SELECT pg_advisory_unlock_shared(k) FROM unnest(%s::bigint[]) AS k", (free,))
+                dead = [key for key, ok in got if not ok and _dead_local_holder(self._holder(conn, key) or "")]
+            except self._pg.Error as exc:
+                raise StoreError(f"{self.where}: {str(exc).strip()}") from None
+        return {keys[key] for key in (*free, *dead)}
 
     def delete(self, run_id: str) -> None:
         """Delete the run's row and checkpoints, in one transaction."""
@@ -369,7 +405,7 @@ class PostgresStore(Store):
         row = conn.execute(
             "SELECT coalesce(a.application_name, ''), l.pid FROM pg_locks l"
             " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
-            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.mode = 'ExclusiveLock'"
             " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid",
             (unsigned >> 32, unsigned & 0xFFFF_FFFF)).fetchone()

@@ -15,6 +15,7 @@ sqlite3.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import sqlite3
@@ -24,11 +25,22 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from ..codecs import flatbuffers_codec
+from ..codecs import SMALL_STATE, flatbuffers_codec
 from ..state import CorruptStateError, RunState
 from . import journal
 from ._locking import FileLock
-from .base import RunInfo, Store, _check_data, apply_batches, check_run_id, check_transitions, held
+from .base import (
+    RunInfo,
+    Store,
+    _check_data,
+    apply_batches,
+    check_run_id,
+    check_transitions,
+    corrupt_info,
+    held,
+    listed,
+    wanted,
+)
 from .errors import RunLockedError, RunNotFoundError, StoreError
 
 if TYPE_CHECKING:
@@ -141,14 +153,43 @@ class SqliteStore(Store):
             return db.execute("SELECT 1 FROM runs WHERE run_id = ?", (check_run_id(run_id),)).fetchone() is not None
 
     def list_runs(self, workflow: str | None = None) -> list[RunInfo]:
-        """The runs, from the ``runs`` table, sorted by run id."""
-        sql = "SELECT run_id, workflow, status, updated_at FROM runs"
+        """The runs, from the ``runs`` table's columns and each snapshot's frame header
+        (its first 24 bytes and its length; a snapshot of at most 64 KiB is read whole and
+        its CRC32 checked; no state is decoded), sorted by run id."""
+        fb = flatbuffers_codec
+        sql = (f"SELECT run_id, workflow, status, updated_at, CASE WHEN length(state) <= {SMALL_STATE}"
+               f" THEN state ELSE substr(state, 1, {fb.HEADER_SIZE}) END, length(state), typeof(state) FROM runs")
         args: tuple[str, ...] = ()
         if workflow is not None:
-            sql, args = sql + " WHERE workflow = ?", (workflow,)
+            sql, args = sql + " WHERE workflow = ? OR typeof(workflow) != 'text'", (workflow,)
         with self._transaction("DEFERRED") as db:
             rows = db.execute(sql + " ORDER BY run_id", args).fetchall()
-        return [RunInfo(*row) for row in rows]
+        infos = [self._info(*row) for row in rows]
+        return [info for info in infos if wanted(info, workflow)]
+
+    def _info(self, run_id: object, workflow: object, status: object, updated_at: object, head: object,
+              size: object, kind: object) -> RunInfo:
+        """The :class:`RunInfo` of one ``runs`` row."""
+        try:
+            check_run_id(run_id)
+        except StoreError as exc:
+            return corrupt_info(repr(run_id), str(exc))
+        assert isinstance(run_id, str)
+        stamp = float(updated_at) if isinstance(updated_at, (int, float)) else math.nan
+        if kind != "blob" or not isinstance(head, bytes) or not isinstance(size, int):
+            return corrupt_info(run_id, "its state is not a blob", stamp)
+        try:
+            flatbuffers_codec.check_frame_header(head, size)
+        except CorruptStateError as exc:
+            return corrupt_info(run_id, str(exc), stamp, workflow if isinstance(workflow, str) else "")
+        return listed(run_id, workflow, status, updated_at, lambda: self._held(run_id))
+
+    def _held(self, run_id: str) -> bool:
+        """Whether a live holder has the run's lock (probed without blocking nor creating it)."""
+        if self.lock_dir is None:
+            with self._mutex:
+                return run_id in self._memory_locks
+        return FileLock.held(os.path.join(self.lock_dir, run_id + ".lock"))
 
     def delete(self, run_id: str) -> None:
         """Delete the run's row and checkpoints."""
