@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import dags
 
-from flow_orchestrator import Engine, NodeStatus, Workflow, errors
-from flow_orchestrator import _ext
+from flow_orchestrator import Engine, NodeContext, Workflow, _ext, errors
+from flow_orchestrator._ext import group_by
 from flow_orchestrator.dag import CSRGraph
 from flow_orchestrator.metrics import MetricsRegistry
 
@@ -198,3 +198,72 @@ def test_small_ints_in_range_are_read_from_the_object():
     g = CSRGraph.from_edge_list(n, pairs)
     assert g.edges()[0].tolist() == sorted(p[0] for p in pairs)
     assert sorted(zip(*(a.tolist() for a in g.edges()))) == sorted(pairs)
+
+
+def _annotated_closures(n: int) -> list:
+    def make(i: int):
+        def action() -> int:
+            return i
+        return action
+    return [make(i) for i in range(n)]
+
+
+def _annotated_context_closures(n: int) -> list:
+    def make(i: int):
+        def action(c: NodeContext) -> int:
+            return c.node_id + i - i
+        return action
+    return [make(i) for i in range(n)]
+
+
+def test_functions_of_one_def_with_a_return_annotation_share_their_call_plan():
+    """Annotations only matter for required parameters: closures of one annotated def
+    without any are grouped by code object (one signature), as unannotated ones are."""
+    actions = _annotated_closures(200)
+    first, group = group_by(actions, signatures=True)
+    assert first.tolist() == [0] and set(group.tolist()) == {0}
+    wf = Workflow.from_edge_list("w", [f"n{i}" for i in range(200)], [(i, i + 1) for i in range(199)], actions)
+    assert len({id(p) for p in wf.call_plans}) == 1 and wf.call_plans[0].nothing
+    with Engine(2) as engine:
+        result = engine.run(wf)
+    assert result.ok and result.output("n7") == 7
+
+
+def test_an_annotated_required_parameter_still_decides_per_function():
+    """A required parameter annotated NodeContext asks for the context: such functions
+    are not grouped by code object, and each gets the context."""
+    actions = _annotated_context_closures(20)
+    first, _ = group_by(actions, signatures=True)
+    assert first.tolist() == list(range(20))
+    wf = Workflow.from_edge_list("w", [f"n{i}" for i in range(20)], [], actions)
+    assert all(plan.context_only for plan in wf.call_plans)
+    with Engine(2) as engine:
+        result = engine.run(wf)
+    assert result.ok and [result.output(f"n{i}") for i in range(20)] == list(range(20))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(["plain", "annotated", "ctx-annotated", "ctx-named", "default"]),
+                min_size=1, max_size=12))
+def test_grouped_signatures_agree_with_reading_each_function(kinds):
+    from flow_orchestrator._calling import signature_of
+
+    def make(kind: str, i: int):
+        if kind == "plain":
+            return lambda: i
+        if kind == "annotated":
+            def annotated() -> int:
+                return i
+            return annotated
+        if kind == "ctx-annotated":
+            def takes(c: NodeContext) -> int:
+                return i
+            return takes
+        if kind == "ctx-named":
+            return lambda ctx: i
+        return lambda x=i: x
+
+    actions = [make(kind, i) for i, kind in enumerate(kinds)]
+    first, group = group_by(actions, signatures=True)
+    for i, action in enumerate(actions):
+        assert signature_of(action) == signature_of(actions[first[group[i]]])
