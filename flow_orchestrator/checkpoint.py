@@ -72,7 +72,7 @@ from .errors import DefinitionError
 from .result import RunResult, new_run_id
 from .resume import ResumePlan
 from .serialization import JsonSerializer, SerializationError, Serializer
-from .state import ErrorRecord, RunState, canonical_graph, dump_data, fingerprint
+from .state import NOT_SAVED, ErrorRecord, RunState, canonical_graph, dump_data, fingerprint, unsaved_nodes
 from .status import NodeStatus, RunStatus
 from .stores.base import RunLock, Store, Transition, check_run_id
 from .stores.errors import CheckpointFailedError, LockLostError, RunExistsError
@@ -172,6 +172,7 @@ class RunWriter:
         self._strict = policy.mode == "strict"
         self._journal = policy.mode != "end"
         self.outputs: dict[int, bytes] = {}     # node id -> serialized output, completed nodes
+        self.unsaved: frozenset[int] = frozenset()  # nodes whose outputs are not kept (persist=False)
         self.errors: dict[int, ErrorRecord] = {}
         self.failure: BaseException | None = None
         self._cond = threading.Condition(threading.Lock())
@@ -188,7 +189,10 @@ class RunWriter:
     # -- called by the core, on worker threads ----------------------------------------------
 
     def encode(self, node: int, value: Any) -> bytes:
-        """``value`` serialized; :class:`SerializationError` naming the node if it cannot be."""
+        """``value`` serialized; :class:`SerializationError` naming the node if it cannot be
+        (:data:`~flow_orchestrator.state.NOT_SAVED` for a node with ``persist=False``)."""
+        if node in self.unsaved:
+            return NOT_SAVED
         try:
             return self.serializer.dumps(value)
         except SerializationError as exc:
@@ -437,6 +441,7 @@ class DurableRun:
         writer = RunWriter(self.store, self.run_id, self.policy, self.serializer, data, workflow.names, on_failure,
                            self.lock)
         writer.outputs.update(self._restored)
+        writer.unsaved = unsaved_nodes(workflow)
         self._initial = state
         self.writer = writer
         return writer
@@ -483,6 +488,9 @@ class DurableRun:
                 writer.failure = exc
         finally:
             self.release()
+            if writer is not None:  # the serialized outputs go now, not when a GC cycle does
+                writer.outputs = {}
+            self._restored = {}
         failure = writer.failure if writer is not None else None
         if failure is not None:
             what = ("stopped: its lock in the store was lost, and nothing was saved after that"

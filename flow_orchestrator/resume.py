@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import DefinitionError, IncompatibleStateError
 from .serialization import Serializer
-from .state import RunState, _difference, _sorted_unique, fingerprint
+from .state import NOT_SAVED, RunState, _difference, _sorted_unique, fingerprint
 from .status import NodeStatus
 from .workflow import Workflow
 
@@ -135,6 +135,24 @@ def diff_workflow(state: RunState, workflow: Workflow, *, allow_new_nodes: bool 
     return compare_workflow(state, workflow).messages(allow_new_nodes=allow_new_nodes)
 
 
+def _rerun_unsaved(workflow: Workflow, state: RunState, ids: np.ndarray, completed: np.ndarray) -> None:
+    """Take back out of ``completed`` each node whose output was not saved
+    (``persist=False``) that a dependent which will run needs, and so on up: a node that
+    runs again needs its dependencies' outputs too.  Others stay completed, without an
+    output."""
+    unsaved = [ids[old] for old, blob in state.outputs.items() if blob is NOT_SAVED]
+    if not unsaved:
+        return
+    graph = workflow.graph
+    position = np.empty(len(workflow), dtype=np.int64)
+    position[graph.topological_order()] = np.arange(len(workflow))
+    candidates = sorted((int(v) for v in unsaved if completed[v]), key=lambda v: -position[v])
+    indptr, indices = graph.succ_indptr, graph.succ_indices
+    for node in candidates:  # dependents first: a dependent taken back out is seen by its dependencies
+        if not completed[indices[indptr[node]:indptr[node + 1]]].all():
+            completed[node] = False
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class ResumePlan:
     """What a saved state contributes to a run, mapped onto the workflow's node ids.
@@ -186,6 +204,7 @@ class ResumePlan:
         attempts[ids] = state.attempts
         if again:
             completed[workflow.graph.descendants(workflow.interner.ids(again), include_self=True)] = False
+        _rerun_unsaved(workflow, state, ids, completed)
         outputs: list[Any] = [None] * n
         for old, value in state.load_outputs(serializer).items():
             if completed[ids[old]]:

@@ -37,6 +37,15 @@ else it supports is written as a *tagged* object, ``{"$fo": TAG, ...}``:
                 are not fields are refused, since they would be lost
 ==============  ===================================================================
 
+**Raw buffers.**  The data of ``bytes``, ``bytearray`` and numpy arrays of at least
+:data:`RAW_MIN` bytes is not base64: it follows the JSON as raw buffers, and the tagged
+object says which (``{"$fo": "ndarray", "dtype": ..., "shape": ..., "buf": 0}``).  Such
+an output is an *envelope*: ``<8s RAW_MAGIC><u64 skeleton length><u64 count>``, the JSON
+skeleton, ``count`` ``<u64>`` buffer sizes, then each buffer at an offset aligned to 64
+bytes, and nothing after the last.  It is made with one copy of the data (one
+``bytes.join``); reading checks every size against the bytes there are and that each
+buffer is used exactly once.  Sets keep their items inline (their order is by JSON text).
+
 Enum and dataclass classes must be found again by name: local classes (defined in a
 function) are refused with a :class:`SerializationError` naming the value's path.
 Reading a value never imports a module: the module of an enum or dataclass must be
@@ -78,6 +87,7 @@ import pickle
 import re
 import struct
 import sys
+import threading
 import uuid
 import weakref
 from collections.abc import Callable
@@ -94,6 +104,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "MAX_DEPTH",
+    "RAW_MAGIC",
+    "RAW_MIN",
     "TAG",
     "JsonSerializer",
     "PickleSerializer",
@@ -116,6 +128,13 @@ _ARRAY_KINDS = frozenset("biufcmMSU")
 _SCALAR_KINDS = frozenset("biufcmM")
 _LONG_INT = re.compile(rb"\d{19}")
 _F64 = struct.Struct("<d")
+_ENVELOPE = struct.Struct("<8sQ")  # magic, length of the JSON skeleton
+RAW_MAGIC = b"\x00FO-RAW\x01"
+"""The first bytes of a :class:`JsonSerializer` output that carries raw buffers (plain
+JSON never starts with a NUL byte)."""
+RAW_MIN = 4096
+"""Bytes and numpy arrays of at least this many bytes are written as raw buffers."""
+_ALIGN = 64
 _U64 = struct.Struct("<Q")
 
 
@@ -215,14 +234,50 @@ def _enc_dict(obj: dict[Any, Any], depth: int) -> Any:
     return {TAG: "dict", "items": pairs}
 
 
+class _Raw(threading.local):
+    """Internal: the raw buffers of the value being written (``bufs``, a list while
+    :meth:`JsonSerializer.dumps` collects them) or read (``view``, the envelope's bytes
+    and where each buffer starts)."""
+
+    bufs: list[memoryview] | None = None
+    view: memoryview | None = None
+    spans: list[tuple[int, int]] = []  # noqa: RUF012 - replaced, never mutated
+    used: set[int] = set()  # noqa: RUF012
+
+
+_raw = _Raw()
+
+
+def _out_of_band(raw: memoryview) -> int | None:
+    """The index of ``raw`` among the value's raw buffers, or ``None`` when it stays inline
+    (small, or no collection going on)."""
+    bufs = _raw.bufs
+    if bufs is None or raw.nbytes < RAW_MIN:
+        return None
+    bufs.append(raw)
+    return len(bufs) - 1
+
+
+def _enc_bytes(obj: bytes | bytearray, tag: str) -> dict[str, Any]:
+    index = _out_of_band(memoryview(obj))
+    return {TAG: tag, "b64": _b64(obj)} if index is None else {TAG: tag, "buf": index}
+
+
 def _enc_ndarray(arr: np.ndarray) -> dict[str, Any]:
     dtype = arr.dtype
     if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
         raise _Failure(f"numpy arrays of dtype {dtype} cannot be serialized exactly (object or structured)")
     if dtype.itemsize == 0:
         raise _Failure(f"numpy arrays of zero-size dtype {dtype} are not supported")
-    return {TAG: "ndarray", "dtype": dtype.str, "shape": list(arr.shape),
-            "b64": _b64(arr.tobytes())}
+    out: dict[str, Any] = {TAG: "ndarray", "dtype": dtype.str, "shape": list(arr.shape)}
+    if _raw.bufs is not None and arr.nbytes >= RAW_MIN:
+        # The array's own bytes (C order; copied only if it is not C-contiguous), as
+        # unsigned bytes so that any dtype (datetime64 included) gives a buffer.
+        flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        out["buf"] = _out_of_band(memoryview(flat.data))
+        return out
+    out["b64"] = _b64(arr.tobytes())
+    return out
 
 
 def _enc_npscalar(obj: np.generic) -> dict[str, Any]:
@@ -339,6 +394,14 @@ def _enc_dataclass(obj: Any, depth: int) -> dict[str, Any]:
 
 
 def _enc_set(obj: set[Any] | frozenset[Any], depth: int) -> dict[str, Any]:
+    bufs, _raw.bufs = _raw.bufs, None  # items are ordered by their JSON text: all inline
+    try:
+        return _enc_set_items(obj, depth)
+    finally:
+        _raw.bufs = bufs
+
+
+def _enc_set_items(obj: set[Any] | frozenset[Any], depth: int) -> dict[str, Any]:
     items = []
     for item in obj:
         try:
@@ -382,9 +445,9 @@ def _enc_leaf(obj: Any) -> Any:
     if kind is float:
         return {TAG: "float", "bits": _float_bits(obj)}
     if kind is bytes:
-        return {TAG: "bytes", "b64": _b64(obj)}
+        return _enc_bytes(obj, "bytes")
     if kind is bytearray:
-        return {TAG: "bytearray", "b64": _b64(obj)}
+        return _enc_bytes(obj, "bytearray")
     if kind is np.ndarray:
         return _enc_ndarray(obj)
     if isinstance(obj, np.generic):
@@ -439,6 +502,20 @@ def _unb64(text: Any, what: str) -> bytes:
         raise _Failure(f"malformed {what}: invalid base64") from None
 
 
+def _raw_bytes(node: dict[str, Any], what: str) -> bytes | bytearray | memoryview:
+    """The bytes of a tagged value: base64 inline, or ``"buf"``, a raw buffer of the envelope."""
+    if "buf" not in node:
+        return _unb64(node.get("b64"), what)
+    index, view = node["buf"], _raw.view
+    if view is None or type(index) is not int or not 0 <= index < len(_raw.spans) or "b64" in node:
+        raise _Failure(f"malformed {what}: no such raw buffer")
+    if index in _raw.used:
+        raise _Failure(f"malformed {what}: raw buffer {index} used twice")
+    _raw.used.add(index)
+    start, size = _raw.spans[index]
+    return view[start:start + size]
+
+
 def _dec_dtype(text: Any, kinds: frozenset[str]) -> np.dtype:
     _expect(text, str, "dtype")
     try:
@@ -456,7 +533,7 @@ def _dec_ndarray(node: dict[str, Any]) -> np.ndarray:
     shape = _expect(node.get("shape"), list, "ndarray shape")
     if len(shape) > 32 or any(type(d) is not int or d < 0 for d in shape):
         raise _Failure(f"malformed ndarray shape {shape!r}")
-    raw = _unb64(node.get("b64"), "ndarray data")
+    raw = _raw_bytes(node, "ndarray data")
     if math.prod(shape) * dtype.itemsize != len(raw):
         raise _Failure(f"ndarray data has {len(raw)} bytes, not the {shape} x {dtype.itemsize} expected")
     try:
@@ -652,8 +729,8 @@ def _dec_set(node: dict[str, Any], depth: int) -> set[Any] | frozenset[Any]:
 _TAGGED: dict[str, Callable[[dict[str, Any]], Any]] = {
     "int": _dec_int,
     "float": _dec_float,
-    "bytes": lambda node: _unb64(node.get("b64"), "bytes"),
-    "bytearray": lambda node: bytearray(_unb64(node.get("b64"), "bytearray")),
+    "bytes": lambda node: bytes(_raw_bytes(node, "bytes")),
+    "bytearray": lambda node: bytearray(_raw_bytes(node, "bytearray")),
     "ndarray": _dec_ndarray,
     "npscalar": _dec_npscalar,
     "datetime": lambda node: _dec_clock(node, dt.datetime, "datetime"),
@@ -749,6 +826,50 @@ def _json_loads(data: bytes, fast: bool) -> Any:
     return json.loads(data, parse_constant=_reject_constant)
 
 
+def _padding(size: int) -> bytes:
+    return bytes(-size % _ALIGN)
+
+
+def _envelope(text: bytes, bufs: list[memoryview]) -> bytes:
+    """The JSON skeleton and the raw buffers it refers to, in one allocation (the only
+    copy of the buffers): ``<8s magic><u64 skeleton length><u64 count>``, the skeleton,
+    ``count`` ``<u64>`` buffer sizes, then each buffer at an offset aligned to 64."""
+    sizes = np.array([b.nbytes for b in bufs], dtype="<u8")
+    parts: list[Any] = [_ENVELOPE.pack(RAW_MAGIC, len(text)), struct.pack("<Q", len(bufs)), text, sizes.data]
+    pos = _ENVELOPE.size + 8 + len(text) + sizes.nbytes
+    for i, buf in enumerate(bufs):
+        parts.append(_padding(pos))
+        pos += -pos % _ALIGN
+        parts.append(buf)
+        pos += buf.nbytes
+    return b"".join(parts)
+
+
+def _open_envelope(view: memoryview) -> tuple[memoryview, list[tuple[int, int]]]:
+    """The skeleton of an envelope and the ``(offset, size)`` of each raw buffer, checked
+    to fit ``view`` exactly; :class:`SerializationError` otherwise."""
+    total = view.nbytes
+    head = _ENVELOPE.size + 8
+    if total < head:
+        raise SerializationError("truncated raw-buffer envelope", "")
+    _, length, count = struct.unpack_from("<8sQQ", view)
+    if length > total - head or count > (total - head - length) // 8:
+        raise SerializationError("malformed raw-buffer envelope (sizes past its end)", "")
+    text = view[head:head + length]
+    pos = head + length + 8 * count
+    sizes = np.frombuffer(view, dtype="<u8", count=count, offset=head + length).tolist()
+    spans = []
+    for size in sizes:
+        pos += -pos % _ALIGN
+        if size > total - pos:
+            raise SerializationError("malformed raw-buffer envelope (a buffer past its end)", "")
+        spans.append((pos, size))
+        pos += size
+    if pos != total:
+        raise SerializationError("malformed raw-buffer envelope (bytes after its buffers)", "")
+    return text, spans
+
+
 class JsonSerializer:
     """The default serializer: exact JSON round-trips or :class:`SerializationError`.
 
@@ -765,30 +886,49 @@ class JsonSerializer:
     def dumps(self, obj: Any) -> bytes:
         """UTF-8 JSON for ``obj``; :class:`SerializationError` naming the type and path
         of the first part that cannot round-trip exactly."""
+        bufs: list[memoryview] = []
+        outer, _raw.bufs = _raw.bufs, bufs
         try:
             tree = _enc(obj, 0)
         except _Failure as failure:
             raise failure.error() from None
         except RecursionError:
             raise SerializationError("nested too deeply to serialize") from None
-        return _json_dumps(tree, self.fast)
+        finally:
+            _raw.bufs = outer
+        text = _json_dumps(tree, self.fast)
+        return _envelope(text, bufs) if bufs else text
 
     def loads(self, data: bytes | bytearray | memoryview) -> Any:
         """The value serialized in ``data``; :class:`SerializationError` if malformed."""
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        spans: list[tuple[int, int]] = []
+        text: bytes | memoryview = data if isinstance(data, bytes) else bytes(view)
+        if view[:len(RAW_MAGIC)] == RAW_MAGIC:
+            text, spans = _open_envelope(view)
         try:
-            tree = _json_loads(bytes(data), self.fast)
+            tree = _json_loads(bytes(text), self.fast)
         except (ValueError, TypeError, RecursionError) as exc:
             raise SerializationError(f"not valid JSON: {exc}", "") from None
+        outer = _raw.view, _raw.spans, _raw.used
+        _raw.view, _raw.spans, _raw.used = (view if spans else None), spans, set()
         try:
-            return _dec(tree, 0)
+            value = _dec(tree, 0)
+            if len(_raw.used) != len(spans):
+                raise _Failure("raw buffers that no value uses")
+            return value
         except _Failure as failure:
             raise failure.error() from None
         except RecursionError:
             raise SerializationError("nested too deeply to deserialize") from None
+        finally:
+            _raw.view, _raw.spans, _raw.used = outer
 
     def loads_many(self, items: list[bytes | bytearray | memoryview]) -> list[Any]:
         """:meth:`loads` of each item, parsed as one JSON array (a resume restores
         thousands of outputs: one parse instead of one per output)."""
+        if any(bytes(item[:1]) == RAW_MAGIC[:1] for item in items):
+            return [self.loads(item) for item in items]  # raw buffers: one envelope each
         try:
             trees = _json_loads(b"[" + b",".join(bytes(item) for item in items) + b"]", self.fast)
             if not isinstance(trees, list) or len(trees) != len(items):

@@ -12,8 +12,11 @@ A :class:`RunState` holds everything needed to resume a run of a workflow:
 * per node, as numpy arrays indexed by node id: ``statuses`` (``uint8``
   :class:`~flow_orchestrator.status.NodeStatus`), ``attempts`` (``int32``), ``started``
   and ``ended`` (``float64`` seconds since the run started, NaN when unset);
-* the serialized output of every completed node, the :class:`ErrorRecord` of each node
-  that ended with an exception, and the serialized workflow data.
+* the serialized output of every completed node (:data:`NOT_SAVED` for a node with
+  ``persist=False``), the :class:`ErrorRecord` of each node that ended with an exception,
+  and the serialized workflow data.  Durable stores keep outputs of :data:`BLOB_MIN`
+  bytes or more apart from snapshots (written once per run, referenced by length and
+  sha256); in memory a state always holds them.
 
 Every :class:`RunState` is validated when it is made (:meth:`RunState.validate`): array
 types and lengths, status codes, attempt counts (below :data:`MAX_ATTEMPTS`, what the
@@ -52,19 +55,86 @@ if TYPE_CHECKING:
     from .workflow import Workflow
 
 __all__ = [
+    "BLOB_MIN",
     "FORMAT_VERSION",
     "MAX_ATTEMPTS",
+    "NOT_SAVED",
     "RUN_STATUSES",
     "CorruptStateError",
     "ErrorRecord",
     "RunState",
+    "blob_digest",
     "canonical_graph",
+    "check_blob",
     "fingerprint",
     "fingerprint_arrays",
+    "not_saved_positions",
+    "unsaved_nodes",
 ]
 
-FORMAT_VERSION = 1
-"""The version of the saved-state format that this library writes (and the newest it reads)."""
+FORMAT_VERSION = 2
+"""The version of the saved-state format that this library writes (and the newest it reads).
+
+Version 2 added where each output lives: inline, in a blob of the store kept apart
+from the snapshot (referenced by length and sha256), or not saved (``persist=False``).
+Version 1 states (every output inline) are still read."""
+
+BLOB_MIN = 64 * 1024
+"""Durable stores keep outputs of at least this many bytes as blobs of their own, written
+once per run, which snapshots and journal records reference by length and sha256."""
+
+
+class _NotSaved(bytes):
+    """The type of :data:`NOT_SAVED` (a ``bytes`` only so that output mappings keep one type)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __ne__(self, other: object) -> bool:
+        return other is not self
+
+    __hash__ = bytes.__hash__
+
+    def __repr__(self) -> str:
+        return "NOT_SAVED"
+
+    def __reduce__(self) -> str:
+        return "NOT_SAVED"
+
+
+NOT_SAVED: bytes = _NotSaved()
+"""The output of a completed node whose output is not kept (``NodeOptions(persist=False)``):
+in :attr:`RunState.outputs` and in checkpoint records.  A resume runs such a node again
+when a dependent that has not completed needs it."""
+
+
+def not_saved_positions(values: Sequence[bytes]) -> list[int]:
+    """The positions of :data:`NOT_SAVED` among ``values`` (found through the lengths, in
+    bulk: it is the only empty value that is not ``b""``)."""
+    if not values:
+        return []
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    return [i for i in np.flatnonzero(sizes == 0).tolist() if values[i] is NOT_SAVED]
+
+
+def blob_digest(blob: bytes) -> bytes:
+    """The sha256 by which snapshots and journal records name an output kept as a blob."""
+    return hashlib.sha256(blob).digest()
+
+
+def check_blob(node: int, blob: object, size: int, digest: bytes) -> bytes:
+    """``blob``, checked to be the output a state references (its length, then its sha256);
+    :class:`CorruptStateError` otherwise."""
+    if type(blob) is not bytes:
+        _fail(f"the stored output of node id {node} is missing")
+    assert isinstance(blob, bytes)
+    if len(blob) != size:
+        _fail(f"the stored output of node id {node} has {len(blob)} bytes, not the {size} its state references")
+    if blob_digest(blob) != digest:
+        _fail(f"the stored output of node id {node} is damaged (its sha256 differs from its state's)")
+    return blob
 
 MAX_ATTEMPTS = 2**24
 """Attempt counts must be below this: the compiled core keeps a node's attempt in 24 bits."""
@@ -329,8 +399,8 @@ class RunState:
         if not all(type(s) is str for s in self.node_names):
             _fail("node names must be str")
         output_ids = _id_array("outputs", self.outputs, len(self.node_names))
-        if not all(type(v) is bytes for v in self.outputs.values()):
-            _fail("outputs must be bytes")
+        if not all(type(v) is bytes or v is NOT_SAVED for v in self.outputs.values()):
+            _fail("outputs must be bytes (or NOT_SAVED)")
         self._check(output_ids)
 
     def _check(self, output_ids: np.ndarray, names_utf8: bytes | memoryview | None = None) -> None:
@@ -493,13 +563,16 @@ class RunState:
         """The deserialized output of a completed node (by name or id): ``KeyError`` if it
         has none, :class:`~flow_orchestrator.errors.UnknownNodeError` for an unknown name."""
         node_id = self.node_id(node) if isinstance(node, str) else node
-        return self._serializer(serializer).loads(self.outputs[node_id])
+        blob = self.outputs[node_id]
+        if blob is NOT_SAVED:
+            raise KeyError(f"the output of node {self.node_names[node_id]!r} was not saved (persist=False)")
+        return self._serializer(serializer).loads(blob)
 
     def load_outputs(self, serializer: Serializer | None = None) -> dict[int, Any]:
         """Every stored output, deserialized: ``{node id: value}`` (in bulk when the
-        serializer has ``loads_many``)."""
+        serializer has ``loads_many``); outputs not saved (``persist=False``) are left out."""
         serializer = self._serializer(serializer)
-        ids = list(self.outputs)
+        ids = [node for node, blob in self.outputs.items() if blob is not NOT_SAVED]
         blobs = [self.outputs[i] for i in ids]
         many = getattr(serializer, "loads_many", None)
         values = many(blobs) if many is not None else [serializer.loads(b) for b in blobs]
@@ -544,13 +617,27 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+def unsaved_nodes(workflow: Workflow) -> frozenset[int]:
+    """The ids of the nodes whose outputs are not kept (``NodeOptions(persist=False)``),
+    found per distinct option row."""
+    rows = [i for i, options in enumerate(workflow.option_table) if not options.persist]
+    if not rows:
+        return frozenset()
+    return frozenset(np.flatnonzero(np.isin(workflow.option_index, rows)).tolist())
+
+
 def _dump_outputs(result: RunResult, serializer: Serializer) -> dict[int, bytes]:
     """The serialized outputs of the completed nodes, by id (``result.outputs`` in one go:
-    ``RunResult.output()`` costs microseconds a call)."""
+    ``RunResult.output()`` costs microseconds a call); :data:`NOT_SAVED` for nodes with
+    ``persist=False``."""
     names = result.workflow.names
     values = result.outputs
+    unsaved = unsaved_nodes(result.workflow)
     outputs = {}
     for node in np.flatnonzero(result.statuses == NodeStatus.COMPLETED).tolist():
+        if node in unsaved:
+            outputs[node] = NOT_SAVED
+            continue
         try:
             outputs[node] = serializer.dumps(values[names[node]])
         except SerializationError as exc:

@@ -93,6 +93,9 @@ class NodeOptions:
         tags: free-form labels for selection and reporting.
         continue_on_error: when this node fails, only its dependents are skipped;
             independent branches keep running.
+        persist: ``False`` keeps the node's output out of the store of a durable run
+            (its record says completed, without an output); a resume runs the node
+            again when a dependent that has not completed needs it, and not otherwise.
     """
 
     retries: int = 0
@@ -103,6 +106,7 @@ class NodeOptions:
     middleware: tuple[Callable[[Callable[..., Any]], Callable[..., Any]], ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
     continue_on_error: bool = False
+    persist: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
@@ -121,6 +125,8 @@ class NodeOptions:
         object.__setattr__(self, "tags", tags)
         if not isinstance(self.continue_on_error, bool):
             raise DefinitionError(f"continue_on_error must be a bool, got {self.continue_on_error!r}")
+        if not isinstance(self.persist, bool):
+            raise DefinitionError(f"persist must be a bool, got {self.persist!r}")
 
     def retry_delay_for(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterable
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ from flow_orchestrator.stores import (
     Store,
     StoreError,
 )
+from flow_orchestrator.state import NOT_SAVED
 from flow_orchestrator.workflow import Workflow
 
 from pg_server import fresh_schema
@@ -520,6 +523,76 @@ def test_unsaveable_data_cancels_the_run() -> None:
     assert "workflow data" in str(info.value.__cause__)
     assert store.load("d").run_status == "running"  # the last state the store accepted
 
+
+
+def test_persist_false_keeps_an_output_out_of_the_store_and_reruns_only_when_needed(store: Store) -> None:
+    """persist=False: the node's record says completed without an output; a resume runs it
+    again exactly when a dependent that has not completed needs it (and so its own
+    unsaved dependencies), and not otherwise."""
+    ran: list[str] = []
+
+    def step(name: str) -> Callable[..., Any]:
+        def action(ctx: Any) -> Any:
+            ran.append(name)
+            if name == "report" and ctx.data.get("fail"):
+                raise RuntimeError("report failed")
+            return np.full(3, len(ran)) if name != "report" else "ok"
+        return action
+
+    def build() -> Workflow:
+        # a (unsaved) -> b (unsaved) -> c (saved) -> report <- x (unsaved);  lone (unsaved)
+        return (WorkflowBuilder("persist")
+                .add("a", step("a"), persist=False)
+                .add("b", step("b"), depends_on="a", persist=False)
+                .add("c", step("c"), depends_on="b")
+                .add("x", step("x"), persist=False)
+                .add("lone", step("lone"), persist=False)
+                .add("report", step("report"), depends_on=["c", "x"], continue_on_error=True)
+                .build())
+
+    with Engine(2) as engine:
+        failed = engine.run(build(), store=store, run_id="p-1", data={"fail": True}, raise_on_failure=False)
+        assert not failed.ok and sorted(ran) == ["a", "b", "c", "lone", "report", "x"]
+        saved = store.load("p-1")
+        names = saved.node_names
+        unsaved = {names[i] for i, blob in saved.outputs.items() if blob is NOT_SAVED}
+        assert unsaved == {"a", "b", "x", "lone"} and saved.output("c").tolist() == failed.output("c").tolist()
+        assert (saved.statuses[[names.index(n) for n in ("a", "b", "c", "x", "lone")]] == DONE).all()
+        ran.clear()
+        resumed = engine.resume(build(), "p-1", store=store, data={"fail": False})
+    assert resumed.ok and sorted(ran) == ["report", "x"]  # c is saved: a and b are not needed
+    assert resumed.output("report") == "ok" and resumed.output("x") is not None
+    final = store.load("p-1")
+    assert {final.node_names[i] for i, b in final.outputs.items() if b is NOT_SAVED} == {"a", "b", "x", "lone"}
+    ran.clear()
+    with Engine(2) as engine:  # c re-run: it needs b, which needs a; lone is still not needed
+        engine.resume(build(), "p-1", store=store, rerun=["c"])
+    assert sorted(ran) == ["a", "b", "c", "report", "x"]
+
+
+def test_persist_option_is_checked() -> None:
+    with pytest.raises(DefinitionError, match="persist"):
+        WorkflowBuilder("w").add("a", lambda: 1, persist=1)
+
+
+def test_a_large_output_costs_one_copy_and_is_written_once(store: Store) -> None:
+    """A node returning a large array: the durable run holds the array and its serialized
+    form (raw buffers: one copy), not more; snapshots reference the stored output."""
+    size = 16 * 2**20
+    workflow = (WorkflowBuilder("large").add("big", lambda: np.ones(size // 8))
+                .add("small", lambda big: float(big[0]), depends_on="big").build())
+    with Engine(1) as engine:
+        engine.run(workflow)  # compiled, pools warm
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            result = engine.run(workflow, store=store, run_id="big-1", checkpoint="strict")
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert result.output("small") == 1.0
+    assert peak < 2.2 * size, f"peak {peak / size:.2f}x the array"
+    assert np.array_equal(store.load("big-1").output("big"), np.ones(size // 8))
 
 
 @pytest.mark.parametrize("status", ["cancelled", "failed"])

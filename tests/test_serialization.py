@@ -10,8 +10,10 @@ import json
 import math
 import pathlib
 import pickle
+import random
 import struct
 import sys
+import tracemalloc
 import uuid
 import warnings
 import zoneinfo
@@ -27,6 +29,7 @@ from hypothesis.extra import numpy as hnp
 from flow_orchestrator.errors import FlowError
 from flow_orchestrator.serialization import (
     MAX_DEPTH,
+    RAW_MAGIC,
     JsonSerializer,
     PickleSerializer,
     SerializationError,
@@ -506,3 +509,46 @@ def test_malformed_stdlib_values_raise_serialization_error(raw):
     for serializer in (JSON, STDLIB):
         with pytest.raises(SerializationError):
             serializer.loads(raw)
+
+
+def test_large_arrays_and_bytes_are_raw_buffers_made_with_one_copy():
+    """Arrays and bytes of RAW_MIN bytes or more follow a JSON skeleton as raw buffers: no
+    base64, one copy of the data while writing, exact (and writable) on reading."""
+    serializer = JsonSerializer()
+    array = np.arange(2**20, dtype="<f8").reshape(1024, 1024)
+    value = {"array": array, "blob": bytes(range(256)) * 64, "small": b"ab", "view": array[:, ::2]}
+    tracemalloc.start()
+    try:
+        data = serializer.dumps(value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    raw = array.nbytes + 64 * 256 + array.nbytes // 2
+    assert data[:len(RAW_MAGIC)] == RAW_MAGIC and raw < len(data) < raw + 1024
+    assert peak < len(data) + array.nbytes // 2 + 2**16  # the output, and the strided view's C copy
+    back = serializer.loads(data)
+    assert back["array"].dtype == array.dtype and np.array_equal(back["array"], array)
+    assert np.array_equal(back["view"], array[:, ::2]) and back["view"].flags.c_contiguous
+    assert back["blob"] == value["blob"] and back["small"] == b"ab" and back["array"].flags.writeable
+    assert serializer.loads_many([data, b"1"])[1] == 1
+    assert serializer.dumps(np.zeros(4)).startswith(b"{")  # small: plain tagged JSON, as before
+
+
+def test_damaged_raw_buffer_envelopes_raise_serialization_error():
+    """Any cut or bit flip of an envelope loads a value or raises SerializationError."""
+    serializer = JsonSerializer()
+    data = serializer.dumps([np.arange(1000, dtype=np.int64), b"x" * 5000])
+    rng = random.Random(7)
+    for _ in range(300):
+        damaged = bytearray(data[:rng.randrange(len(data) + 1)] if rng.random() < 0.3 else data)
+        if damaged:
+            damaged[rng.randrange(min(len(damaged), 200))] ^= 1 << rng.randrange(8)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # numpy on a damaged dtype name
+                serializer.loads(bytes(damaged))
+        except SerializationError:
+            pass
+    for forged in (data.replace(b'"buf":1', b'"buf":0'), data.replace(b'"buf":1', b'"buf":2')):
+        with pytest.raises(SerializationError, match="raw buffer"):
+            serializer.loads(forged)

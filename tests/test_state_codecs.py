@@ -41,10 +41,12 @@ from flow_orchestrator.serialization import (
 from flow_orchestrator.state import (
     FORMAT_VERSION,
     MAX_ATTEMPTS,
+    NOT_SAVED,
     RUN_STATUSES,
     CorruptStateError,
     ErrorRecord,
     RunState,
+    blob_digest,
     fingerprint,
     fingerprint_arrays,
 )
@@ -103,7 +105,7 @@ def run_states(draw: Any, max_nodes: int = 30) -> RunState:
         ended=np.array(draw(st.lists(times, min_size=n, max_size=n)), np.float64),
         started_at=draw(st.floats(allow_nan=False, allow_infinity=False)),
         updated_at=draw(st.floats(allow_nan=False, allow_infinity=False)),
-        outputs={i: draw(st.binary(max_size=12) | st.sampled_from([b"", b"\n", b"1\n2"])) for i in done},
+        outputs={i: draw(st.binary(max_size=12) | st.sampled_from([b"", b"\n", b"1\n2", NOT_SAVED])) for i in done},
         errors={i: ErrorRecord(draw(any_text), draw(any_text), draw(any_text)) for i in sorted(error_ids)},
         data=draw(st.binary(max_size=40)) if serializer == "pickle" else JSON.dumps(draw(st.dictionaries(
             any_text, st.integers() | any_text, max_size=3))), serializer=serializer,
@@ -241,11 +243,51 @@ def test_decode_any_and_magic():
         json_codec.decode(flatbuffers_codec.encode(state))
 
 
+@pytest.mark.parametrize("codec", ["flatbuffers", "json"])
+def test_outputs_kept_apart_are_references_checked_on_decoding(codec):
+    """Outputs a store keeps apart are written as (length, sha256), not copied; decoding
+    fetches and checks them: a missing, short, long or damaged one is CorruptStateError, and
+    so is a state with references decoded without a store."""
+    module = CODECS[codec]
+    state = small_state()
+    big = bytes(range(256)) * 300
+    first = min(state.outputs)
+    state.outputs[first] = big
+    state.validate()
+    data = module.encode(state, refs={first: blob_digest(big)})
+    assert len(data) < len(big) and module.decode(data, fetch=lambda node, size, digest: big) == state
+    asked = []
+    module.decode(data, fetch=lambda *args: asked.append(args) or big)
+    assert asked == [(first, len(big), blob_digest(big))]
+    with pytest.raises(CorruptStateError, match="kept apart"):
+        module.decode(data)
+    for wrong in (big[:-1], big + b"x", b"", big[::-1], None):
+        with pytest.raises(CorruptStateError):
+            module.decode(data, fetch=lambda *args, wrong=wrong: wrong)
+    assert module.decode(module.encode(state)) == state  # without refs: inline, as in format 1
+
+
+@pytest.mark.parametrize("codec", ["flatbuffers", "json"])
+def test_format_1_states_still_load_and_format_2_marks_not_saved_outputs(codec):
+    """A state of format 1 (every output inline) is written and read as format 1; an output
+    not saved (persist=False) needs format 2, which this library writes."""
+    module = CODECS[codec]
+    old = small_state()
+    old.format_version = 1
+    data = module.encode(old)
+    assert module.decode(data).format_version == 1 and module.decode(data) == old
+    unsaved = small_state()
+    unsaved.outputs[min(unsaved.outputs)] = NOT_SAVED
+    unsaved.validate()
+    loaded = module.decode(module.encode(unsaved))
+    assert loaded.format_version == FORMAT_VERSION == 2 and loaded.outputs[min(unsaved.outputs)] is NOT_SAVED
+
+
 def test_json_payload_is_readable():
     state = small_state()
     data = json_codec.encode(state, fast=False)
     header, payload = data.split(b"\n", 1)
-    assert header.startswith(json_codec.MAGIC) and b"v0001" in header
+    assert header.startswith(json_codec.MAGIC) and b"v%04d" % FORMAT_VERSION in header
     doc = __import__("json").loads(payload)
     assert doc["node_names"] == state.node_names and doc["statuses"] == state.statuses.tolist()
     assert doc["started"][3] is None  # never ran: NaN -> null
@@ -383,7 +425,7 @@ def test_frame_errors_are_specific(codec):
     flipped[-3] ^= 0x10
     with pytest.raises(CorruptStateError, match="checksum"):
         module.decode(bytes(flipped))
-    with pytest.raises(CorruptStateError, match="format version 2"):
+    with pytest.raises(CorruptStateError, match=f"format version {FORMAT_VERSION + 1}"):
         module.decode(module._frame(data[module.HEADER_SIZE:], FORMAT_VERSION + 1))
     with pytest.raises(CorruptStateError):
         module.decode(b"")

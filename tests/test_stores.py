@@ -29,7 +29,7 @@ import pytest
 
 from flow_orchestrator import NodeStatus, WorkflowBuilder
 from flow_orchestrator.errors import CorruptStateError, FlowError
-from flow_orchestrator.state import ErrorRecord, RunState
+from flow_orchestrator.state import BLOB_MIN, NOT_SAVED, ErrorRecord, RunState
 from flow_orchestrator.stores import (
     CheckpointError,
     FlatBuffersFileStore,
@@ -161,6 +161,44 @@ class Env:
         self._journal_header = frames[0]
         return frames[1:]
 
+    def blobs(self, run_id: str) -> dict[str, bytes]:
+        """The outputs the store keeps apart from the run's snapshot, by a key of the store's."""
+        if self.kind == "postgres":
+            rows = self.sql("SELECT node, digest, chunk, data FROM {s}.outputs WHERE run_id = %s"
+                            " ORDER BY node, digest, chunk", (run_id,))
+            out: dict[str, bytes] = {}
+            for node, digest, _, data in rows:
+                key = f"{node}-{bytes(digest).hex()}"
+                out[key] = out.get(key, b"") + bytes(data)
+            return out
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.where) as db:
+                return {f"{node}-{digest.hex()}": data for node, digest, data in db.execute(
+                    "SELECT node, digest, data FROM outputs WHERE run_id = ?", (run_id,))}
+        folder = Path(self.where) / f"{run_id}.outputs"
+        return {p.name: p.read_bytes() for p in sorted(folder.glob("*"))} if folder.is_dir() else {}
+
+    def write_blob(self, run_id: str, key: str, data: bytes | None) -> None:
+        """Replace an output kept apart by ``data`` behind the store's back (``None``: delete it)."""
+        if self.kind in ("sqlite", "postgres"):
+            node, digest = key.split("-")
+            args = (run_id, int(node), bytes.fromhex(digest))
+            if self.kind == "postgres":
+                self.sql("DELETE FROM {s}.outputs WHERE run_id = %s AND node = %s AND digest = %s", args)
+                if data is not None:
+                    self.sql("INSERT INTO {s}.outputs VALUES (%s, %s, %s, 0, %s)", (*args, data))
+                return
+            with sqlite3.connect(self.where) as db:
+                db.execute("DELETE FROM outputs WHERE run_id = ? AND node = ? AND digest = ?", args)
+                if data is not None:
+                    db.execute("INSERT INTO outputs VALUES (?, ?, ?, ?)", (*args, data))
+            return
+        path = Path(self.where) / f"{run_id}.outputs" / key
+        if data is None:
+            path.unlink()
+        else:
+            path.write_bytes(data)
+
     def write_records(self, run_id: str, frames: list[bytes]) -> None:
         """Replace the checkpoint records by ``frames`` (after :meth:`records`)."""
         if self.kind == "postgres":
@@ -248,6 +286,20 @@ def make_state(run_id: str = "run-1", *, workflow: str = "etl", status: str = "r
     return state
 
 
+BIG = bytes(range(256)) * (BLOB_MIN // 256 + 3)  # an output a durable store keeps apart
+BIGGER = BIG[::-1] + b"!"
+
+
+def big_state(run_id: str = "run-1") -> RunState:
+    """:func:`make_state` with a large output, an output not saved (persist=False) and a small one."""
+    state = make_state(run_id)
+    state.statuses[2] = DONE
+    state.errors = {}
+    state.outputs = {0: BIG, 1: b"1", 2: NOT_SAVED}
+    state.validate()
+    return state
+
+
 def assert_same(a: RunState, b: RunState) -> None:
     """Equal states, with NaN in the same positions (and bit-exact non-NaN times)."""
     for name in ("started", "ended"):
@@ -308,6 +360,66 @@ class TestStoreContract:
             assert_same(store.load("run-1"), state)
         if env.kind != "memory":
             assert_same(env.open().load("run-1"), state)
+
+    def test_large_outputs_round_trip_and_not_saved_outputs(self, env: Env) -> None:
+        """Large outputs (kept apart by durable stores) and outputs not saved (persist=False)
+        come back exactly from snapshots and checkpoints, from this store object and a new one."""
+        state = big_state()
+        with env.open() as store:
+            store.save(state)
+            assert_same(store.load("run-1"), state)
+            store.checkpoint("run-1", [Transition(3, DONE, 1, 1.0, 2.0, BIGGER), Transition(4, DONE, 1, 2.0, 3.0, NOT_SAVED)])
+            loaded = store.load("run-1")
+            assert loaded.outputs == {0: BIG, 1: b"1", 2: NOT_SAVED, 3: BIGGER, 4: NOT_SAVED}
+            assert loaded.outputs[2] is NOT_SAVED and loaded.outputs[4] is NOT_SAVED
+            with pytest.raises(KeyError, match="not saved"):
+                loaded.output(4)
+            if env.kind != "memory":
+                assert_same(env.open().load("run-1"), loaded)
+            store.save(loaded)
+            assert_same(store.load("run-1"), loaded)
+
+    def test_large_outputs_are_written_once_not_per_snapshot(self, durable: Env) -> None:
+        """A large output is one blob of the store: snapshots and checkpoint records reference
+        it (they stay small), saving again does not write it again, and blobs no snapshot
+        references any more are deleted, as are all of a run's with the run."""
+        store = durable.open()
+        state = big_state()
+        store.save(state)
+        assert len(durable.read_snapshot("run-1")) < BLOB_MIN
+        assert list(durable.blobs("run-1").values()) == [BIG]
+        store.checkpoint("run-1", [Transition(3, DONE, 1, 1.0, 2.0, BIGGER)])
+        assert all(len(record) < BLOB_MIN for record in durable.records("run-1"))
+        assert sorted(durable.blobs("run-1").values()) == sorted([BIG, BIGGER])
+        final = store.load("run-1")
+        store.save(final)  # the final snapshot: references, no copy
+        assert len(durable.read_snapshot("run-1")) < BLOB_MIN
+        assert sorted(durable.blobs("run-1").values()) == sorted([BIG, BIGGER])
+        final.statuses[3], final.outputs = NodeStatus.PENDING, {0: BIG, 1: b"1", 2: NOT_SAVED}
+        store.save(final)  # node 3 will run again: its blob is superseded
+        assert list(durable.blobs("run-1").values()) == [BIG]
+        assert_same(durable.open().load("run-1"), final)
+        store.delete("run-1")
+        assert durable.blobs("run-1") == {}
+
+    def test_damaged_or_missing_blobs_are_corruption(self, durable: Env) -> None:
+        """A blob that is damaged, cut short, longer, or missing raises CorruptStateError on
+        load (from a snapshot or a checkpoint record), and loading writes nothing."""
+        store = durable.open()
+        store.save(big_state())
+        store.checkpoint("run-1", [Transition(3, DONE, 1, 1.0, 2.0, BIGGER)])
+        for key, blob in durable.blobs("run-1").items():
+            flipped = bytearray(blob)
+            flipped[len(blob) // 2] ^= 1
+            for damaged in (bytes(flipped), blob[:-1], blob + b"\0", b"", None):
+                durable.write_blob("run-1", key, damaged)
+                before = durable.blobs("run-1")
+                for reader in (store, durable.open()):
+                    with pytest.raises(CorruptStateError):
+                        reader.load("run-1")
+                assert durable.blobs("run-1") == before
+            durable.write_blob("run-1", key, blob)
+        assert store.load("run-1").outputs[3] == BIGGER
 
     def test_unicode_run_id(self, env: Env) -> None:
         """Non-ASCII run ids are stored and listed unchanged."""
@@ -574,7 +686,7 @@ class TestStoreContract:
         body is found by load."""
         store = durable.open()
         big = make_state()
-        big.outputs[0] = b'"' + b"x" * 200_000 + b'"'
+        big.data = b'{"pad": "' + b"x" * 200_000 + b'"}'  # inline (a large output would be a blob of its own)
         store.save(big)
         from flow_orchestrator.codecs import flatbuffers_codec, json_codec
 
@@ -817,6 +929,28 @@ class TestStoreSpecifics:
         with pytest.raises(CorruptStateError):
             journal.decode_batch(journal.encode_batch(5.0, records, b"{}") + b"\x00")
 
+    def test_records_reference_blobs_and_mark_outputs_not_saved(self) -> None:
+        """A record references an output kept as a blob by length and sha256 (fetched and
+        checked on decoding), marks an output not saved, and refuses unknown or clashing flags."""
+        from flow_orchestrator.state import blob_digest
+        from flow_orchestrator.stores import journal
+
+        records = [Transition(3, DONE, 1, 1.0, 2.0, BIG), Transition(4, DONE, 1, 1.0, 2.0, NOT_SAVED)]
+        payload = journal.encode_batch(5.0, records, None, {id(BIG): blob_digest(BIG)})
+        assert len(payload) < 200
+        assert journal.decode_batch(payload, lambda node, size, digest: BIG)[1] == records
+        for wrong in (BIG[:-1], BIGGER):
+            with pytest.raises(CorruptStateError):
+                journal.decode_batch(payload, lambda node, size, digest, wrong=wrong: wrong)
+        with pytest.raises(CorruptStateError, match="kept apart"):
+            journal.decode_batch(payload)
+        flags_at = 12 + 25  # the batch header, then the first record's fields before its flags
+        for flags in (1 | 4, 4 | 8, 16, 0x80):
+            forged = bytearray(payload)
+            forged[flags_at] = flags
+            with pytest.raises(CorruptStateError):
+                journal.decode_batch(bytes(forged), lambda node, size, digest: BIG)
+
     def test_sqlite_with_a_damaged_schema_raises_store_errors(self, tmp_path: Path) -> None:
         """One byte of the schema's text made invalid UTF-8: StoreError, not UnicodeDecodeError."""
         SqliteStore(tmp_path / "runs.db").close()
@@ -857,6 +991,30 @@ class TestStoreSpecifics:
                             pass
             except StoreError:
                 pass
+
+    def test_sqlite_gives_space_back(self, tmp_path: Path) -> None:
+        """A new SQLite database has auto_vacuum = INCREMENTAL: replacing snapshots and deleting
+        runs shrinks the file; compact() turns it on in an older database."""
+        path = tmp_path / "runs.db"
+        with SqliteStore(path) as store:
+            assert store._conn is not None and store._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+            for i in range(3):
+                state = big_state(f"run-{i}")
+                state.outputs[0] = os.urandom(4 * BLOB_MIN)
+                store.save(state)
+            store.checkpoint("run-0", [Transition(3, DONE, 1, 1.0, 2.0, os.urandom(4 * BLOB_MIN))])
+            store.save(store.load("run-0"))
+            for i in range(3):
+                store.delete(f"run-{i}")
+            store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            assert path.stat().st_size < BLOB_MIN  # 5 blobs of 4 * BLOB_MIN were written
+        old = tmp_path / "old.db"
+        with sqlite3.connect(old) as db:
+            db.execute("CREATE TABLE t (x)")
+        with SqliteStore(old) as store:
+            assert store._conn is not None and store._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+            store.compact()
+            assert store._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
 
     def test_lock_probe_is_waited_out_and_never_blocks_a_holder(self, tmp_path: Path) -> None:
         """A shared lock in the way (list_runs' probe, dropped at once) does not make a lock

@@ -43,13 +43,21 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flatbuffers
 import numpy as np
 
-from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
+from ..state import (
+    FORMAT_VERSION,
+    NOT_SAVED,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    check_blob,
+    not_saved_positions,
+)
 from ._fbs import run_state_generated as gen
 from ._header import StateHeader, read_head
 
@@ -78,7 +86,12 @@ _FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("output_ids", "vector", _I4), ("output_ends", "vector", _U4), ("output_blob", "vector", _U8),
     ("error_ids", "vector", _I4), ("error_types", "strvec", None), ("error_messages", "strvec", None),
     ("error_tracebacks", "strvec", None), ("data", "vector", _U8),
+    # format 2, optional: where outputs live
+    ("output_kinds", "optvector", _U8), ("output_blob_sizes", "optvector", np.dtype("<u8")),
+    ("output_blob_digests", "optvector", _U8),
 )
+_INLINE, _BLOB, _UNSAVED = 0, 1, 2
+_DIGEST = 32
 
 
 # -- encoding ------------------------------------------------------------------------------------
@@ -146,9 +159,31 @@ def _sorted_items(mapping: dict[int, Any]) -> tuple[np.ndarray, list[Any]]:
     return ids, list(mapping.values())
 
 
-def _create_outputs(builder: flatbuffers.Builder, outputs: dict[int, bytes]) -> tuple[int, int, int]:
+def _placements(ids: np.ndarray, values: list[bytes], refs: Mapping[int, bytes] | None
+                ) -> tuple[list[bytes], np.ndarray | None, list[int], list[bytes]]:
+    """The inline bytes of each output (empty for blobs and outputs not saved), each one's
+    kind (``None``: all inline), and the sizes and digests of the blobs in order."""
+    if not refs and not not_saved_positions(values):
+        return values, None, [], []
+    refs = refs or {}
+    kinds = np.zeros(len(values), _U8)
+    inline, sizes, digests = [], [], []
+    for k, (node, value) in enumerate(zip(ids.tolist(), values)):
+        if value is NOT_SAVED:
+            kinds[k] = _UNSAVED
+            inline.append(b"")
+        elif node in refs:
+            kinds[k] = _BLOB
+            inline.append(b"")
+            sizes.append(len(value))
+            digests.append(refs[node])
+        else:
+            inline.append(value)
+    return inline, kinds, sizes, digests
+
+
+def _create_outputs(builder: flatbuffers.Builder, ids: np.ndarray, values: list[bytes]) -> tuple[int, int, int]:
     """The outputs as ids, end offsets and one newline-joined blob (see the schema)."""
-    ids, values = _sorted_items(outputs)
     blob = b"\n".join(values)
     if blob.count(_NEWLINE) == len(values) - 1:  # no output holds a newline (JSON never does)
         ends = np.append(np.flatnonzero(np.frombuffer(blob, _U8) == _NEWLINE), len(blob))
@@ -178,11 +213,19 @@ def _size_hint(state: RunState) -> int:
             + 24 * len(state.outputs))
 
 
-def _build(state: RunState) -> flatbuffers.Builder:
-    """A finished builder holding ``state`` (objects first, back to front, then the table)."""
+def _build(state: RunState, refs: Mapping[int, bytes] | None) -> tuple[flatbuffers.Builder, int]:
+    """A finished builder holding ``state`` (objects first, back to front, then the
+    table), and the format version written."""
+    ids, values = _sorted_items(state.outputs)
+    inline, kinds, sizes, digests = _placements(ids, values, refs)
+    version = state.format_version if kinds is None else max(state.format_version, 2)
     b = flatbuffers.Builder(_size_hint(state))
     offsets = {"data": b.CreateByteVector(state.data)}
-    offsets["output_ids"], offsets["output_ends"], offsets["output_blob"] = _create_outputs(b, state.outputs)
+    if kinds is not None:
+        offsets["output_kinds"] = b.CreateNumpyVector(kinds)
+        offsets["output_blob_sizes"] = b.CreateNumpyVector(np.array(sizes, "<u8"))
+        offsets["output_blob_digests"] = b.CreateByteVector(b"".join(digests))
+    offsets["output_ids"], offsets["output_ends"], offsets["output_blob"] = _create_outputs(b, ids, inline)
     (offsets["error_ids"], offsets["error_types"], offsets["error_messages"],
      offsets["error_tracebacks"]) = _create_errors(b, state.errors)
     for name in ("ended", "started", "attempts", "statuses", "succ_indices", "succ_indptr"):
@@ -191,13 +234,14 @@ def _build(state: RunState) -> flatbuffers.Builder:
     for name in ("serializer", "run_status", "run_id", "fingerprint", "workflow"):
         offsets[name] = b.CreateString(getattr(state, name), errors="surrogatepass")
     gen.RunStateStart(b)
-    gen.RunStateAddFormatVersion(b, state.format_version)
+    gen.RunStateAddFormatVersion(b, version)
     gen.RunStateAddStartedAt(b, state.started_at)
     gen.RunStateAddUpdatedAt(b, state.updated_at)
     for name, add in _ADDERS.items():
-        add(b, offsets[name])
+        if name in offsets:
+            add(b, offsets[name])
     b.Finish(gen.RunStateEnd(b), file_identifier=_FILE_ID)
-    return b
+    return b, version
 
 
 def _frame(payload: bytes | memoryview, version: int) -> bytes:
@@ -208,10 +252,14 @@ def _frame(payload: bytes | memoryview, version: int) -> bytes:
     return b"".join((head, struct.pack("<I", crc), size, payload))
 
 
-def encode(state: RunState) -> bytes:
-    """The framed FlatBuffers encoding of ``state`` (see the module docstring)."""
-    builder = _build(state)
-    return _frame(memoryview(builder.Bytes)[builder.Head():], state.format_version)
+def encode(state: RunState, *, refs: Mapping[int, bytes] | None = None) -> bytes:
+    """The framed FlatBuffers encoding of ``state`` (see the module docstring).
+
+    ``refs`` maps node ids to the sha256 of outputs that the store keeps as blobs of
+    their own: those are written as references (length and digest), not copied.
+    """
+    builder, version = _build(state, refs)
+    return _frame(memoryview(builder.Bytes)[builder.Head():], version)
 
 
 # -- decoding: the frame ------------------------------------------------------------------------
@@ -409,6 +457,9 @@ def _verify(buf: memoryview) -> dict[str, Any]:
         entry = 4 + 2 * slot
         offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
         if offset == 0:
+            if kind == "optvector":
+                fields[name] = None
+                continue
             if kind != "scalar":
                 raise _corrupt(f"required field {name} is missing")
             fields[name] = 0 if item == "I" else 0.0  # the schema's defaults
@@ -426,6 +477,8 @@ def _verify(buf: memoryview) -> dict[str, Any]:
                 fields["names_utf8"] = None if packed is None else memoryview(packed)[:-1]
         else:
             check.vector(at, item.itemsize, name)
+            if kind == "optvector":
+                fields[name] = True
     return fields
 
 
@@ -444,6 +497,36 @@ def _output_vectors(root: gen.RunState) -> tuple[np.ndarray, np.ndarray, bytes]:
     if ends.size > 1 and bool(np.any(np.frombuffer(blob, _U8)[ends[:-1]] != _NEWLINE)):
         raise _corrupt("outputs are not separated by newlines")
     return ids, ends, blob
+
+
+def _placed(root: gen.RunState, outputs: dict[int, bytes], ids: np.ndarray, fields: dict[str, Any],
+            fetch: Callable[[int, int, bytes], bytes] | None) -> None:
+    """Format 2: put the outputs kept apart (fetched, checked) and not saved in place."""
+    present = [fields.pop(name) for name in ("output_kinds", "output_blob_sizes", "output_blob_digests")]
+    if not any(present):
+        return
+    if not all(present):
+        raise _corrupt("output placement vectors are incomplete")
+    kinds = root.OutputKindsAsNumpy()
+    sizes = root.OutputBlobSizesAsNumpy().tolist()
+    digests = bytes(root.OutputBlobDigestsAsNumpy())
+    if kinds.size != ids.size or bool(np.any(kinds > _UNSAVED)):
+        raise _corrupt("output kinds are malformed")
+    apart = np.flatnonzero(kinds != _INLINE).tolist()
+    blobs = ids[kinds == _BLOB].tolist()
+    if len(blobs) != len(sizes) or len(digests) != _DIGEST * len(sizes):
+        raise _corrupt("output blob references are malformed")
+    node_ids = ids.tolist()
+    if any(outputs[node_ids[k]] for k in apart):
+        raise _corrupt("an output kept apart also has inline bytes")
+    for k in np.flatnonzero(kinds == _UNSAVED).tolist():
+        outputs[node_ids[k]] = NOT_SAVED
+    if blobs and fetch is None:
+        raise _corrupt("outputs are kept apart from this snapshot, in its store: load it through the store")
+    for i, (node, size) in enumerate(zip(blobs, sizes)):
+        digest = digests[_DIGEST * i:_DIGEST * (i + 1)]
+        assert fetch is not None
+        outputs[node] = check_blob(node, fetch(node, size, digest), size, digest)
 
 
 def _outputs(root: gen.RunState) -> tuple[dict[int, bytes], np.ndarray]:
@@ -472,10 +555,11 @@ def _errors(root: gen.RunState, fields: dict[str, Any]) -> dict[int, ErrorRecord
     return {i: ErrorRecord(t, m, tb) for i, t, m, tb in zip(ids, *columns)}
 
 
-def _state(data: bytes, fields: dict[str, Any]) -> RunState:
+def _state(data: bytes, fields: dict[str, Any], fetch: Callable[[int, int, bytes], bytes] | None) -> RunState:
     """The state from the verified buffer and the fields :func:`_verify` decoded."""
     root = gen.RunState.GetRootAs(data, HEADER_SIZE)
     outputs, output_ids = _outputs(root)
+    _placed(root, outputs, output_ids, fields, fetch)
     fields.update(
         errors=_errors(root, fields), outputs=outputs,
         succ_indptr=root.SuccIndptrAsNumpy(), succ_indices=root.SuccIndicesAsNumpy(),
@@ -490,12 +574,15 @@ def _state(data: bytes, fields: dict[str, Any]) -> RunState:
     return RunState._decoded(fields, output_ids, names_utf8)
 
 
-def decode(data: bytes | bytearray | memoryview) -> RunState:
+def decode(data: bytes | bytearray | memoryview, *,
+           fetch: Callable[[int, int, bytes], bytes] | None = None) -> RunState:
     """The :class:`~flow_orchestrator.state.RunState` encoded in ``data`` by :func:`encode`.
 
     Raises :class:`~flow_orchestrator.state.CorruptStateError` for anything but a
     valid, undamaged encoding (see the module docstring).  The state's arrays are
-    read-only views of ``data`` (copied first unless it is ``bytes``).
+    read-only views of ``data`` (copied first unless it is ``bytes``).  ``fetch(node,
+    size, sha256)`` gives the bytes of an output the store keeps apart (checked here:
+    length, then sha256); without it, a state referencing such outputs is refused.
     """
     data = data if type(data) is bytes else bytes(data)
     _check_frame(data)
@@ -503,7 +590,7 @@ def decode(data: bytes | bytearray | memoryview) -> RunState:
         fields = _verify(memoryview(data)[HEADER_SIZE:])
         if fields.get("format_version") != _HEADER.unpack_from(data)[1]:
             raise _corrupt("the format version in the payload differs from the header's")
-        return _state(data, fields)
+        return _state(data, fields, fetch)
     except CorruptStateError:
         raise
     except (ValueError, TypeError, IndexError, OverflowError, struct.error) as exc:

@@ -45,12 +45,20 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from ..state import FORMAT_VERSION, CorruptStateError, ErrorRecord, RunState
+from ..state import (
+    FORMAT_VERSION,
+    NOT_SAVED,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    check_blob,
+    not_saved_positions,
+)
 from ._header import StateHeader, read_head
 
 try:  # optional fast path
@@ -74,6 +82,8 @@ _NUMERIC_FIELDS = {  # name: (dtype, smallest, largest)
     "statuses": (np.uint8, 0, 255),
     "attempts": (np.int32, 0, 2**31 - 1),
 }
+_INLINE, _BLOB, _UNSAVED = 0, 1, 2
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _INFINITIES = {"Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -88,36 +98,49 @@ def _float_list(arr: np.ndarray) -> list[Any]:
     return out
 
 
-def _outputs_doc(outputs: dict[int, bytes]) -> dict[str, Any]:
+def _outputs_doc(outputs: dict[int, bytes], refs: Mapping[int, bytes] | None) -> dict[str, Any]:
+    """Format 2 adds, when any output is not inline, ``kinds`` (0 inline, 1 a blob of the
+    store, 2 not saved) and ``blobs`` (``[size, sha256 hex]`` per blob, in order)."""
     ids = sorted(outputs)
     values = [outputs[i] for i in ids]
-    return {"ids": ids, "sizes": [len(v) for v in values],
-            "base64": base64.b64encode(b"".join(values)).decode("ascii")}
+    doc: dict[str, Any] = {"ids": ids}
+    if refs or not_saved_positions(values):
+        refs = refs or {}
+        kinds = [_UNSAVED if v is NOT_SAVED else _BLOB if i in refs else _INLINE for i, v in zip(ids, values)]
+        doc["kinds"] = kinds
+        doc["blobs"] = [[len(v), refs[i].hex()] for i, v, k in zip(ids, values, kinds) if k == _BLOB]
+        values = [v if k == _INLINE else b"" for v, k in zip(values, kinds)]
+    doc.update(sizes=[len(v) for v in values], base64=base64.b64encode(b"".join(values)).decode("ascii"))
+    return doc
 
 
-def _document(state: RunState, numpy_ok: bool) -> dict[str, Any]:
+def _document(state: RunState, numpy_ok: bool, refs: Mapping[int, bytes] | None = None) -> dict[str, Any]:
     """The JSON document of ``state``; numpy arrays stay arrays when ``numpy_ok``."""
-    doc: dict[str, Any] = {"format_version": state.format_version}
+    outputs = _outputs_doc(state.outputs, refs)
+    version = max(state.format_version, 2) if "kinds" in outputs else state.format_version
+    doc: dict[str, Any] = {"format_version": version}
     doc.update((name, getattr(state, name)) for name in _STR_FIELDS)
     doc.update(started_at=state.started_at, updated_at=state.updated_at, node_names=state.node_names)
     for name in ("succ_indptr", "succ_indices", "statuses", "attempts"):
         doc[name] = getattr(state, name) if numpy_ok else getattr(state, name).tolist()
     for name in ("started", "ended"):
         doc[name] = getattr(state, name) if numpy_ok else _float_list(getattr(state, name))
-    doc["outputs"] = _outputs_doc(state.outputs)
+    doc["outputs"] = outputs
     doc["errors"] = [{"id": i, "type": r.type, "message": r.message, "traceback": r.traceback}
                      for i, r in sorted(state.errors.items())]
     doc["data_base64"] = base64.b64encode(state.data).decode("ascii")
     return doc
 
 
-def _dumps(state: RunState, fast: bool) -> bytes:
+def _dumps(state: RunState, fast: bool, refs: Mapping[int, bytes] | None) -> tuple[bytes, int]:
     if fast and _orjson is not None and not (np.isinf(state.started).any() or np.isinf(state.ended).any()):
+        doc = _document(state, True, refs)
         try:  # orjson writes NaN as null, like _float_list; infinities are excluded above
-            return _orjson.dumps(_document(state, True), option=_orjson.OPT_SERIALIZE_NUMPY)
+            return _orjson.dumps(doc, option=_orjson.OPT_SERIALIZE_NUMPY), doc["format_version"]
         except (TypeError, _orjson.JSONEncodeError):
             pass  # lone surrogates in a string: the stdlib handles them
-    return json.dumps(_document(state, False), allow_nan=False, separators=(",", ":")).encode("ascii")
+    doc = _document(state, False, refs)
+    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode("ascii"), doc["format_version"]
 
 
 def _frame(payload: bytes, version: int) -> bytes:
@@ -126,12 +149,15 @@ def _frame(payload: bytes, version: int) -> bytes:
     return prefix + b"crc32=%08x\n" % zlib.crc32(payload, zlib.crc32(prefix)) + payload
 
 
-def encode(state: RunState, *, fast: bool = True) -> bytes:
+def encode(state: RunState, *, fast: bool = True, refs: Mapping[int, bytes] | None = None) -> bytes:
     """The framed JSON encoding of ``state`` (see the module docstring).
 
     ``fast=False`` forces the standard library's :mod:`json` even when orjson is installed.
+    ``refs`` maps node ids to the sha256 of outputs that the store keeps as blobs of
+    their own: those are written as references (length and digest), not copied.
     """
-    return _frame(_dumps(state, fast), state.format_version)
+    payload, version = _dumps(state, fast, refs)
+    return _frame(payload, version)
 
 
 # -- decoding --------------------------------------------------------------------------------------
@@ -278,7 +304,32 @@ def _b64(text: Any, name: str) -> bytes:
         raise _corrupt(f"{name} is not valid base64") from None
 
 
-def _outputs(doc: dict[str, Any], n: int) -> tuple[dict[int, bytes], np.ndarray]:
+def _placed(node: dict[str, Any], outputs: dict[int, bytes], ids: np.ndarray,
+            fetch: Callable[[int, int, bytes], bytes] | None) -> None:
+    """Format 2: put the outputs kept apart (fetched, checked) and not saved in place."""
+    if "kinds" not in node and "blobs" not in node:
+        return
+    kinds = _int_array(node.get("kinds"), "outputs.kinds", np.int64, _INLINE, _UNSAVED)
+    blobs = node.get("blobs")
+    if kinds.size != ids.size or type(blobs) is not list or len(blobs) != int(np.count_nonzero(kinds == _BLOB)):
+        raise _corrupt("outputs: kinds and blobs are inconsistent")
+    node_ids = ids.tolist()
+    if any(outputs[node_ids[k]] for k in np.flatnonzero(kinds != _INLINE).tolist()):
+        raise _corrupt("an output kept apart also has inline bytes")
+    for k in np.flatnonzero(kinds == _UNSAVED).tolist():
+        outputs[node_ids[k]] = NOT_SAVED
+    for node_id, ref in zip(ids[kinds == _BLOB].tolist(), blobs):
+        if type(ref) is not list or len(ref) != 2 or type(ref[0]) is not int or not 0 <= ref[0] < 2**63 \
+                or type(ref[1]) is not str or not _SHA256.fullmatch(ref[1]):
+            raise _corrupt("outputs: malformed blob reference")
+        if fetch is None:
+            raise _corrupt("outputs are kept apart from this snapshot, in its store: load it through the store")
+        digest = bytes.fromhex(ref[1])
+        outputs[node_id] = check_blob(node_id, fetch(node_id, ref[0], digest), ref[0], digest)
+
+
+def _outputs(doc: dict[str, Any], n: int, fetch: Callable[[int, int, bytes], bytes] | None = None
+             ) -> tuple[dict[int, bytes], np.ndarray]:
     node = _get(doc, "outputs", dict)
     ids = _int_array(node.get("ids"), "outputs.ids", np.int64, 0, max(n - 1, 0))
     sizes = _int_array(node.get("sizes"), "outputs.sizes", np.int64, 0, 2**62)
@@ -286,7 +337,9 @@ def _outputs(doc: dict[str, Any], n: int) -> tuple[dict[int, bytes], np.ndarray]
     if ids.size != sizes.size or int(sizes.sum()) != len(blob) or bool(np.any(ids[1:] <= ids[:-1])):
         raise _corrupt("outputs: ids, sizes and bytes are inconsistent")
     bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
-    return dict(zip(ids.tolist(), [blob[a:b] for a, b in itertools.pairwise(bounds)])), ids
+    outputs = dict(zip(ids.tolist(), [blob[a:b] for a, b in itertools.pairwise(bounds)]))
+    _placed(node, outputs, ids, fetch)
+    return outputs, ids
 
 
 def _errors(doc: dict[str, Any]) -> dict[int, ErrorRecord]:
@@ -306,7 +359,7 @@ def _names(doc: dict[str, Any]) -> list[str]:
     return names
 
 
-def _state(doc: Any, version: int) -> RunState:
+def _state(doc: Any, version: int, fetch: Callable[[int, int, bytes], bytes] | None = None) -> RunState:
     if type(doc) is not dict:
         raise _corrupt("the payload is not a JSON object")
     if _get(doc, "format_version", int) != version:
@@ -320,23 +373,27 @@ def _state(doc: Any, version: int) -> RunState:
         fields[name] = _int_array(doc.get(name), name, dtype, low, high)
     for name in ("started", "ended"):
         fields[name] = _float_array(doc.get(name), name)
-    fields["outputs"], output_ids = _outputs(doc, len(names))
+    fields["outputs"], output_ids = _outputs(doc, len(names), fetch)
     fields["errors"] = _errors(doc)
     fields["data"] = _b64(doc.get("data_base64"), "data_base64")
     return RunState._decoded(fields, output_ids)
 
 
-def decode(data: bytes | bytearray | memoryview, *, fast: bool = True) -> RunState:
+def decode(data: bytes | bytearray | memoryview, *, fast: bool = True,
+           fetch: Callable[[int, int, bytes], bytes] | None = None) -> RunState:
     """The :class:`~flow_orchestrator.state.RunState` encoded in ``data`` by :func:`encode`.
 
     Raises :class:`~flow_orchestrator.state.CorruptStateError` for anything but a valid,
     undamaged encoding.  ``fast=False`` forces the standard library's :mod:`json`.
+    ``fetch(node, size, sha256)`` gives the bytes of an output the store keeps apart
+    (checked here: length, then sha256); without it, a state referencing such outputs
+    is refused.
     """
     data = data if type(data) is bytes else bytes(data)
     version = _check_frame(data)
     doc = _loads(data[HEADER_SIZE:], fast)
     try:
-        return _state(doc, version)
+        return _state(doc, version, fetch)
     except CorruptStateError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:

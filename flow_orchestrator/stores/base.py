@@ -8,18 +8,27 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Self, TypeVar
 
 import numpy as np
 
-from ..state import MAX_ATTEMPTS, RUN_STATUSES, CorruptStateError, ErrorRecord, RunState
+from ..state import (
+    BLOB_MIN,
+    MAX_ATTEMPTS,
+    NOT_SAVED,
+    RUN_STATUSES,
+    CorruptStateError,
+    ErrorRecord,
+    RunState,
+    blob_digest,
+)
 from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
-__all__ = ["CORRUPT", "CRASHED", "RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions", "check_run_id",
-           "check_transitions", "copy_state"]
+__all__ = ["CORRUPT", "CRASHED", "RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions",
+           "blob_refs", "check_run_id", "check_transitions", "copy_state", "kept_apart"]
 
 T = TypeVar("T")
 _NUM_STATUSES = len(NodeStatus)
@@ -29,8 +38,9 @@ _MAX_RUN_ID = 200
 class Transition(NamedTuple):
     """One node's new status in a checkpoint, applied on top of the last snapshot.
 
-    ``output`` is the serialized output: required (bytes) when ``status`` is
-    ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
+    ``output`` is the serialized output: required (bytes, or
+    :data:`~flow_orchestrator.state.NOT_SAVED` for an output not kept) when ``status``
+    is ``COMPLETED``, ``None`` otherwise.  ``error`` replaces the node's error record;
     ``None`` clears it.  ``started``/``ended`` are seconds since the run started (NaN: unset).
     """
 
@@ -143,7 +153,8 @@ def _check_one(record: Transition, num_nodes: int | None) -> None:
         raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits), got {attempt!r}")
     if not all(map(_is_time, (started, ended))):
         raise CheckpointError("started and ended must be numbers (NaN when unset)")
-    if (output is None) == (status == NodeStatus.COMPLETED) or (output is not None and type(output) is not bytes):
+    if (output is None) == (status == NodeStatus.COMPLETED) or (
+            output is not None and type(output) is not bytes and output is not NOT_SAVED):
         raise CheckpointError(f"node {node}: an output (bytes) is required exactly when the status is completed")
     if error is not None and type(error) is not ErrorRecord:
         raise CheckpointError(f"node {node}: error must be an ErrorRecord or None")
@@ -164,6 +175,32 @@ def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | 
     for record in records:
         _check_one(record, num_nodes)
     return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
+
+
+def _large(values: list[bytes]) -> list[int]:
+    """The positions of the outputs a durable store keeps as blobs (sizes in bulk)."""
+    if not values:
+        return []
+    sizes = np.fromiter(map(len, values), np.int64, len(values))
+    return np.flatnonzero(sizes >= BLOB_MIN).tolist()
+
+
+def blob_refs(outputs: Mapping[int, bytes]) -> dict[int, bytes]:
+    """The sha256 of each output of a state that a durable store keeps as a blob of its own
+    (at least :data:`~flow_orchestrator.state.BLOB_MIN` bytes), by node id."""
+    nodes, values = list(outputs), list(outputs.values())
+    return {nodes[i]: blob_digest(values[i]) for i in _large(values)}
+
+
+def kept_apart(outputs: Iterable[bytes | None]) -> dict[int, tuple[bytes, bytes]]:
+    """The outputs of checkpoint records that a durable store keeps as blobs, by ``id()`` of
+    the output: ``(sha256, output)``; each digest computed once per output object."""
+    values = [blob for blob in outputs if blob is not None]
+    found: dict[int, tuple[bytes, bytes]] = {}
+    for i in _large(values):
+        if id(values[i]) not in found:
+            found[id(values[i])] = (blob_digest(values[i]), values[i])
+    return found
 
 
 def copy_state(state: RunState) -> RunState:
@@ -229,6 +266,13 @@ class Store(abc.ABC):
 
     ``lock_check_interval`` (seconds, settable per store object; ``None``: never) is how
     often a durable run checks that its lock is still held while it has nothing to write.
+
+    Durable stores keep each output of :data:`~flow_orchestrator.state.BLOB_MIN` bytes or
+    more as a blob of its own, written once (before the record or snapshot that
+    references it by length and sha256), checked when loaded (missing or damaged:
+    :class:`CorruptStateError`), and deleted when no snapshot of the run references it
+    any more (on ``save``) or with the run (``delete``).  An output may be
+    :data:`~flow_orchestrator.state.NOT_SAVED` (``persist=False``).
     """
 
     lock_check_interval: float | None = 1.0

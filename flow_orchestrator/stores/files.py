@@ -29,7 +29,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -42,10 +42,12 @@ from .base import (
     Store,
     _check_data,
     apply_batches,
+    blob_refs,
     check_run_id,
     check_transitions,
     corrupt_info,
     held,
+    kept_apart,
     listed,
     wanted,
 )
@@ -58,7 +60,8 @@ __all__ = ["FileStore", "FlatBuffersFileStore", "JsonFileStore"]
 
 _JOURNAL_MAGIC = b"FORS-JOURNAL-2\x00\x00"
 _LEGACY_MAGIC = b"FORS-JOURNAL-1\x00\x00"  # records without sequence numbers: read, folded before appending
-_HEADER = struct.Struct("<16sQ32s")  # magic, number of nodes, sha256 of the snapshot file
+_HEADER = struct.Struct("<16sQ32s")
+_OUTPUTS = ".outputs"  # the folder of a run's outputs kept apart from its snapshot  # magic, number of nodes, sha256 of the snapshot file
 
 
 def _fsync_dir(directory: str) -> None:
@@ -138,15 +141,17 @@ class FileStore(Store):
             raise StoreError("the store is closed")
         return os.path.join(self.directory, check_run_id(run_id) + suffix)
 
-    def _write_atomic(self, path: str, data: bytes) -> None:
-        tmp = os.path.join(self.directory, f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
+    def _write_atomic(self, path: str, data: bytes, *, sync_dir: bool = True) -> None:
+        tmp = os.path.join(os.path.dirname(path),
+                           f".{os.path.basename(path)}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-            _fsync_dir(self.directory)
+            if sync_dir:
+                _fsync_dir(os.path.dirname(path))
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -155,18 +160,87 @@ class FileStore(Store):
     # -- snapshots -------------------------------------------------------------------------
 
     def save(self, state: RunState) -> None:
-        """Replace the run's snapshot atomically, then drop its journal.
+        """Write the output blobs not stored yet, replace the run's snapshot atomically,
+        then drop its journal and the blobs the snapshot does not reference.
 
         A crash between the two leaves a journal whose header names the old snapshot's
-        digest: it is ignored on load.
+        digest: it is ignored on load (and blobs no snapshot references, deleted by the
+        next save).
         """
         path = self._path(state.run_id, self.suffix)
-        data = self._codec.encode(state)
+        refs = blob_refs(state.outputs)
+        data = self._codec.encode(state, refs=refs)
         with self._mutex:
             self._journals.pop(state.run_id, None)
+            self._put_outputs(state.run_id, {(node, digest): state.outputs[node] for node, digest in refs.items()})
             self._write_atomic(path, data)
             with contextlib.suppress(OSError):  # a journal left behind is stale: ignored on load
                 os.unlink(self._path(state.run_id, ".journal"))
+            keep = {self._blob_name(node, digest) for node, digest in refs.items()}
+            self._drop_outputs(state.run_id, keep)
+
+    # -- outputs kept apart: <run>.outputs/<node>-<sha256>.out, written once -------------------
+
+    @staticmethod
+    def _blob_name(node: int, digest: bytes) -> str:
+        return f"{node}-{digest.hex()}.out"
+
+    def _put_outputs(self, run_id: str, blobs: dict[tuple[int, bytes], bytes]) -> None:
+        """Write each output blob not stored yet (atomically, fsynced) before anything
+        references it."""
+        if not blobs:
+            return
+        folder = self._path(run_id, _OUTPUTS)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {folder}: {exc}") from exc
+        wrote = False
+        for (node, digest), blob in blobs.items():
+            path = os.path.join(folder, self._blob_name(node, digest))
+            if os.path.exists(path):
+                continue
+            self._write_atomic(path, blob, sync_dir=False)
+            wrote = True
+        if wrote:
+            try:
+                _fsync_dir(folder)
+                _fsync_dir(self.directory)
+            except OSError as exc:
+                raise StoreError(f"cannot write {folder}: {exc}") from exc
+
+    def _fetch(self, run_id: str) -> Callable[[int, int, bytes], bytes]:
+        """What the decoders call for an output kept as a blob (read in one piece)."""
+        folder = self._path(run_id, _OUTPUTS)
+
+        def fetch(node: int, size: int, digest: bytes) -> bytes:
+            path = os.path.join(folder, self._blob_name(node, digest))
+            try:
+                with open(path, "rb") as f:
+                    return f.read(size + 1)
+            except FileNotFoundError:
+                raise CorruptStateError(f"run {run_id!r}: the stored output of node id {node} is missing"
+                                        f" ({path})") from None
+            except OSError as exc:
+                raise StoreError(f"cannot read {path}: {exc}") from exc
+        return fetch
+
+    def _drop_outputs(self, run_id: str, keep: set[str] | None = None) -> None:
+        """Delete the run's output blobs but ``keep`` (all, and their folder, if ``None``)."""
+        folder = self._path(run_id, _OUTPUTS)
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot list {folder}: {exc}") from exc
+        for name in names:
+            if keep is None or name not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
+        if keep is None or not keep:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
     def _snapshot(self, run_id: str) -> bytes:
         data = _read(self._path(run_id, self.suffix))
@@ -175,7 +249,7 @@ class FileStore(Store):
         return data
 
     def _decode(self, run_id: str, data: bytes) -> RunState:
-        state = self._codec.decode(data)
+        state = self._codec.decode(data, fetch=self._fetch(run_id))
         if state.run_id != run_id:
             raise CorruptStateError(f"the file of run {run_id!r} holds run {state.run_id!r}")
         return state
@@ -188,7 +262,8 @@ class FileStore(Store):
         found = _journal_frames(_read(self._path(run_id, ".journal")), snapshot)
         if found is None:
             return state
-        return apply_batches(state, journal.replay(found.payloads, found.seed, legacy=found.legacy))
+        return apply_batches(state, journal.replay(found.payloads, found.seed, legacy=found.legacy,
+                                                   fetch=self._fetch(run_id)))
 
     def exists(self, run_id: str) -> bool:
         """Whether the run's snapshot file exists."""
@@ -256,6 +331,7 @@ class FileStore(Store):
                 raise RunNotFoundError(f"no run {run_id!r} in {self.directory}") from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path(run_id, ".journal"))
+            self._drop_outputs(run_id)
             with contextlib.suppress(OSError):
                 _fsync_dir(self.directory)
 
@@ -310,7 +386,11 @@ class FileStore(Store):
         _check_data(data)
         with self._mutex:
             n, end, chain = self._journal_position(run_id)
-            body = journal.encode_batch(time.time(), check_transitions(records, n), data)
+            checked = check_transitions(records, n)
+            apart = kept_apart(r.output for r in checked)
+            self._put_outputs(run_id, {(r.node_id, apart[id(r.output)][0]): r.output for r in checked
+                                       if id(r.output) in apart and r.output is not None})
+            body = journal.encode_batch(time.time(), checked, data, {key: digest for key, (digest, _) in apart.items()})
             following = journal.Chain(chain.link, chain.seq)
             data = journal.frame(following.seal(body))
             try:

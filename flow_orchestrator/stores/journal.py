@@ -26,7 +26,9 @@ before they append to it, so formats never mix.
 
 A batch payload is ``<f64 timestamp><u32 count>`` then per record
 ``<i32 node><u8 status><i32 attempt><f64 started><f64 ended><u8 flags>``, the output
-(``<u32 size>`` + bytes, if ``flags & 1``) and the error (three ``<u32 size>`` + UTF-8
+(``<u32 size>`` + bytes, if ``flags & 1``; a reference ``<u64 size><32s sha256>`` to an
+output the store keeps as a blob, if ``flags & 4``; none for an output not saved, if
+``flags & 8``) and the error (three ``<u32 size>`` + UTF-8
 strings: type, message, traceback, if ``flags & 2``).  A batch that carries the
 workflow data ends with ``<u8 1><u32 size>`` + the serialized data; any other byte after
 the records is refused.  Decoding checks every size against the bytes left, so damaged
@@ -40,9 +42,9 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from ..state import CorruptStateError, ErrorRecord
+from ..state import NOT_SAVED, CorruptStateError, ErrorRecord, check_blob
 from .base import Transition, check_transitions
 
 __all__ = ["FRAME", "RECORD_TAG", "SEED_BYTES", "Chain", "decode_batch", "encode_batch", "frame", "is_legacy",
@@ -59,7 +61,9 @@ _DATA_TAG = b"\x01"
 RECORD_TAG = b"\xf0FJ2"
 """The first bytes of a chained (format 2) checkpoint record's payload."""
 
+_REF = struct.Struct("<Q32s")
 _CHAIN = struct.Struct("<4sQ32s")
+Fetch = Callable[[int, int, bytes], bytes]
 _LINK = struct.Struct("<QI")
 
 
@@ -168,23 +172,24 @@ class Chain:
         return chain
 
 
-def replay(payloads: Iterable[bytes], seed: bytes, *, legacy: bool = False
+def replay(payloads: Iterable[bytes], seed: bytes, *, legacy: bool = False, fetch: Fetch | None = None
            ) -> list[tuple[float, list[Transition], bytes | None]]:
     """The decoded batches of a snapshot's records, their chain checked from ``seed``.
 
-    ``legacy``: format 1 records (no chain).
+    ``legacy``: format 1 records (no chain).  ``fetch``: see :func:`decode_batch`.
     """
     if legacy:
-        return [decode_batch(p) for p in payloads]
+        return [decode_batch(p, fetch) for p in payloads]
     chain = Chain(seed)
-    return [decode_batch(chain.follow(p)) for p in payloads]
+    return [decode_batch(chain.follow(p), fetch) for p in payloads]
 
 
-def replay_rows(rows: Sequence[object], seed: bytes) -> list[tuple[float, list[Transition], bytes | None]]:
+def replay_rows(rows: Sequence[object], seed: bytes, fetch: Fetch | None = None
+                ) -> list[tuple[float, list[Transition], bytes | None]]:
     """The decoded batches of a database run's checkpoint rows (one frame each, in order):
     :func:`row_payloads`, then :func:`replay` (format 1 when the first row is)."""
     payloads = row_payloads(rows)
-    return replay(payloads, seed, legacy=bool(payloads) and is_legacy(payloads[0]))
+    return replay(payloads, seed, legacy=bool(payloads) and is_legacy(payloads[0]), fetch=fetch)
 
 
 SEED_BYTES = 24
@@ -208,19 +213,31 @@ def _text(value: str) -> bytes:
     return _SIZE.pack(len(raw)) + raw
 
 
-def _encode_one(record: Transition) -> bytes:
-    flags = (record.output is not None) | (record.error is not None) << 1
+def _encode_one(record: Transition, refs: Mapping[int, bytes] | None) -> bytes:
+    output = record.output
+    ref = refs.get(id(output)) if refs and output is not None else None
+    kind = 0 if output is None else 8 if output is NOT_SAVED else 1 if ref is None else 4
+    flags = kind | (record.error is not None) << 1
     parts = [_RECORD.pack(record.node_id, record.status, record.attempt, record.started, record.ended, flags)]
-    if record.output is not None:
-        parts.append(_SIZE.pack(len(record.output)) + record.output)
+    if kind == 1:
+        assert output is not None
+        parts.append(_SIZE.pack(len(output)) + output)
+    elif kind == 4:
+        assert output is not None and ref is not None
+        parts.append(_REF.pack(len(output), ref))
     if record.error is not None:
         parts.extend(_text(s) for s in (record.error.type, record.error.message, record.error.traceback))
     return b"".join(parts)
 
 
-def encode_batch(stamp: float, records: list[Transition], data: bytes | None = None) -> bytes:
-    """The payload of one checkpoint batch (with the serialized workflow data, if given)."""
-    payload = _BATCH.pack(stamp, len(records)) + b"".join(map(_encode_one, records))
+def encode_batch(stamp: float, records: list[Transition], data: bytes | None = None,
+                 refs: Mapping[int, bytes] | None = None) -> bytes:
+    """The payload of one checkpoint batch (with the serialized workflow data, if given).
+
+    ``refs`` maps the ``id()`` of outputs the store keeps as blobs to their sha256: their
+    records reference them instead of copying them.
+    """
+    payload = _BATCH.pack(stamp, len(records)) + b"".join(_encode_one(r, refs) for r in records)
     if data is not None:
         payload += _DATA_TAG + _SIZE.pack(len(data)) + data
     return payload
@@ -254,21 +271,29 @@ class _Reader:
             raise CorruptStateError("a checkpoint error record is not UTF-8") from None
 
 
-def _decode_one(reader: _Reader) -> Transition:
+def _decode_one(reader: _Reader, fetch: Fetch | None) -> Transition:
     node, status, attempt, started, ended, flags = reader.unpack(_RECORD)
-    output = reader.blob() if flags & 1 else None
+    if flags & ~15 or bin(flags & 13).count("1") > 1:
+        raise CorruptStateError(f"a checkpoint record has unknown flags {flags:#x}")
+    output = reader.blob() if flags & 1 else NOT_SAVED if flags & 8 else None
+    if flags & 4:
+        size, digest = reader.unpack(_REF)
+        if fetch is None:
+            raise CorruptStateError("a checkpoint record references an output kept apart, and no store to fetch it")
+        output = check_blob(node, fetch(node, size, digest), size, digest)
     error = ErrorRecord(reader.text(), reader.text(), reader.text()) if flags & 2 else None
     return Transition(node, status, attempt, started, ended, output, error)
 
 
-def decode_batch(payload: bytes) -> tuple[float, list[Transition], bytes | None]:
+def decode_batch(payload: bytes, fetch: Fetch | None = None) -> tuple[float, list[Transition], bytes | None]:
     """The timestamp, records and data (``None``: unchanged) of a batch payload;
-    :class:`CorruptStateError` if malformed."""
+    :class:`CorruptStateError` if malformed.  ``fetch(node, size, sha256)`` gives the bytes
+    of an output kept as a blob (checked here: length, then sha256)."""
     reader = _Reader(payload)
     stamp, count = reader.unpack(_BATCH)
     if count > len(payload) // _RECORD.size:
         raise CorruptStateError(f"a checkpoint batch claims {count} records in {len(payload)} bytes")
-    records = [_decode_one(reader) for _ in range(count)]
+    records = [_decode_one(reader, fetch) for _ in range(count)]
     data = None
     if reader.pos < len(payload):
         if reader.take(1) != _DATA_TAG:

@@ -56,7 +56,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +70,12 @@ from .base import (
     Store,
     _check_data,
     apply_batches,
+    blob_refs,
     check_run_id,
     check_transitions,
     corrupt_info,
     held,
+    kept_apart,
     listed,
 )
 from .errors import LockLostError, RunLockedError, RunNotFoundError, StoreError
@@ -86,6 +88,7 @@ __all__ = ["PostgresStore"]
 _APP_NAME = "flow-orchestrator"
 _HOLDER = re.compile(r"flow-orchestrator pid (\d+) on ")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+_CHUNK = 2**20  # bytes per row of an output kept apart (what psycopg copies at a time)
 _SETUP_LOCK = (0x666C6F77, 0x7363686D)  # a two-int4 advisory key: a space apart from the run locks' bigint keys
 
 
@@ -162,7 +165,7 @@ class PostgresStore(Store):
         self._locks: set[psycopg.Connection[Any]] = set()  # open lock connections, closed by close()
         self._verified: set[str] = set()  # runs whose checkpoint rows this object has checked
         s = _quote(schema)
-        self._runs, self._checkpoints = f"{s}.runs", f"{s}.checkpoints"
+        self._runs, self._checkpoints, self._outputs = f"{s}.runs", f"{s}.checkpoints", f"{s}.outputs"
         try:
             self._setup()
         except BaseException:
@@ -228,10 +231,14 @@ class PostgresStore(Store):
                 updated_at DOUBLE PRECISION NOT NULL, num_nodes INTEGER NOT NULL, state BYTEA NOT NULL);
             CREATE TABLE IF NOT EXISTS {self._checkpoints} (
                 run_id TEXT COLLATE "C" NOT NULL, seq BIGINT NOT NULL, record BYTEA NOT NULL,
-                PRIMARY KEY (run_id, seq))"""
-        exists = "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename IN ('runs', 'checkpoints')"
+                PRIMARY KEY (run_id, seq));
+            CREATE TABLE IF NOT EXISTS {self._outputs} (
+                run_id TEXT COLLATE "C" NOT NULL, node INTEGER NOT NULL, digest BYTEA NOT NULL,
+                chunk INTEGER NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (run_id, node, digest, chunk))"""
+        exists = ("SELECT count(*) FROM pg_tables WHERE schemaname = %s"
+                  " AND tablename IN ('runs', 'checkpoints', 'outputs')")
         with self._cursor() as cur:
-            if cur.execute(exists, (self.schema,)).fetchone() == (2,):
+            if cur.execute(exists, (self.schema,)).fetchone() == (3,):
                 return
             cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", _SETUP_LOCK)
             if not cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)).fetchone():
@@ -243,34 +250,76 @@ class PostgresStore(Store):
     def save(self, state: RunState) -> None:
         """Insert or replace the run's row and drop its checkpoints, in one transaction."""
         check_run_id(state.run_id)
-        blob = flatbuffers_codec.encode(state)
+        refs = blob_refs(state.outputs)
+        blob = flatbuffers_codec.encode(state, refs=refs)
         with self._cursor() as cur:
+            self._put_outputs(cur, state.run_id, {(node, digest): state.outputs[node] for node, digest in refs.items()})
             cur.execute(f"INSERT INTO {self._runs} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id) DO UPDATE"
                         " SET workflow = EXCLUDED.workflow, status = EXCLUDED.status,"
                         " updated_at = EXCLUDED.updated_at, num_nodes = EXCLUDED.num_nodes, state = EXCLUDED.state",
                         (state.run_id, state.workflow, state.run_status, state.updated_at, state.num_nodes, blob))
             cur.execute(f"DELETE FROM {self._checkpoints} WHERE run_id = %s", (state.run_id,))
+            kept = set(refs.items())
+            stale = {(node, bytes(digest)) for node, digest in cur.execute(
+                f"SELECT DISTINCT node, digest FROM {self._outputs} WHERE run_id = %s", (state.run_id,), binary=True)
+                } - kept
+            for node, digest in stale:
+                cur.execute(f"DELETE FROM {self._outputs} WHERE run_id = %s AND node = %s AND digest = %s",
+                            (state.run_id, node, digest))
         with self._mutex:
             self._verified.add(state.run_id)
+
+    def _put_outputs(self, cur: psycopg.Cursor[Any], run_id: str, blobs: dict[tuple[int, bytes], bytes]) -> None:
+        """Write each output blob not stored yet, as rows of at most ``_CHUNK`` bytes (so no
+        copy of a whole output is ever made on the way to the server)."""
+        for (node, digest), data in blobs.items():
+            if cur.execute(f"SELECT 1 FROM {self._outputs} WHERE run_id = %s AND node = %s AND digest = %s"
+                           " AND chunk = 0", (run_id, node, digest)).fetchone() is not None:
+                continue
+            view = memoryview(data)
+            for i, start in enumerate(range(0, max(len(view), 1), _CHUNK)):
+                cur.execute(f"INSERT INTO {self._outputs} VALUES (%s, %s, %s, %s, %s)",
+                            (run_id, node, digest, i, view[start:start + _CHUNK]))
+
+    def _fetch(self, cur: psycopg.Cursor[Any], run_id: str) -> Callable[[int, int, bytes], bytes]:
+        """What the decoders call for an output kept as a blob (its rows, joined)."""
+        def fetch(node: int, size: int, digest: bytes) -> bytes:
+            rows = cur.execute(f"SELECT chunk, data FROM {self._outputs} WHERE run_id = %s AND node = %s"
+                               " AND digest = %s ORDER BY chunk", (run_id, node, digest), binary=True).fetchall()
+            if not rows:
+                raise CorruptStateError(f"run {run_id!r}: the stored output of node id {node} is missing")
+            if [r[0] for r in rows] != list(range(len(rows))):
+                raise CorruptStateError(f"run {run_id!r}: the stored output of node id {node} has missing pieces")
+            return b"".join(r[1] for r in rows)
+        return fetch
 
     def load(self, run_id: str) -> RunState:
         """The snapshot with the checkpoint rows replayed in order, their chain checked (a
         damaged last row ignored); the row and its checkpoints are read in one statement
         (one consistent view)."""
         check_run_id(run_id)
-        with self._cursor(transaction=False) as cur:
-            row = cur.execute(f"SELECT r.state, ARRAY(SELECT c.record FROM {self._checkpoints} c"
-                              " WHERE c.run_id = r.run_id ORDER BY c.seq)"
-                              f" FROM {self._runs} r WHERE r.run_id = %s", (run_id,), binary=True).fetchone()
-        if row is None:
-            raise RunNotFoundError(f"no run {run_id!r} in {self.where}")
-        blob, records = row
-        if not isinstance(blob, bytes):
-            raise CorruptStateError(f"the state of run {run_id!r} is not a byte string")
-        state = flatbuffers_codec.decode(blob)
-        if state.run_id != run_id:
-            raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
-        return apply_batches(state, journal.replay_rows(list(records or ()), journal.snapshot_seed(blob)))
+        # One read-only transaction at REPEATABLE READ: the snapshot, its checkpoint rows
+        # and the outputs they reference are one consistent view.
+        with self._mutex, self._cursor(transaction=False) as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                row = cur.execute(f"SELECT r.state, ARRAY(SELECT c.record FROM {self._checkpoints} c"
+                                  " WHERE c.run_id = r.run_id ORDER BY c.seq)"
+                                  f" FROM {self._runs} r WHERE r.run_id = %s", (run_id,), binary=True).fetchone()
+                if row is None:
+                    raise RunNotFoundError(f"no run {run_id!r} in {self.where}")
+                blob, records = row
+                if not isinstance(blob, bytes):
+                    raise CorruptStateError(f"the state of run {run_id!r} is not a byte string")
+                fetch = self._fetch(cur, run_id)
+                state = flatbuffers_codec.decode(blob, fetch=fetch)
+                if state.run_id != run_id:
+                    raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
+                batches = journal.replay_rows(list(records or ()), journal.snapshot_seed(blob), fetch)
+            finally:
+                with contextlib.suppress(self._pg.Error):
+                    cur.execute("ROLLBACK")
+        return apply_batches(state, batches)
 
     def exists(self, run_id: str) -> bool:
         """Whether the ``runs`` table has a row for the run."""
@@ -329,6 +378,7 @@ class PostgresStore(Store):
             if cur.execute(f"DELETE FROM {self._runs} WHERE run_id = %s RETURNING 1", (run_id,)).fetchone() is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.where}")
             cur.execute(f"DELETE FROM {self._checkpoints} WHERE run_id = %s", (run_id,))
+            cur.execute(f"DELETE FROM {self._outputs} WHERE run_id = %s", (run_id,))
         with self._mutex:
             self._verified.discard(run_id)
 
@@ -347,7 +397,11 @@ class PostgresStore(Store):
                               (stamp, run_id), binary=True).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.where}")
-            payload = journal.encode_batch(stamp, check_transitions(records, row[0]), data)
+            checked = check_transitions(records, row[0])
+            apart = kept_apart(r.output for r in checked)
+            self._put_outputs(cur, run_id, {(r.node_id, apart[id(r.output)][0]): r.output for r in checked
+                                            if id(r.output) in apart and r.output is not None})
+            payload = journal.encode_batch(stamp, checked, data, {key: digest for key, (digest, _) in apart.items()})
             chain, seq = self._tail(cur, run_id, journal.snapshot_seed(bytes(row[1])))
             cur.execute(f"INSERT INTO {self._checkpoints} VALUES (%s, %s, %s)",
                         (run_id, seq + 1, journal.frame(chain.seal(payload))))

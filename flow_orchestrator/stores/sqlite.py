@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..codecs import SMALL_STATE, flatbuffers_codec
@@ -34,10 +34,12 @@ from .base import (
     Store,
     _check_data,
     apply_batches,
+    blob_refs,
     check_run_id,
     check_transitions,
     corrupt_info,
     held,
+    kept_apart,
     listed,
     wanted,
 )
@@ -54,10 +56,17 @@ CREATE TABLE IF NOT EXISTS runs (
     updated_at REAL NOT NULL, num_nodes INTEGER NOT NULL, state BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL, PRIMARY KEY (run_id, seq));
+CREATE TABLE IF NOT EXISTS outputs (
+    run_id TEXT NOT NULL, node INTEGER NOT NULL, digest BLOB NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (run_id, node, digest));
 CREATE TABLE IF NOT EXISTS locks (
     run_id TEXT PRIMARY KEY, pid INTEGER NOT NULL, hostname TEXT NOT NULL,
     acquired_at REAL NOT NULL, token TEXT NOT NULL);
 """
+
+
+_WAL_LIMIT = 64 * 2**20  # bytes of write-ahead log kept after a checkpoint of the log
+_CHUNK = 16 * 2**20      # bytes per write into an output blob
 
 
 class SqliteStore(Store):
@@ -88,8 +97,12 @@ class SqliteStore(Store):
         self._memory_locks: set[str] = set()
         try:
             self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            # Freed pages go back to the file (incremental_vacuum after deletes): only
+            # takes effect on a new database, so it comes before the tables.
+            self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             self._conn.executescript(_SCHEMA)
         except (sqlite3.Error, UnicodeDecodeError) as exc:  # a damaged schema text: UnicodeDecodeError
             self.close()
@@ -116,14 +129,73 @@ class SqliteStore(Store):
                 raise
 
     def save(self, state: RunState) -> None:
-        """Replace the run's row and drop its checkpoints, in one transaction."""
+        """Replace the run's row and drop its checkpoints and the output blobs the new
+        snapshot does not reference, in one transaction; then give freed pages back."""
         check_run_id(state.run_id)
-        blob = flatbuffers_codec.encode(state)
+        refs = blob_refs(state.outputs)
+        blob = flatbuffers_codec.encode(state, refs=refs)
         with self._transaction() as db:
+            self._put_outputs(db, state.run_id, {(node, digest): state.outputs[node] for node, digest in refs.items()})
             db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
                        (state.run_id, state.workflow, state.run_status, state.updated_at, state.num_nodes, blob))
             db.execute("DELETE FROM checkpoints WHERE run_id = ?", (state.run_id,))
+            kept = set(refs.items())
+            stale = [(rowid,) for rowid, node, digest in db.execute(
+                "SELECT rowid, node, digest FROM outputs WHERE run_id = ?", (state.run_id,)) if (node, digest) not in kept]
+            db.executemany("DELETE FROM outputs WHERE rowid = ?", stale)
             self._verified.add(state.run_id)
+        self._reclaim()
+
+    def _put_outputs(self, db: sqlite3.Connection, run_id: str, blobs: dict[tuple[int, bytes], bytes]) -> None:
+        """Write each output blob not stored yet, in pieces straight from its bytes
+        (``zeroblob``, then incremental blob I/O: no copy of the whole output)."""
+        for (node, digest), data in blobs.items():
+            cur = db.execute("INSERT OR IGNORE INTO outputs VALUES (?, ?, ?, zeroblob(?))",
+                             (run_id, node, digest, len(data)))
+            if cur.rowcount != 1 or not data or cur.lastrowid is None:
+                continue
+            view = memoryview(data)
+            with db.blobopen("outputs", "data", cur.lastrowid) as out:
+                for start in range(0, len(view), _CHUNK):
+                    out.write(view[start:start + _CHUNK])
+
+    def _fetch(self, db: sqlite3.Connection, run_id: str) -> Callable[[int, int, bytes], bytes]:
+        """What the decoders call for an output kept as a blob (read in one piece)."""
+        def fetch(node: int, size: int, digest: bytes) -> bytes:
+            row = db.execute("SELECT rowid, length(data) FROM outputs WHERE run_id = ? AND node = ? AND digest = ?",
+                             (run_id, node, digest)).fetchone()
+            if row is None:
+                raise CorruptStateError(f"run {run_id!r}: the stored output of node id {node} is missing")
+            if row[1] != size:
+                raise CorruptStateError(f"run {run_id!r}: the stored output of node id {node} has {row[1]} bytes,"
+                                        f" not the {size} its state references")
+            with db.blobopen("outputs", "data", row[0], readonly=True) as blob:
+                return blob.read()
+        return fetch
+
+    def _reclaim(self) -> None:
+        """Give the pages freed by deletes back to the file system (``auto_vacuum`` is
+        incremental: see the class docstring for databases made before it)."""
+        with contextlib.suppress(StoreError), self._mutex:
+            if self._conn is not None:
+                try:  # executescript steps the pragma to its end (execute frees one page)
+                    self._conn.executescript("PRAGMA incremental_vacuum;")
+                except sqlite3.Error as exc:
+                    raise StoreError(str(exc)) from exc
+
+    def compact(self) -> None:
+        """Turn on ``auto_vacuum = INCREMENTAL`` in a database made before this library did
+        (it needs a ``VACUUM``: the whole file is rewritten, and needs as much free disk),
+        and give every free page back.  Do it while no run writes to the store."""
+        with self._mutex:
+            if self._conn is None:
+                raise StoreError("the store is closed")
+            try:
+                self._conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot compact {self.path}: {exc}") from exc
 
     def _num_nodes(self, db: sqlite3.Connection, run_id: str) -> int:
         row = db.execute("SELECT num_nodes FROM runs WHERE run_id = ?", (check_run_id(run_id),)).fetchone()
@@ -134,18 +206,20 @@ class SqliteStore(Store):
     def load(self, run_id: str) -> RunState:
         """The snapshot with the checkpoint rows replayed in order, their chain checked (a
         damaged last row is ignored, a damaged row before an intact one is corruption)."""
-        with self._transaction("DEFERRED") as db:
+        with self._transaction("DEFERRED") as db:  # one consistent view, outputs kept apart included
             row = db.execute("SELECT state FROM runs WHERE run_id = ?", (check_run_id(run_id),)).fetchone()
             records = [r[0] for r in db.execute(
                 "SELECT record FROM checkpoints WHERE run_id = ? ORDER BY seq", (run_id,))]
-        if row is None:
-            raise RunNotFoundError(f"no run {run_id!r} in {self.path}")
-        if not isinstance(row[0], bytes):
-            raise CorruptStateError(f"the state of run {run_id!r} is not a blob")
-        state = flatbuffers_codec.decode(row[0])
-        if state.run_id != run_id:
-            raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
-        return apply_batches(state, journal.replay_rows(records, journal.snapshot_seed(row[0])))
+            if row is None:
+                raise RunNotFoundError(f"no run {run_id!r} in {self.path}")
+            if not isinstance(row[0], bytes):
+                raise CorruptStateError(f"the state of run {run_id!r} is not a blob")
+            fetch = self._fetch(db, run_id)
+            state = flatbuffers_codec.decode(row[0], fetch=fetch)
+            if state.run_id != run_id:
+                raise CorruptStateError(f"the row of run {run_id!r} holds run {state.run_id!r}")
+            batches = journal.replay_rows(records, journal.snapshot_seed(row[0]), fetch)
+        return apply_batches(state, batches)
 
     def exists(self, run_id: str) -> bool:
         """Whether the ``runs`` table has a row for the run."""
@@ -197,7 +271,9 @@ class SqliteStore(Store):
             self._num_nodes(db, run_id)
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM checkpoints WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM outputs WHERE run_id = ?", (run_id,))
             self._verified.discard(run_id)
+        self._reclaim()
 
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Insert the batch as one chained row and bump ``updated_at``, in one transaction;
@@ -207,7 +283,11 @@ class SqliteStore(Store):
         if self._legacy(run_id):
             self.save(self.load(run_id))  # format 1 rows: folded into a snapshot first
         with self._transaction() as db:
-            payload = journal.encode_batch(stamp, check_transitions(records, self._num_nodes(db, run_id)), data)
+            checked = check_transitions(records, self._num_nodes(db, run_id))
+            apart = kept_apart(r.output for r in checked)
+            self._put_outputs(db, run_id, {(r.node_id, apart[id(r.output)][0]): r.output for r in checked
+                                           if id(r.output) in apart and r.output is not None})
+            payload = journal.encode_batch(stamp, checked, data, {key: digest for key, (digest, _) in apart.items()})
             chain, seq = self._tail(db, run_id)
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?)", (run_id, seq + 1, journal.frame(chain.seal(payload))))
             db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", (stamp, run_id))
