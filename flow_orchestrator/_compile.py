@@ -14,7 +14,8 @@ the core never decides it per call:
   once per distinct (action, call plan, option row) and gathered per node in C;
 * per option row, the attempt limit, the timeout and the retry delay callback;
 * the raw ``(action, call plan, middleware)`` triples that other executors ship
-  (:mod:`flow_orchestrator.external`).
+  (:mod:`flow_orchestrator.external`), left to the compiled workflow to make on first
+  use, so that a run on threads never makes them.
 
 How an action is called was decided when the workflow was built (``Workflow.call_plans``).
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ext import CompiledWorkflow, group_by, node_triples, take
+from ._ext import CompiledWorkflow, group_by, take
 from .context import CallPlan, adapt, with_middleware
 from .workflow import NodeOptions, Workflow
 
@@ -71,8 +72,9 @@ class _Compiler:
         table = self.table
         compiled = CompiledWorkflow(wf, wf.graph, final, flags, slots, max_attempts, timeouts,
                                     lambda slot, retry: table[slot].retry_delay_for(retry))
-        # What other executors ship: the raw (action, call plan, middleware) of each node.
-        compiled.external_actions = node_triples(actions, plans, middleware_of, slots)
+        # What other executors ship: the raw (action, call plan, middleware) of each node,
+        # made on first use (a tuple per node with one action per node: threads never pay).
+        compiled.defer_external_actions(actions, plans, middleware_of, slots)
         return compiled
 
     @staticmethod

@@ -176,7 +176,15 @@ class CompiledWorkflow:
     num_nodes: int
     has_timeouts: bool
     labels: list[str]
-    external_actions: list[tuple[Callable[..., Any], Any, tuple[Callable[..., Any], ...]]]
+    @property
+    def external_actions(self) -> list[tuple[Callable[..., Any], Any, tuple[Callable[..., Any], ...]]]: ...
+    def defer_external_actions(
+        self,
+        actions: Sequence[Callable[..., Any]],
+        plans: Sequence[Any],
+        middleware: Sequence[tuple[Callable[..., Any], ...]],
+        group: npt.ArrayLike,
+    ) -> None: ...
     def __init__(
         self,
         workflow: Any,
