@@ -1,10 +1,24 @@
-"""Durable runs: checkpoint policies on SQLite, 10,000-node layered no-op workflow.
+"""Durable runs: what checkpoints cost, on SQLite, 10,000-node layered no-op workflow.
 
-Issue 5's target: strict checkpoints (each completion durable before its dependents
-start) report nodes per second, and batched checkpoints (group commits) are at least
-20x faster than strict.  Rows: the same workflow run without a store (the baseline, in
-the same process), then with a SQLite store under each policy; every run is checked to
-have saved every node.  ``python bench/bench_checkpoint.py`` prints the table;
+Issue 12's target (item 5): batched checkpoints cost at most 3 us a node over the same
+run without a store.  Every figure is a whole durable run as a user pays it (lock, the
+initial snapshot, the checkpoint batches, the final snapshot, unlock) on a fresh SQLite
+file, against the same workflow run without a store in the same process, rounds
+interleaved (no store, end, batched) so that a slow moment of the machine hits them alike;
+each keeps its best round.  Rows:
+
+* ``no store (baseline)``;
+* ``end``: the two snapshots only;
+* ``batched (1000 / 1 s)``: the default policy (the target);
+* ``batched, distinct outputs``: each node returns a different int beyond the writer's
+  memo of small values, so that serializing each output (the serializer's own cost:
+  stdlib ``json``, or orjson with the ``fast`` extra) is in the figure, with its own
+  baseline (the same workflow without a store);
+* ``strict``: one run, for reference (each completion durable before its dependents
+  start: one fsync per group commit).
+
+Every run is checked to have saved every node.  ``python bench/bench_checkpoint.py``
+prints the table; ``bench/run.py --suite checkpoint`` too;
 ``pytest bench/bench_checkpoint.py --benchmark-only`` gives pytest-benchmark statistics.
 """
 
@@ -13,6 +27,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,14 +38,21 @@ from flow_orchestrator import Engine, NodeStatus, Workflow
 from flow_orchestrator.checkpoint import CheckpointPolicy
 from flow_orchestrator.stores import SqliteStore
 
+TARGET_US = 3.0  # batched, over no store, a node
+
 
 def _one() -> int:
     return 1
 
 
-def _workflow(nodes: int) -> Workflow:
+def _returning(value: int) -> Callable[[], int]:
+    return lambda: value
+
+
+def _workflow(nodes: int, distinct: bool = False) -> Workflow:
     graph = layered(nodes // 100, 100, 3)
-    return workflow_of(graph, [_one] * graph.num_nodes, name="checkpoint-bench")
+    actions = [_returning(10**6 + i) for i in range(graph.num_nodes)] if distinct else [_one] * graph.num_nodes
+    return workflow_of(graph, actions, name="checkpoint-bench")
 
 
 def timed_run(engine: Engine, workflow: Workflow, directory: str, policy: Any, run_id: str) -> float:
@@ -45,27 +67,43 @@ def timed_run(engine: Engine, workflow: Workflow, directory: str, policy: Any, r
     return seconds
 
 
-def compare(nodes: int = 10_000, repeat: int = 3) -> list[dict[str, Any]]:
-    """Nodes per second without a store and under each policy; ratios to strict."""
-    workflow = _workflow(nodes)
-    policies: list[tuple[str, Any]] = [("end", "end"), ("batched (1000 / 1 s)", CheckpointPolicy.batched()),
-                                       ("strict", "strict")]
-    rows: list[dict[str, Any]] = []
+def compare(nodes: int = 10_000, repeat: int = 7, strict: bool = True) -> list[dict[str, Any]]:
+    """One row per configuration: best ``seconds``, ``us_per_node`` and
+    ``us_per_node_over_no_store`` (over the baseline of the same workflow)."""
+    plain, distinct = _workflow(nodes), _workflow(nodes, distinct=True)
+    configs: dict[str, tuple[Workflow, Any]] = {
+        "no store (baseline)": (plain, None),
+        "end": (plain, "end"),
+        "batched (1000 / 1 s)": (plain, CheckpointPolicy.batched()),
+        "no store, distinct outputs": (distinct, None),
+        "batched, distinct outputs": (distinct, CheckpointPolicy.batched()),
+    }
+    best = dict.fromkeys(configs, float("inf"))
     with Engine(2) as engine, tempfile.TemporaryDirectory() as tmp:
-        bare = min(_bare(engine, workflow) for _ in range(repeat))
-        rows.append({"policy": "no store (baseline)", "seconds": bare})
-        for label, policy in policies:
-            runs = 1 if label == "strict" else repeat  # strict takes one fsync per commit
-            best = min(timed_run(engine, workflow, tmp, policy, f"r{k}-{label[:3]}") for k in range(runs))
-            rows.append({"policy": label, "seconds": best})
-    strict = rows[-1]["seconds"]
-    for row in rows:
-        row.update(nodes=nodes, nodes_per_s=round(nodes / row["seconds"]),
-                   us_per_node=round(row["seconds"] / nodes * 1e6, 2),
-                   x_vs_strict=round(strict / row["seconds"], 1),
-                   x_vs_no_store=round(row["seconds"] / rows[0]["seconds"], 1))
-        row["seconds"] = round(row["seconds"], 4)
+        for workflow in (plain, distinct):  # compiled, pool started, SQLite warmed up
+            _bare(engine, workflow)
+            timed_run(engine, workflow, tmp, "batched", f"warm-{id(workflow)}")
+        for k in range(repeat):
+            for label, (workflow, policy) in configs.items():
+                seconds = (_bare(engine, workflow) if policy is None
+                           else timed_run(engine, workflow, tmp, policy, f"r{k}-{len(label)}-{label[:3]}"))
+                best[label] = min(best[label], seconds)
+        if strict:  # one fsync per group commit: seconds, once
+            best["strict"] = timed_run(engine, plain, tmp, "strict", "strict")
+    rows = []
+    for label, seconds in best.items():
+        base = best["no store, distinct outputs" if "distinct" in label else "no store (baseline)"]
+        rows.append({"policy": label, "nodes": nodes, "seconds": round(seconds, 4),
+                     "us_per_node": round(seconds / nodes * 1e6, 2),
+                     "us_per_node_over_no_store": round((seconds - base) / nodes * 1e6, 2)})
     return rows
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """The target line for the batched row."""
+    over = next(r for r in rows if r["policy"].startswith("batched ("))["us_per_node_over_no_store"]
+    return (f"target batched SQLite checkpoints <= {TARGET_US:g} us a node over no store: "
+            f"{'PASS' if over <= TARGET_US else 'FAIL'} ({over:.2f} us)")
 
 
 def _bare(engine: Engine, workflow: Workflow) -> float:
@@ -85,6 +123,13 @@ def test_batched_checkpoints(benchmark, tmp_path):  # type: ignore[no-untyped-de
                                              f"b{next(counter)}"), rounds=3)
 
 
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """What ``bench/run.py`` prints under this suite's table."""
+    return [verdict(rows)]
+
+
 if __name__ == "__main__":
-    for row in compare():
+    found = compare()
+    for row in found:
         print(row)
+    print(verdict(found))

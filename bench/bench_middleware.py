@@ -2,7 +2,8 @@
 
 The workflow: ``nodes`` independent no-op nodes run on ``Engine(2)``, once bare and once
 per middleware (attached to every node, as workflow middleware), with the middleware
-idle: retry without failure, a closed breaker, a limiter with plenty of tokens,
+idle (then issue 12's stack: retry and a circuit breaker, an observer overriding every
+node hook, and both, whose sum must stay within 2 us a node): retry without failure, a closed breaker, a limiter with plenty of tokens,
 passing validation, an allowed permission, a logger filtering the events out, a timeout
 not reached, and a metrics sink that does nothing.  The no-op action takes the context
 in both, so the difference is the middleware alone (the issue's target: at most 1 us a
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 import structlog
 
+from bench.execution import EveryNodeHookObserver
 from flow_orchestrator import Engine, Workflow
 from flow_orchestrator.middleware import (
     circuit_breaker,
@@ -87,17 +89,34 @@ def compare(nodes: int = 10_000, repeat: int = 3) -> list[dict[str, Any]]:
     """
     workflows = {"(none)": independent(nodes)}
     workflows.update({name: independent(nodes, (make(),)) for name, make in IDLE.items()})
-    best = dict.fromkeys(workflows, float("inf"))
-    with Engine(2) as engine:
-        for workflow in workflows.values():
-            _run_once(engine, workflow)
+    stack = independent(nodes, (retry(3), circuit_breaker("bench-stack-breaker")))
+    best = dict.fromkeys([*workflows, *STACK], float("inf"))
+    with Engine(2) as engine, Engine(2, observers=[EveryNodeHookObserver()]) as observed:
+        runs: dict[str, tuple[Engine, Workflow]] = {name: (engine, wf) for name, wf in workflows.items()}
+        runs.update({STACK[0]: (engine, stack), STACK[1]: (observed, workflows["(none)"]),
+                     STACK[2]: (observed, stack)})
+        for eng, workflow in runs.values():
+            _run_once(eng, workflow)
         for _ in range(repeat):
-            for name, workflow in workflows.items():
-                best[name] = min(best[name], _run_once(engine, workflow))
+            for name, (eng, workflow) in runs.items():
+                best[name] = min(best[name], _run_once(eng, workflow))
     base = best.pop("(none)")
     return [{"middleware": name, "us_per_node_added": (seconds - base) / nodes * 1e6,
              "seconds": seconds, "baseline_seconds": base, "nodes": nodes}
             for name, seconds in best.items()]
+
+
+#: Issue 12's stack (target: at most 2 us a node over the plain run, all three together).
+STACK = ("retry + circuit_breaker (idle)", "observer of every node hook",
+         "retry + circuit_breaker + observer of every hook")
+STACK_TARGET_US = 2.0
+
+
+def stack_verdict(rows: list[dict[str, Any]]) -> str:
+    """The target line for the whole stack."""
+    added = next(r for r in rows if r["middleware"] == STACK[2])["us_per_node_added"]
+    return (f"target retry + circuit breaker + full observer <= {STACK_TARGET_US:g} us a node over plain: "
+            f"{'PASS' if added <= STACK_TARGET_US else 'FAIL'} ({added:.2f} us)")
 
 
 # -- pytest-benchmark ---------------------------------------------------------------------------
@@ -119,7 +138,14 @@ def test_idle_middleware(benchmark, engine, name):
     benchmark.pedantic(_run_once, args=(engine, workflow), rounds=5, iterations=1)
 
 
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """What ``bench/run.py`` prints under this suite's table."""
+    return [stack_verdict(rows)]
+
+
 if __name__ == "__main__":
-    for row in compare(repeat=5):
-        print(f"{row['middleware']:28} {row['us_per_node_added']:+7.3f} us/node "
+    found = compare(repeat=5)
+    for row in found:
+        print(f"{row['middleware']:48} {row['us_per_node_added']:+7.3f} us/node "
               f"({row['seconds'] * 1e3:7.2f} ms vs {row['baseline_seconds'] * 1e3:7.2f} ms)")
+    print(stack_verdict(found))

@@ -223,11 +223,13 @@ def machine_info(peers: dict[str, ModuleType]) -> dict[str, Any]:
 # -- command line --------------------------------------------------------------------
 
 
-SUITES = ("graph", "engine", "middleware", "observability", "state", "resume", "processes", "cold")
+SUITES = ("graph", "engine", "middleware", "observability", "checkpoint", "state", "resume", "processes", "cold")
 
 TITLES = {
     "middleware": "middleware with nothing to do: cost added per node (10,000 no-op nodes)",
     "observability": "metrics and observers: cost per node (100,000-node no-op workflow)",
+    "checkpoint": "durable runs on SQLite: a whole run's cost per node over the same run without a store "
+                  "(10,000-node layered no-op workflow; strict: one run, for reference)",
     "state": "run state of 100,000 nodes: save (encode) and load (decode), FlatBuffers vs stdlib JSON",
     "resume": "resume of a 100,000-node run 99% complete: time to the first new node",
     "processes": "process pools: pure-Python CPU-bound workflows (serial vs 2 processes, target >= 1.8x) "
@@ -250,7 +252,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the rows and machine info to this file")
     parser.add_argument("--suite", nargs="+", choices=(*SUITES, "compare"), default=list(SUITES),
                         help="what to measure: the graph core, the execution engine, the built-in "
-                        "middleware, observers and metrics, run-state codecs, resume, process pools, the cold path (default: all "
+                        "middleware, observers and metrics, durable runs' checkpoints, run-state codecs, resume, process pools, "
+                        "the cold path (default: all "
                         "of these); or 'compare' alone: every engine on every workflow shape, each in its own "
                         "process (bench/compare.py, which takes its own options: --suite compare --help)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads for the engine suite (default: 2)")
@@ -324,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if suite in args.suite:
             report[suite] = overhead_rows(suite, args.repeat)
             print_overhead(suite, report[suite])
+            for line in overhead_verdicts(suite, report[suite]):
+                print(line)
     if args.json is not None:
         write_json(args.json, report)
     return 0
@@ -340,6 +345,12 @@ def overhead_rows(suite: str, repeat: int) -> list[dict[str, Any]]:
     compare = importlib.import_module(module).compare
     accepted = inspect.signature(compare).parameters
     return compare(**({"repeat": repeat} if "repeat" in accepted else {}))
+
+
+def overhead_verdicts(suite: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The target lines of ``bench/bench_<suite>.py`` (its ``verdicts(rows)``, if any)."""
+    verdicts = getattr(importlib.import_module(f"bench.bench_{suite}"), "verdicts", None)
+    return verdicts(rows) if verdicts is not None and rows and "skipped" not in rows[0] else []
 
 
 def print_overhead(suite: str, rows: list[dict[str, Any]]) -> None:

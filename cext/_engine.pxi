@@ -83,9 +83,13 @@
 # _metrics.pxi: C arrays updated with plain adds under the GIL, relaxed atomics on
 # free-threaded builds); when it has none, each costs one pointer test.
 #
-# Memory: 24 bytes a node in the arrays above, 8 for ready_ns (the metrics' queue wait),
-# 8 for the outputs list, at most 4 in the FIFO.  Finished arenas go back to a small pool on their CompiledWorkflow and are
-# reset with memcpy/memset, so running a small workflow many times allocates little.
+# Memory: 24 bytes a node in the arrays above, 8 for ready_ns (the metrics' queue wait,
+# allocated only for runs with metrics), 8 for the outputs list, at most 4 in the FIFO.
+# A new arena's arrays come from calloc (np.zeros), so its first run neither writes
+# them nor touches a page it does not use; finished arenas go back to a small pool on
+# their CompiledWorkflow and are reset with memcpy/memset, so running a small workflow
+# many times allocates little.  The remaining counters start as a memcpy of the
+# workflow's in-degrees, the one per-workflow array a run must copy (it writes them).
 
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -208,8 +212,12 @@ cdef class CompiledWorkflow:
     cdef public dict maps
     cdef list _pool
     cdef cython.pymutex _pool_lock
-    #: ``(action, takes_context, middleware)`` per node, for process executors.
-    cdef public list external_actions
+    # ``(action, call plan, middleware)`` per node, for executors that ship attempts
+    # elsewhere: built on first use from what compile left here (thread and serial runs
+    # never make these per-node tuples).
+    cdef list _external
+    cdef tuple _external_source
+    cdef cython.pymutex _external_lock
     cdef object __weakref__
 
     def __cinit__(self, workflow, CSRGraph graph, tuple actions, flags, option_index,
@@ -229,9 +237,11 @@ cdef class CompiledWorkflow:
             raise ValueError("flags and option_index need one entry per node")
         if self.num_nodes and int(self._option_index.max()) >= self._max_attempts.shape[0]:
             raise ValueError("option_index out of range of the option tables")
-        self._indegree = np.ascontiguousarray(graph.in_degree(), dtype=np.int32)
-        self._roots = np.ascontiguousarray(graph.roots(), dtype=np.int32)
-        graph.pred_indptr  # build the predecessor CSR now, not during a run
+        # Both from what building the graph already knows: the in-degrees by one count
+        # over the edges, the roots a prefix of the topological order.  The predecessor
+        # CSR is not needed to run (only NodeContext.inputs reads it, building it once).
+        self._indegree = graph._in_degrees()
+        self._roots = graph.roots()
         self.flags = <const uint8_t*>cnp.PyArray_DATA(self._flags)
         self.indegree = <const int32_t*>cnp.PyArray_DATA(self._indegree)
         self.option_index = <const uint32_t*>cnp.PyArray_DATA(self._option_index)
@@ -247,6 +257,28 @@ cdef class CompiledWorkflow:
     def workflow(self):
         """The workflow this was compiled from (``None`` once it was garbage collected)."""
         return self._workflow_ref()
+
+    def defer_external_actions(self, actions, plans, middleware, group):
+        """What :attr:`external_actions` is made of, on first use:
+        ``(actions[i], plans[i], middleware[group[i]])`` for each node ``i``."""
+        if len(actions) != self.num_nodes:
+            raise ValueError("one action per node is required")
+        with self._external_lock:
+            self._external = None
+            self._external_source = (actions, plans, middleware, group)
+
+    @property
+    def external_actions(self):
+        """``(action, call plan, middleware)`` per node, what executors that run attempts
+        in other processes ship; made on first use (a tuple per distinct triple, one per
+        node with one action per node), then kept."""
+        with self._external_lock:
+            if self._external is None:
+                if self._external_source is None:
+                    raise ValueError("this compiled workflow has no external actions")
+                self._external = node_triples(*self._external_source)
+                self._external_source = None
+            return self._external
 
     cdef RunCore acquire(self):
         cdef RunCore core = None
@@ -345,6 +377,7 @@ cdef class NodeContext:
         cdef list labels = self._core.wf.labels
         cdef list outputs = self._core.outputs
         cdef int64_t k
+        g._ensure_preds()  # built on the first call that needs it, once per graph
         return {labels[g.pred_idx[k]]: outputs[g.pred_idx[k]]
                 for k in range(g.pred_ptr[self._node], g.pred_ptr[self._node + 1])}
 
@@ -427,17 +460,22 @@ cdef class RunCore:
     cdef readonly object interrupt  # KeyboardInterrupt/SystemExit raised by an action
     cdef readonly object cancel_reason
     cdef bint restored
+    cdef bint fresh                # zeroed by the allocator, not run yet: no memset needed
     cdef object __weakref__
 
     def __cinit__(self, CompiledWorkflow wf):
         self.wf = wf
         self.n = wf.num_nodes
+        # np.zeros is calloc: fresh pages are zero without being written, so a first run
+        # touches only what it uses; _reset() clears them only for a reused arena.
+        # ready_ns exists only for runs with metrics (allocated by the first such run).
         self._state = np.zeros(self.n, dtype=np.uint32)
         self._remaining = np.empty(self.n, dtype=np.int32)
         self._start = np.zeros(self.n, dtype=np.int64)
         self._end = np.zeros(self.n, dtype=np.int64)
-        self._ready = np.zeros(self.n, dtype=np.int64)
-        self.ready_ns = <int64_t*>cnp.PyArray_DATA(self._ready)
+        self._ready = None
+        self.ready_ns = NULL
+        self.fresh = True
         self.state = <uint32_t*>cnp.PyArray_DATA(self._state)
         self.remaining = <int32_t*>cnp.PyArray_DATA(self._remaining)
         self.start_ns = <int64_t*>cnp.PyArray_DATA(self._start)
@@ -461,14 +499,15 @@ cdef class RunCore:
 
     cdef void _reset(self) noexcept:
         cdef Py_ssize_t i
-        memset(self.state, 0, self.n * sizeof(uint32_t))
-        memset(self.start_ns, 0, self.n * sizeof(int64_t))
-        memset(self.end_ns, 0, self.n * sizeof(int64_t))
-        memset(self.why, 0, self.n)
-        if self.wf.has_joins:
-            memset(self.seen, 0, self.n)
-        for i in range(self.n):
-            self.remaining[i] = self.wf.indegree[i]
+        if not self.fresh:
+            memset(self.state, 0, self.n * sizeof(uint32_t))
+            memset(self.start_ns, 0, self.n * sizeof(int64_t))
+            memset(self.end_ns, 0, self.n * sizeof(int64_t))
+            memset(self.why, 0, self.n)
+            if self.wf.has_joins:
+                memset(self.seen, 0, self.n)
+        self.fresh = False
+        memcpy(self.remaining, self.wf.indegree, self.n * sizeof(int32_t))
         for i in range(NUM_COUNTERS):
             self.counters[i] = 0
         self.queue.reset()
@@ -483,6 +522,9 @@ cdef class RunCore:
         self._reset()
         if metrics is not None and metrics.num_nodes != self.n:
             raise ValueError("metrics were made for another workflow")
+        if metrics is not None and self._ready is None:
+            self._ready = np.zeros(self.n, dtype=np.int64)
+            self.ready_ns = <int64_t*>cnp.PyArray_DATA(self._ready)
         self.metrics = metrics
         self.events = events
         self.checkpoint = checkpoint
@@ -1201,7 +1243,7 @@ cdef class RunCore:
         (outputs themselves excluded)."""
         import sys
         return (self._state.nbytes + self._remaining.nbytes + self._start.nbytes + self._end.nbytes
-                + self._ready.nbytes + (sys.getsizeof(self.outputs) if self.outputs is not None else 0)
+                + (self._ready.nbytes if self._ready is not None else 0) + (sys.getsizeof(self.outputs) if self.outputs is not None else 0)
                 + self.queue.capacity_bytes())
 
     @property

@@ -20,10 +20,11 @@ CSR adjacency
     successors of node ``v`` are ``succ_idx[succ_ptr[v]:succ_ptr[v+1]]`` and its
     predecessors ``pred_idx[pred_ptr[v]:pred_ptr[v+1]]``.  Offsets are ``int64`` (any
     edge count), indices ``int32``: 16 bytes a node and 8 bytes an edge.  The arrays are
-    built by a stable counting sort of the edge list, two linear passes and no per-edge
-    Python work, so each node's successors keep the order in which their edges were
-    given; that order is what makes our topological order equal to the standard
-    library's.
+    built by a stable counting sort of the edge list after one branch-free validation
+    pass (linear passes, no per-edge Python work; edges already grouped by source are
+    copied rather than scattered), so each node's successors keep the order in which
+    their edges were given; that order is what makes our topological order equal to the
+    standard library's.
 
 Ordering
     Validation is Kahn's algorithm with a FIFO queue that is the output array itself,
@@ -66,7 +67,7 @@ Boundaries
 cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 

@@ -20,6 +20,9 @@ cdef extern from "Python.h":
         PyObject* func_kwdefaults
         PyObject* func_dict
         PyObject* func_annotations
+    ctypedef struct PyCodeObject:
+        int co_argcount
+        int co_kwonlyargcount
     bint PyFunction_Check(object o)
     bint PyDict_CheckExact(object o)
     Py_ssize_t PyDict_GET_SIZE "PyDict_Size" (object o)
@@ -100,13 +103,22 @@ cdef inline int64_t _table_group(_KeyTable* t, uint64_t a, uint64_t b) except -1
     return t.count - 1
 
 
+cdef inline uint64_t _defaults_count(PyObject* action) noexcept:
+    if not PyFunction_Check(<object>action):
+        return 0
+    cdef PyObject* defaults = (<PyFunctionObject*>action).func_defaults
+    return 0 if defaults == NULL else <uint64_t>PyTuple_GET_SIZE(<object>defaults)
+
+
 cdef inline uint64_t _signature_key(PyObject* action) noexcept:
     """What decides the signature of ``action``: for a plain function whose signature is
     read from its code alone (no ``__dict__``, so no ``__wrapped__``; no keyword-only
-    defaults; no annotations but an empty dict), its code object, so that the many
-    functions one ``def`` or ``lambda`` makes in a loop share one signature; else the
-    object itself."""
+    defaults; annotations that cannot matter: none, or a function without required
+    parameters, as only those are looked up in them), its code object, so that the many
+    functions one ``def`` or ``lambda`` makes in a loop share one signature (a return
+    annotation included); else the object itself."""
     cdef PyFunctionObject* f
+    cdef PyCodeObject* code
     if not PyFunction_Check(<object>action):
         return <uint64_t>action
     f = <PyFunctionObject*>action
@@ -114,15 +126,10 @@ cdef inline uint64_t _signature_key(PyObject* action) noexcept:
         return <uint64_t>action
     if f.func_annotations != NULL and not (PyDict_CheckExact(<object>f.func_annotations)
                                            and PyDict_GET_SIZE(<object>f.func_annotations) == 0):
-        return <uint64_t>action
+        code = <PyCodeObject*>f.func_code
+        if code.co_kwonlyargcount != 0 or code.co_argcount > <int>_defaults_count(action):
+            return <uint64_t>action  # required parameters: their annotations may ask for the context
     return <uint64_t>f.func_code
-
-
-cdef inline uint64_t _defaults_count(PyObject* action) noexcept:
-    if not PyFunction_Check(<object>action):
-        return 0
-    cdef PyObject* defaults = (<PyFunctionObject*>action).func_defaults
-    return 0 if defaults == NULL else <uint64_t>PyTuple_GET_SIZE(<object>defaults)
 
 
 cdef object _sequence(object values, str what):

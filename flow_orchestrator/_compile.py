@@ -14,7 +14,8 @@ the core never decides it per call:
   once per distinct (action, call plan, option row) and gathered per node in C;
 * per option row, the attempt limit, the timeout and the retry delay callback;
 * the raw ``(action, call plan, middleware)`` triples that other executors ship
-  (:mod:`flow_orchestrator.external`).
+  (:mod:`flow_orchestrator.external`), left to the compiled workflow to make on first
+  use, so that a run on threads never makes them.
 
 How an action is called was decided when the workflow was built (``Workflow.call_plans``).
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ext import CompiledWorkflow, group_by, node_triples, take
+from ._ext import CompiledWorkflow, group_by, take
 from .context import CallPlan, adapt, adapt_item, with_middleware
 from .workflow import NodeOptions, Workflow
 
@@ -74,8 +75,9 @@ class _Compiler:
         compiled = CompiledWorkflow(wf, wf.graph, final, flags, slots, max_attempts, timeouts,
                                     lambda slot, retry: table[slot].retry_delay_for(retry),
                                     triggers=np.array([int(o.trigger) for o in table], dtype=np.uint8)[slots])
-        # What other executors ship: the raw (action, call plan, middleware) of each node.
-        compiled.external_actions = node_triples(actions, plans, middleware_of, slots)
+        # What other executors ship: the raw (action, call plan, middleware) of each node,
+        # made on first use (a tuple per node with one action per node: threads never pay).
+        compiled.defer_external_actions(actions, plans, middleware_of, slots)
         compiled.maps = {node: (wf.node_id(kind.over), wf.options(node).max_concurrency or 0)
                          for node, kind in wf.kinds.items() if kind.kind == "map" and kind.over is not None}
         return compiled

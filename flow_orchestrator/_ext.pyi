@@ -186,7 +186,15 @@ class CompiledWorkflow:
     labels: list[str]
     #: ``{map node: (id of the node it maps over, max items at once or 0)}``.
     maps: dict[int, tuple[int, int]]
-    external_actions: list[tuple[Callable[..., Any], Any, tuple[Callable[..., Any], ...]]]
+    @property
+    def external_actions(self) -> list[tuple[Callable[..., Any], Any, tuple[Callable[..., Any], ...]]]: ...
+    def defer_external_actions(
+        self,
+        actions: Sequence[Callable[..., Any]],
+        plans: Sequence[Any],
+        middleware: Sequence[tuple[Callable[..., Any], ...]],
+        group: npt.ArrayLike,
+    ) -> None: ...
     def __init__(
         self,
         workflow: Any,

@@ -15,10 +15,11 @@ Then a *writer thread* owned by the run does every write, in order:
 1. the initial snapshot: every node pending, or, when resuming, the completed nodes of
    the saved state with their outputs (a full snapshot, so that the store's state is
    the new workflow's even when it gained nodes or nodes are re-run);
-2. checkpoint batches: one :class:`~flow_orchestrator.stores.Transition` per node that
-   completed (with its serialized output), failed, timed out or was cancelled by its own
-   action, plus the workflow data
-   whenever it changed since the last batch, appended on top of the snapshot;
+2. checkpoint batches: one record (a :class:`~flow_orchestrator.stores.Transition`) per
+   node that completed (with its serialized output), failed, timed out or was cancelled
+   by its own action, handed to the store as one ``RecordBatch`` (columns, checked,
+   packed and applied in bulk), plus the workflow data whenever it changed since the last
+   batch, appended on top of the snapshot;
 3. the final snapshot when the run ends, whatever way it ends (success, failure,
    cancellation, Ctrl-C), which replaces the snapshot and its checkpoints.
 
@@ -59,6 +60,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -71,10 +73,25 @@ from .data import WorkflowData
 from .errors import DefinitionError
 from .result import RunResult, new_run_id
 from .resume import ResumePlan
-from .serialization import JsonSerializer, SerializationError, Serializer
-from .state import NOT_SAVED, ErrorRecord, ItemRecord, RunState, canonical_graph, dump_data, fingerprint, unsaved_nodes
+from .serialization import (
+    JsonSerializer,
+    PickleSerializer,
+    SerializationError,
+    Serializer,
+)
+from .state import (
+    NOT_SAVED,
+    CorruptStateError,
+    ErrorRecord,
+    ItemRecord,
+    RunState,
+    canonical_graph,
+    dump_data,
+    fingerprint,
+    unsaved_nodes,
+)
 from .status import NodeStatus, RunStatus
-from .stores.base import RunLock, Store, Transition, check_run_id
+from .stores.base import RecordBatch, RunLock, Store, Transition, check_run_id
 from .stores.errors import CheckpointFailedError, LockLostError, RunExistsError
 from .workflow import Workflow
 
@@ -82,6 +99,8 @@ __all__ = ["CheckpointPolicy", "CheckpointSpec", "DurableRun"]
 
 _log = logging.getLogger("flow_orchestrator.checkpoint")
 _COMPLETED = int(NodeStatus.COMPLETED)
+_MEMO_SERIALIZERS = (JsonSerializer, PickleSerializer)  # deterministic: equal scalars, equal bytes
+_MEMO_INTS = 1024
 
 Mode = Literal["strict", "batched", "end"]
 
@@ -175,15 +194,27 @@ class RunWriter:
         self.unsaved: frozenset[int] = frozenset()  # nodes whose outputs are not kept (persist=False)
         self.errors: dict[int, ErrorRecord] = {}
         self.items: dict[int, dict[int, ItemRecord]] = {}  # map node -> item -> its record
+        self._with_items = False                # some queued record is a map item's
         self.failure: BaseException | None = None
-        self._cond = threading.Condition(threading.Lock())
-        self._pending: list[Transition] = []
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        # (node, status, attempt, started, ended, output bytes or ErrorRecord): the writer
+        # takes them all at once and hands its store one RecordBatch (columns, in bulk).
+        self._pending: list[tuple[int, int, int, float, float, Any]] = []
+        self._every, self._max_pending = policy.every, policy.max_pending
+        # How many records may wait for node_ended's fast path to queue one more: 0 sends
+        # every record the slow way (strict, after a failure, closing).  Under ``end``
+        # nothing is written until the final snapshot: records wait, without limit, for
+        # close() to note their outputs and errors.
+        self._fast_limit = (policy.max_pending if self._journal else sys.maxsize) if not self._strict else 0
+        self._memo: dict[Any, bytes] | None = {} if type(serializer) in _MEMO_SERIALIZERS else None
         self._oldest = 0.0                      # monotonic time the oldest pending record came
-        self._queued = 0                        # records ever queued
+        self._taken = 0                         # records the writer ever took from the queue
         self._durable = 0                       # records ever made durable
         self._snapshot: RunState | None = None  # a snapshot to write before any batch
         self._data_version = -1
         self._closing = False
+        self._before_save = False               # close(): the final snapshot follows
         self._thread: threading.Thread | None = None
         self.batches = 0                        # commits made (for tests and benchmarks)
 
@@ -191,9 +222,20 @@ class RunWriter:
 
     def encode(self, node: int, value: Any) -> bytes:
         """``value`` serialized; :class:`SerializationError` naming the node if it cannot be
-        (:data:`~flow_orchestrator.state.NOT_SAVED` for a node with ``persist=False``)."""
+        (:data:`~flow_orchestrator.state.NOT_SAVED` for a node with ``persist=False``).
+
+        With a built-in serializer, the bytes of ``None``, ``True``, ``False`` and small
+        ints are made once per run and reused (what no-op and flag nodes return)."""
         if node in self.unsaved:
             return NOT_SAVED
+        memo = self._memo
+        if memo is not None and (value is None or type(value) is bool
+                                 or (type(value) is int and -_MEMO_INTS <= value <= _MEMO_INTS)):
+            key = (value,) if type(value) is bool else value  # True == 1, but not its bytes
+            blob = memo.get(key)
+            if blob is None:
+                blob = memo[key] = self.serializer.dumps(value)
+            return blob
         try:
             return self.serializer.dumps(value)
         except SerializationError as exc:
@@ -203,57 +245,92 @@ class RunWriter:
                                      f"{type(exc).__name__}: {exc}", "") from exc
 
     def node_ended(self, node: int, status: int, attempt: int, started: float, ended: float, value: Any) -> None:
-        """Record a terminal node; under the strict policy, return once a completion is durable."""
-        if status == _COMPLETED:
-            self.outputs[node] = value
-            record = Transition(node, status, attempt, started, ended, value, None)
-        else:
-            error = ErrorRecord.from_exception(value)
-            self.errors[node] = error
-            record = Transition(node, status, attempt, started, ended, None, error)
-        self._enqueue(record)
+        """Record a terminal node; under the strict policy, return once a completion is durable.
+
+        The usual call (batched, nothing holding it back) only appends a tuple under a
+        lock: the writer takes the records all at once, turns them into columns and
+        keeps their outputs and errors (:meth:`_took`)."""
+        if status != _COMPLETED:
+            value = ErrorRecord.from_exception(value)
+        with self._mutex:
+            pending = self._pending
+            count = len(pending)
+            if count < self._fast_limit:
+                pending.append((node, status, attempt, started, ended, value))
+                # The writer sleeps with no deadline while nothing is pending: the first
+                # record starts its ``interval`` clock, the ``every``-th makes it commit
+                # (it checks the count itself before it sleeps again).
+                if not count:
+                    self._oldest = time.monotonic()
+                    self._cond.notify()
+                elif count + 1 == self._every:
+                    self._cond.notify()
+                return
+            self._queue_slowly((node, status, attempt, started, ended, value))
 
     def item_ended(self, node: int, item: int, status: int, attempt: int, started: float, ended: float,
                    value: Any) -> None:
-        """Record a terminal item of map node ``node`` (as :meth:`node_ended`; the items
-        of a map whose outputs are not saved, ``persist=False``, are not recorded)."""
+        """Record a terminal item of map node ``node``, as :meth:`node_ended` does a node
+        (the items of a map whose outputs are not saved, ``persist=False``, are not)."""
         if node in self.unsaved:
             return
-        if status == _COMPLETED:
-            record = Transition(node, status, attempt, started, ended, value, None, item)
-        else:
-            record = Transition(node, status, attempt, started, ended, None, ErrorRecord.from_exception(value), item)
-        with self._cond:
-            self.items.setdefault(node, {})[item] = ItemRecord(status, attempt, started, ended, record.output,
-                                                               record.error)
-        self._enqueue(record)
+        done = status == _COMPLETED
+        if not done:
+            value = ErrorRecord.from_exception(value)
+        with self._mutex:
+            self.items.setdefault(node, {})[item] = ItemRecord(status, attempt, started, ended,
+                                                               value if done else None, None if done else value)
+            self._with_items = True
+            self._queue_slowly((node, status, attempt, started, ended, value, item))
 
-    def _enqueue(self, record: Transition) -> None:
-        """Queue ``record`` for the writer; under the strict policy, return once a
-        completion is durable."""
-        status = record.status
-        if not self._journal:
-            return
+    def _queue_slowly(self, record: tuple[Any, ...]) -> None:
+        """:meth:`node_ended` held back (``max_pending``), strict, ``end``, after a failure
+        or once closing (with the mutex held)."""
         cond = self._cond
-        with cond:
-            while len(self._pending) >= self.policy.max_pending and self.failure is None:
+        if self._journal:
+            while len(self._pending) >= self._max_pending and self.failure is None:
                 cond.wait()  # back-pressure: the store is slower than the workers
-            if self.failure is not None or self._closing:
-                return
-            first = not self._pending
-            if first:
-                self._oldest = time.monotonic()
-            self._pending.append(record)
-            self._queued += 1
-            ticket = self._queued
-            # The writer sleeps with no deadline while nothing is pending: the first
-            # record starts its ``interval`` clock, the ``every``-th (or any strict one)
-            # makes it commit at once.
-            if first or self._strict or len(self._pending) >= self.policy.every:
-                cond.notify_all()
-            if self._strict and status == _COMPLETED:
-                while self._durable < ticket and self.failure is None:
-                    cond.wait()
+        if not self._journal or self.failure is not None or self._closing:
+            self._keep([record])  # for the final snapshot only
+            return
+        first = not self._pending
+        if first:
+            self._oldest = time.monotonic()
+        self._pending.append(record)
+        ticket = self._taken + len(self._pending)
+        if first or self._strict or len(self._pending) >= self._every:
+            cond.notify_all()
+        if self._strict and record[1] == _COMPLETED:
+            while self._durable < ticket and self.failure is None:
+                cond.wait()
+
+    def _keep(self, records: list[tuple[int, int, int, float, float, Any]]) -> None:
+        """Note the outputs and errors of terminal nodes (for the final snapshot)."""
+        outputs, errors = self.outputs, self.errors
+        for row in records:
+            if len(row) == 7:  # a map item's: kept in self.items
+                continue
+            node, status, value = row[0], row[1], row[5]
+            if status == _COMPLETED:
+                outputs[node] = value
+            else:
+                errors[node] = value
+
+    def _took(self, rows: list[tuple[int, int, int, float, float, Any]]) -> RecordBatch:
+        """The batch of records taken from the queue, their outputs and errors noted."""
+        if self._with_items and any(len(row) == 7 for row in rows):
+            self._keep(rows)
+            return RecordBatch.of_transitions([
+                Transition(*row[:5], row[5] if row[1] == _COMPLETED else None,  # type: ignore[misc]
+                           None if row[1] == _COMPLETED else row[5], row[6] if len(row) == 7 else -1)
+                for row in rows])
+        batch = RecordBatch.of_rows(rows)
+        nodes = batch.nodes.tolist()
+        if len(batch.outputs) == len(nodes):
+            self.outputs.update(zip(nodes, batch.outputs))
+        else:
+            self._keep(rows)
+        return batch
 
     # -- the writer thread ------------------------------------------------------------------------
 
@@ -269,18 +346,21 @@ class RunWriter:
         try:
             snapshot, self._snapshot = self._snapshot, None
             if snapshot is not None:
-                snapshot.validate()  # made unchecked on the run's critical path: checked here
+                _check_made(snapshot)  # made unchecked on the run's critical path: checked here
             self._check_lock()
             if snapshot is not None:
                 self.store.save(snapshot)
             while True:
-                batch, ticket = self._next_batch()
+                batch, ticket, last = self._next_batch()
                 if batch is None:
                     return
                 self._check_lock()
                 if not batch:  # only a lock check was due
                     continue
-                self.store.checkpoint(self.run_id, batch, self._changed_data())
+                # The last batch of a batched run whose final snapshot follows needs no
+                # durability of its own: that snapshot's commit gives it (see Store).
+                append = self.store._checkpoint_before_save if self._before_save and last else self.store.checkpoint
+                append(self.run_id, self._took(batch), self._changed_data())
                 with self._cond:
                     self._durable = ticket
                     self.batches += 1
@@ -296,30 +376,32 @@ class RunWriter:
             if self._check_every is not None:
                 self._next_check = time.monotonic() + self._check_every
 
-    def _next_batch(self) -> tuple[list[Transition] | None, int]:
+    def _next_batch(self) -> tuple[list[tuple[int, int, int, float, float, Any]] | None, int, bool]:
         """Wait for the next group commit's records (``None``: closing and nothing left;
-        ``[]``: nothing to write, but the lock is due for a check)."""
+        ``[]``: nothing to write, but the lock is due for a check), with the ticket they
+        make durable and whether the run is closing (no record comes after them)."""
         policy, cond = self.policy, self._cond
         with cond:
             while True:
                 if self.failure is not None:
-                    return None, 0
-                count = len(self._pending)
+                    return None, 0, False
+                count = len(self._pending) if self._journal else 0
                 if count and (self._strict or self._closing or count >= policy.every):
                     break
                 if self._closing:
-                    return None, 0
+                    return None, 0, False
                 now = time.monotonic()
                 wait = self._oldest + policy.interval - now if count else math.inf
                 if wait <= 0:
                     break
                 if self._next_check <= now:
-                    return [], 0
+                    return [], 0, False
                 wait = min(wait, self._next_check - now)
                 cond.wait(None if wait == math.inf else wait)
             batch, self._pending = self._pending, []
+            self._taken += len(batch)
             cond.notify_all()  # workers held back by max_pending
-            return batch, self._queued
+            return batch, self._taken, self._closing
 
     def _changed_data(self) -> bytes | None:
         version = self.data.version
@@ -340,15 +422,44 @@ class RunWriter:
             with self._cond:
                 if self.failure is None:
                     self.failure = exc
+                self._fast_limit = 0
                 self._cond.notify_all()
 
-    def close(self) -> None:
-        """Write what is queued, then stop the writer (waits for it)."""
+    def close(self, before_save: bool = False) -> None:
+        """Write what is queued, then stop the writer (waits for it).
+
+        ``before_save``: the run's final snapshot follows at once; under ``batched``, what
+        is left goes to ``Store._checkpoint_before_save`` (no fsync of its own on SQLite)."""
         with self._cond:
+            self._before_save = before_save and not self._strict
             self._closing = True
+            self._fast_limit = 0
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
+        with self._mutex:  # left behind by a failed writer (or one never started)
+            left, self._pending = self._pending, []
+        self._keep(left)
+
+
+def _check_made(state: RunState, ids: np.ndarray | None = None) -> None:
+    """:meth:`RunState.validate` of a state made here, less what cannot be wrong in it: its
+    names and graph are a built workflow's, and its fingerprint was computed from them (a
+    full validation costs 0.2 us a node, most of it in those).  What the run and the
+    serializer gave is checked: outputs (bytes, exactly the completed nodes'), statuses,
+    attempts, progress, errors and the data."""
+    outputs = state.outputs
+    if not set(map(type, outputs.values())) <= {bytes, type(NOT_SAVED)}:
+        raise CorruptStateError("outputs must be bytes (or NOT_SAVED)")
+    ids = np.sort(np.fromiter(outputs, np.int64, len(outputs)) if ids is None else ids)  # the outputs' keys
+    state._validate_header()
+    state._validate_nodes(len(state.node_names))
+    state._validate_progress()
+    state._validate_outputs(ids)
+    if not set(map(type, state.errors.values())) <= {ErrorRecord}:
+        raise CorruptStateError("errors must be ErrorRecord values")
+    if type(state.data) is not bytes:
+        raise CorruptStateError(f"data must be bytes, got {type(state.data).__name__}")
 
 
 def _merged_items(restored: dict[int, dict[int, ItemRecord]], recorded: dict[int, dict[int, ItemRecord]]
@@ -397,6 +508,7 @@ class DurableRun:
         self._restored_items: dict[int, dict[int, ItemRecord]] = {}  # completed items a resume restores
         self._restored_times: tuple[np.ndarray, np.ndarray] | None = None
         self._initial: RunState | None = None
+        self._graph: tuple[Workflow, str, np.ndarray, np.ndarray] | None = None  # fingerprint and CSR, once
         self._loaded: RunState | None = None
         self.resume_state: RunState | None = None  # the state this run continues, if any
         self._done = False
@@ -479,6 +591,8 @@ class DurableRun:
         writer.outputs.update(self._restored)
         writer.unsaved = unsaved_nodes(workflow)
         self._initial = state
+        if state is not None:
+            self._graph = (workflow, state.fingerprint, state.succ_indptr, state.succ_indices)
         self.writer = writer
         return writer
 
@@ -513,7 +627,7 @@ class DurableRun:
         writer = self.writer
         try:
             if writer is not None:
-                writer.close()
+                writer.close(before_save=result is not None)
                 if writer.failure is None and result is not None:
                     final = self._final_state(result, data, writer)
                     if self.lock is not None:
@@ -548,15 +662,21 @@ class DurableRun:
     def _final_state(self, result: RunResult, data: WorkflowData, writer: RunWriter) -> RunState:
         statuses = np.array(result.statuses)
         saved_outputs, saved_errors = dict(writer.outputs), dict(writer.errors)  # late nodes may add more
+        ids = np.fromiter(saved_outputs, np.int64, len(saved_outputs))
         has_output = np.zeros(len(statuses), dtype=bool)
-        has_output[list(saved_outputs)] = True
+        has_output[ids] = True
         # A node that completed but whose output was not recorded yet is saved as cancelled
         # when the run was (a cancelled run leaves no node pending), else as pending:
         # either way it runs again on resume (at least once).
         unrecorded = NodeStatus.CANCELLED if result.status == RunStatus.CANCELLED else NodeStatus.PENDING
         statuses[(statuses == _COMPLETED) & ~has_output] = unrecorded
         done = statuses == _COMPLETED
-        outputs = {node: blob for node, blob in saved_outputs.items() if done[node]}
+        if int(np.count_nonzero(done)) == len(saved_outputs):  # every recorded output is kept
+            outputs = saved_outputs
+        else:
+            keep = done.tolist()
+            outputs = {node: blob for node, blob in saved_outputs.items() if keep[node]}
+            ids = ids[done[ids]]
         ended_with = result.errors_by_id
         failed = set(ended_with)
         errors = {node: record for node, record in saved_errors.items() if node in failed}
@@ -567,14 +687,18 @@ class DurableRun:
             keep = np.isnan(started) & ~np.isnan(self._restored_times[0])
             started[keep], ended[keep] = self._restored_times[0][keep], self._restored_times[1][keep]
         workflow = result.workflow
-        indptr, indices = canonical_graph(workflow)
-        return RunState(workflow=workflow.name, fingerprint=fingerprint(workflow), run_id=self.run_id,
-                        run_status=str(result.status), node_names=workflow.names,
-                        succ_indptr=indptr, succ_indices=indices,
-                        statuses=statuses, attempts=np.array(result.attempts), started=started, ended=ended,
-                        started_at=self._started_at, updated_at=time.time(), outputs=outputs, errors=errors,
-                        items=_merged_items(self._restored_items, writer.items),
-                        data=dump_data(data, self.serializer), serializer=self.serializer.name)
+        graph = self._graph if self._graph is not None and self._graph[0] is workflow else None
+        _, digest, indptr, indices = graph or (workflow, fingerprint(workflow), *canonical_graph(workflow))
+        state = RunState._unchecked(workflow=workflow.name, fingerprint=digest, run_id=self.run_id,
+                                    run_status=str(result.status), node_names=workflow.names,
+                                    succ_indptr=indptr, succ_indices=indices,
+                                    statuses=statuses, attempts=np.array(result.attempts), started=started,
+                                    ended=ended, started_at=self._started_at, updated_at=time.time(),
+                                    outputs=outputs, errors=errors, data=dump_data(data, self.serializer),
+                                    serializer=self.serializer.name,
+                                    items=_merged_items(self._restored_items, writer.items))
+        _check_made(state, ids)
+        return state
 
     def release(self) -> None:
         """Stop the writer (if any) and release the lock (without a final save); idempotent."""

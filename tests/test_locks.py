@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -182,14 +184,20 @@ class Chain:
             .add("c", step("c"), depends_on="b").build()
 
 
-def _run_losing_the_lock(store, lose, wait_for_cancel: bool, checkpoint: str = "strict") -> tuple[Chain, BaseException]:
-    """Run the chain on ``store``; once ``a`` started, ``lose()`` the lock (then open the
-    gate); the run's exception."""
+def _run_losing_the_lock(store, lose, wait_for_cancel: bool, checkpoint: str = "strict",
+                         saved: Callable[[], bool] | None = None) -> tuple[Chain, BaseException]:
+    """Run the chain on ``store``; once ``a`` started and the run's initial snapshot is in
+    the store (``saved()``: nodes start while the writer saves it), ``lose()`` the lock
+    (then open the gate); the run's exception."""
     chain = Chain(wait_for_cancel)
     engine = fo.Engine(2)
     try:
         handle = engine.submit(chain.build(), store=store, run_id="r-1", checkpoint=checkpoint)
         assert chain.started.wait(PATIENCE)
+        deadline = time.monotonic() + PATIENCE
+        while not (saved or (lambda: store.exists("r-1")))():
+            assert time.monotonic() < deadline, "the initial snapshot was never saved"
+            time.sleep(0.005)
         lose()
         chain.gate.set()
         error = handle.exception(PATIENCE)
@@ -245,7 +253,14 @@ def test_postgres_run_stops_when_its_lock_session_is_terminated(postgres: Env, i
         backend = _lock_backend(postgres, store, "r-1")
         assert postgres.sql("SELECT pg_terminate_backend(%s)", (backend,)) == [(True,)]
 
-    chain, error = _run_losing_the_lock(store, lose, idle)
+    def saved() -> bool:
+        other = postgres.open()
+        try:
+            return other.exists("r-1")
+        finally:
+            other.close()
+
+    chain, error = _run_losing_the_lock(store, lose, idle, saved=saved)
     _assert_stopped_by_lost_lock(error, chain)
     saved = postgres.open().load("r-1")
     assert saved.run_status == "running" and DONE not in saved.statuses.tolist()

@@ -45,6 +45,11 @@ class BreakerState(str, enum.Enum):
         return self.value
 
 
+# The members as module constants: reading ``BreakerState.CLOSED`` goes through the enum
+# class's attribute lookup (about 0.1 us on Python 3.11), twice on every guarded call.
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+
 class CircuitBreaker:
     """A circuit breaker: closed -> open after ``failure_threshold`` consecutive
     failures -> half-open once ``reset_timeout`` seconds passed (up to
@@ -72,7 +77,7 @@ class CircuitBreaker:
         self.clock = clock
         self.half_open_max_calls = _check_int("half_open_max_calls", half_open_max_calls)
         self._lock = threading.Lock()
-        self._state = BreakerState.CLOSED
+        self._state = _CLOSED
         self._failures = 0
         self._opened_at = 0.0
         self._trials = 0
@@ -107,24 +112,24 @@ class CircuitBreaker:
     def allow(self) -> bool:
         """Whether a call may go ahead now; in half-open, this takes a trial slot that
         :meth:`record_success`, :meth:`record_failure` or :meth:`release` gives back."""
-        if self._state is BreakerState.CLOSED:  # the common case, read without the lock
+        if self._state is _CLOSED:  # the common case, read without the lock
             return True
         with self._lock:
             self._refresh()
-            if self._state is BreakerState.CLOSED:
+            if self._state is _CLOSED:
                 return True
-            if self._state is BreakerState.HALF_OPEN and self._trials < self.half_open_max_calls:
+            if self._state is _HALF_OPEN and self._trials < self.half_open_max_calls:
                 self._trials += 1
                 return True
             return False
 
     def record_success(self) -> None:
         """A call succeeded: reset the failure count; a trial success closes the breaker."""
-        if self._state is BreakerState.CLOSED and not self._failures:  # nothing to change
+        if self._state is _CLOSED and not self._failures:  # nothing to change
             return
         with self._lock:
             self._refresh()
-            if self._state is not BreakerState.OPEN:
+            if self._state is not _OPEN:
                 self._close()
 
     def record_failure(self) -> None:
@@ -132,17 +137,17 @@ class CircuitBreaker:
         failure opens the breaker again."""
         with self._lock:
             self._refresh()
-            if self._state is BreakerState.CLOSED:
+            if self._state is _CLOSED:
                 self._failures += 1
                 if self._failures >= self.failure_threshold:
                     self._open()
-            elif self._state is BreakerState.HALF_OPEN:
+            elif self._state is _HALF_OPEN:
                 self._open()
 
     def release(self) -> None:
         """A call ended with no verdict (rescheduled, cancelled): give its trial slot back."""
         with self._lock:
-            if self._state is BreakerState.HALF_OPEN and self._trials:
+            if self._state is _HALF_OPEN and self._trials:
                 self._trials -= 1
 
     def reset(self) -> None:
@@ -156,29 +161,29 @@ class CircuitBreaker:
             self._refresh()
             wait = self._until_half_open()
             state = self._state
-        if state is BreakerState.HALF_OPEN:
+        if state is _HALF_OPEN:
             detail = f"is half-open and its {self.half_open_max_calls} trial call(s) are in flight"
         else:
             detail = f"is open; it half-opens in {wait:.3f} s"
         return CircuitOpenError(f"circuit breaker {self.name!r} {detail}", self.name, wait)
 
     def _refresh(self) -> None:
-        if self._state is BreakerState.OPEN and self.clock() - self._opened_at >= self.reset_timeout:
-            self._state = BreakerState.HALF_OPEN
+        if self._state is _OPEN and self.clock() - self._opened_at >= self.reset_timeout:
+            self._state = _HALF_OPEN
             self._trials = 0
 
     def _until_half_open(self) -> float:
-        if self._state is not BreakerState.OPEN:
+        if self._state is not _OPEN:
             return 0.0
         return max(0.0, self._opened_at + self.reset_timeout - self.clock())
 
     def _open(self) -> None:
-        self._state = BreakerState.OPEN
+        self._state = _OPEN
         self._opened_at = self.clock()
         self._trials = 0
 
     def _close(self) -> None:
-        self._state = BreakerState.CLOSED
+        self._state = _CLOSED
         self._failures = 0
         self._trials = 0
 
@@ -217,7 +222,7 @@ class _Breaker(Middleware):
         def guarded(ctx: Any) -> Any:
             # allow() and record_success() read a closed breaker without the lock; the
             # same reads are inlined here to spare two calls on every node's path.
-            if breaker._state is not BreakerState.CLOSED and not breaker.allow():
+            if breaker._state is not _CLOSED and not breaker.allow():
                 raise breaker.open_error()
             try:
                 result = action(ctx)
@@ -230,7 +235,7 @@ class _Breaker(Middleware):
             except BaseException:  # Ctrl-C: no verdict either
                 breaker.release()
                 raise
-            if breaker._failures or breaker._state is not BreakerState.CLOSED:
+            if breaker._failures or breaker._state is not _CLOSED:
                 breaker.record_success()
             return result
         return guarded

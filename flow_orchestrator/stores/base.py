@@ -28,11 +28,14 @@ from ..state import (
 from ..status import NodeStatus
 from .errors import CheckpointError, LockLostError, RunNotFoundError, StoreError
 
-__all__ = ["CORRUPT", "CRASHED", "RunInfo", "RunLock", "Store", "Transition", "apply_batches", "apply_transitions",
-           "blob_refs", "check_run_id", "check_transitions", "copy_state", "kept_apart"]
+__all__ = ["CORRUPT", "CRASHED", "RecordBatch", "RunInfo", "RunLock", "Store", "Transition", "apply_batches",
+           "apply_transitions", "blob_refs", "check_records", "check_run_id", "check_transitions", "copy_state",
+           "kept_apart", "kept_apart_of"]
 
 T = TypeVar("T")
 _NUM_STATUSES = len(NodeStatus)
+_COMPLETED = int(NodeStatus.COMPLETED)
+_OUTPUT_TYPES = {bytes, type(NOT_SAVED)}  # a record's output: bytes, or NOT_SAVED (persist=False)
 _MAX_RUN_ID = 200
 
 
@@ -55,6 +58,106 @@ class Transition(NamedTuple):
     output: bytes | None = None
     error: ErrorRecord | None = None
     item: int = -1
+
+
+class RecordBatch:
+    """Checkpoint records in columns: what a durable run's writer hands its store.
+
+    The same records as a list of :class:`Transition` (iterating a batch gives them, so
+    a store that only knows transitions takes a batch as it is), kept as arrays so that
+    checking, encoding and applying them costs no Python per record: ``nodes``
+    (``int32``), ``statuses`` (``uint8``), ``attempts`` (``int32``), ``started`` and
+    ``ended`` (``float64``, seconds since the run started, NaN: unset), ``outputs`` (the
+    serialized outputs of the ``COMPLETED`` records, in record order) and ``errors``
+    (record index -> :class:`ErrorRecord`, for the records that carry one), and ``items``
+    (``None`` when no record is a map item's, else ``int64``: the item, ``-1`` for a node).
+    """
+
+    __slots__ = ("attempts", "ended", "errors", "items", "nodes", "outputs", "started", "statuses")
+
+    def __init__(self, nodes: np.ndarray, statuses: np.ndarray, attempts: np.ndarray, started: np.ndarray,
+                 ended: np.ndarray, outputs: list[bytes], errors: dict[int, ErrorRecord] | None = None,
+                 items: np.ndarray | None = None) -> None:
+        self.nodes, self.statuses, self.attempts = nodes, statuses, attempts
+        self.started, self.ended = started, ended
+        self.outputs = outputs
+        self.errors = {} if errors is None else errors
+        self.items = items
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[tuple[int, int, int, float, float, object]]) -> RecordBatch:
+        """A batch of ``(node, status, attempt, started, ended, value)`` rows, ``value``
+        the serialized output of a completed node, else its :class:`ErrorRecord` or ``None``
+        (what a durable run's workers queue; built in bulk, checked by :meth:`check`)."""
+        count = len(rows)
+        if not count:
+            return cls(np.empty(0, np.int32), np.empty(0, np.uint8), np.empty(0, np.int32), np.empty(0, np.float64),
+                       np.empty(0, np.float64), [])
+        nodes, statuses, attempts, started, ended, values = zip(*rows)
+        status = np.fromiter(statuses, np.uint8, count)
+        batch = cls(np.fromiter(nodes, np.int32, count), status, np.fromiter(attempts, np.int32, count),
+                    np.fromiter(started, np.float64, count), np.fromiter(ended, np.float64, count), list(values))
+        if not bool((status == _COMPLETED).all()):  # failures among them: split outputs from errors
+            done = (status == _COMPLETED).tolist()
+            batch.outputs = [v for v, d in zip(values, done) if d]  # type: ignore[misc]
+            batch.errors = {i: v for i, (v, d) in enumerate(zip(values, done)) if not d and v is not None}  # type: ignore[misc]
+        return batch
+
+    @classmethod
+    def of_transitions(cls, records: list[Transition]) -> RecordBatch:
+        """The batch of checked :class:`Transition` records."""
+        batch = cls.of_rows([r[:5] + (r.output,) for r in records])  # type: ignore[misc]
+        batch.errors = {i: r.error for i, r in enumerate(records) if r.error is not None}
+        if any(r.item >= 0 for r in records):
+            batch.items = np.fromiter((r.item for r in records), np.int64, len(records))
+        return batch
+
+    def __len__(self) -> int:
+        return int(self.nodes.size)
+
+    def __iter__(self) -> Iterator[Transition]:
+        outputs, errors = iter(self.outputs), self.errors
+        items = self.items.tolist() if self.items is not None else None
+        for i, (node, status, attempt, started, ended) in enumerate(zip(
+                self.nodes.tolist(), self.statuses.tolist(), self.attempts.tolist(), self.started.tolist(),
+                self.ended.tolist())):
+            yield Transition(node, status, attempt, started, ended,
+                             next(outputs) if status == _COMPLETED else None, errors.get(i),
+                             -1 if items is None else items[i])
+
+    def check(self, num_nodes: int | None = None) -> RecordBatch:
+        """The batch itself if its records are valid (as :func:`check_transitions` would
+        find them), checked in bulk; else :class:`CheckpointError`."""
+        n = self.nodes.size
+        for name, dtype in (("nodes", np.int32), ("statuses", np.uint8), ("attempts", np.int32),
+                            ("started", np.float64), ("ended", np.float64)):
+            column = getattr(self, name)
+            if type(column) is not np.ndarray or column.dtype != dtype or column.shape != (n,):
+                raise CheckpointError(f"a record batch's {name} must be a 1-d {np.dtype(dtype)} array of {n}")
+        items = self.items
+        if items is not None and (type(items) is not np.ndarray or items.dtype != np.int64 or items.shape != (n,)
+                                  or (n and int(items.min()) < -1)):
+            raise CheckpointError(f"a record batch's items must be None or a 1-d int64 array of {n} values >= -1")
+        if not n:
+            if self.outputs or self.errors:
+                raise CheckpointError("an empty record batch has outputs or errors")
+            return self
+        low, high = int(self.nodes.min()), int(self.nodes.max())
+        if low < 0 or (num_nodes is not None and high >= num_nodes):
+            raise CheckpointError(f"node id {low if low < 0 else high} is not a node of this run")
+        if int(self.statuses.max()) >= _NUM_STATUSES:
+            raise CheckpointError(f"unknown node status {int(self.statuses.max())}")
+        if int(self.attempts.min()) < 0 or int(self.attempts.max()) >= MAX_ATTEMPTS:
+            raise CheckpointError(f"attempt must be an int in 0..{MAX_ATTEMPTS - 1} (the core keeps 24 bits)")
+        outputs = self.outputs
+        if type(outputs) is not list or len(outputs) != int(np.count_nonzero(self.statuses == _COMPLETED)) \
+                or not set(map(type, outputs)) <= _OUTPUT_TYPES:
+            raise CheckpointError("an output (bytes) is required exactly when the status is completed")
+        errors = self.errors
+        if type(errors) is not dict or (errors and (not set(map(type, errors.values())) <= {ErrorRecord}
+                                                    or not all(type(i) is int and 0 <= i < n for i in errors))):
+            raise CheckpointError("a record batch's errors must map record indexes to ErrorRecord")
+        return self
 
 
 CRASHED = "crashed"
@@ -183,6 +286,19 @@ def check_transitions(transitions: Iterable[Sequence[object]], num_nodes: int | 
     return [r._replace(status=int(r.status), started=float(r.started), ended=float(r.ended)) for r in records]
 
 
+def _taken(transitions: Iterable[Sequence[object]]) -> RecordBatch | list[Sequence[object]]:
+    """Internal: the records of a ``checkpoint`` call, read once (a batch kept as it is)."""
+    return transitions if type(transitions) is RecordBatch else list(transitions)
+
+
+def check_records(records: RecordBatch | Iterable[Sequence[object]], num_nodes: int | None = None) -> RecordBatch:
+    """The records of a checkpoint as a checked :class:`RecordBatch` (a batch is checked in
+    bulk, other records one by one); :class:`CheckpointError` if invalid."""
+    if type(records) is RecordBatch:
+        return records.check(num_nodes)
+    return RecordBatch.of_transitions(check_transitions(records, num_nodes))
+
+
 def _large(values: list[bytes]) -> list[int]:
     """The positions of the outputs a durable store keeps as blobs (sizes in bulk)."""
     if not values:
@@ -209,6 +325,18 @@ def kept_apart(outputs: Iterable[bytes | None]) -> dict[int, tuple[bytes, bytes]
     return found
 
 
+def kept_apart_of(batch: RecordBatch) -> tuple[dict[tuple[int, bytes], bytes], dict[int, bytes]]:
+    """The outputs of checked records that a durable store keeps as blobs: the blobs to
+    store, ``{(node, sha256): output}``, and the ``refs`` that
+    :func:`~.journal.encode_batch` takes (empty, and found in bulk, when none is large)."""
+    apart = kept_apart(batch.outputs)
+    if not apart:
+        return {}, {}
+    blobs = {(r.node_id, apart[id(r.output)][0]): r.output for r in batch
+             if r.output is not None and id(r.output) in apart}
+    return blobs, {key: digest for key, (digest, _) in apart.items()}
+
+
 def copy_state(state: RunState) -> RunState:
     """A deep copy of ``state`` with writable arrays and its own dicts."""
     fields = {name: getattr(state, name) for name in RunState.__dataclass_fields__}
@@ -221,12 +349,17 @@ def copy_state(state: RunState) -> RunState:
     return RunState(**fields)
 
 
-def apply_transitions(state: RunState, records: list[Transition]) -> None:
+def apply_transitions(state: RunState, records: list[Transition] | RecordBatch) -> None:
     """Apply checked records to ``state`` in place (its arrays must be writable).
 
     A node id outside the state raises :class:`CorruptStateError`; records that passed
-    :func:`check_transitions` with the state's node count keep the state valid.
+    :func:`check_transitions` with the state's node count keep the state valid.  A
+    :class:`RecordBatch` naming each node once is applied in bulk.
     """
+    if type(records) is RecordBatch:
+        if _apply_batch(state, records):
+            return
+        records = list(records)
     for node, status, attempt, started, ended, output, error, item in records:
         if node >= state.num_nodes:
             raise CorruptStateError(f"a checkpoint names node id {node}, outside this run's {state.num_nodes} nodes")
@@ -240,6 +373,37 @@ def apply_transitions(state: RunState, records: list[Transition]) -> None:
         _put(state.errors, node, error)
 
 
+def _apply_batch(state: RunState, batch: RecordBatch) -> bool:
+    """Apply ``batch`` in bulk; ``False`` (nothing done) if it names a node twice (then
+    the records apply one by one, in order)."""
+    nodes = batch.nodes
+    if not nodes.size:
+        return True
+    if batch.items is not None:  # records of map items: one by one
+        return False
+    if int(nodes.max()) >= state.num_nodes:
+        raise CorruptStateError(f"a checkpoint names node id {int(nodes.max())}, outside this run's "
+                                f"{state.num_nodes} nodes")
+    if nodes.size > 1 and np.unique(nodes).size != nodes.size:
+        return False
+    state.statuses[nodes], state.attempts[nodes] = batch.statuses, batch.attempts
+    state.started[nodes], state.ended[nodes] = batch.started, batch.ended
+    done = batch.statuses == _COMPLETED
+    ids = nodes.tolist()
+    if bool(done.all()):
+        state.outputs.update(zip(ids, batch.outputs))
+    else:
+        state.outputs.update(zip(nodes[done].tolist(), batch.outputs))
+        for node in nodes[~done].tolist():
+            state.outputs.pop(node, None)
+    errors, new = state.errors, batch.errors
+    if errors:
+        for node in ids:
+            errors.pop(node, None)
+    errors.update((ids[i], error) for i, error in new.items())
+    return True
+
+
 def _put(mapping: dict, key: int, value: object) -> None:
     if value is None:
         mapping.pop(key, None)
@@ -247,7 +411,8 @@ def _put(mapping: dict, key: int, value: object) -> None:
         mapping[key] = value
 
 
-def apply_batches(state: RunState, batches: Iterable[tuple[float, list[Transition], bytes | None]]) -> RunState:
+def apply_batches(state: RunState, batches: Iterable[tuple[float, list[Transition] | RecordBatch, bytes | None]]
+                  ) -> RunState:
     """``state`` with the checkpoint batches applied in order (a new state when any).
 
     Each batch is ``(timestamp, records, data)``; ``updated_at`` becomes the last
@@ -334,6 +499,15 @@ class Store(abc.ABC):
         :class:`CorruptStateError` if the records already stored are damaged in the middle or
         their chain is broken (they are never cut off to make room).
         """
+
+    def _checkpoint_before_save(self, run_id: str, transitions: Iterable[Sequence[object]],
+                                data: bytes | None = None) -> None:
+        """Internal: :meth:`checkpoint` of a batched run's last batch, with the run's final
+        snapshot (a :meth:`save`) about to follow: a store may commit it without waiting
+        for it to be durable on its own, when that save makes it so (SQLite's WAL is
+        written in order).  Lost only if the machine (not the process) fails before the
+        save, as a batch not yet due would be."""
+        self.checkpoint(run_id, transitions, data)
 
     @abc.abstractmethod
     def lock(self, run_id: str) -> contextlib.AbstractContextManager[RunLock]:

@@ -41,13 +41,14 @@ from .base import (
     RunInfo,
     Store,
     _check_data,
+    _taken,
     apply_batches,
     blob_refs,
+    check_records,
     check_run_id,
-    check_transitions,
     corrupt_info,
     held,
-    kept_apart,
+    kept_apart_of,
     listed,
     wanted,
 )
@@ -382,15 +383,14 @@ class FileStore(Store):
 
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Append the batch as one framed, chained record to the journal and fsync it."""
-        records = list(transitions)
+        records = _taken(transitions)
         _check_data(data)
         with self._mutex:
             n, end, chain = self._journal_position(run_id)
-            checked = check_transitions(records, n)
-            apart = kept_apart(r.output for r in checked)
-            self._put_outputs(run_id, {(r.node_id, apart[id(r.output)][0]): r.output for r in checked
-                                       if id(r.output) in apart and r.output is not None})
-            body = journal.encode_batch(time.time(), checked, data, {key: digest for key, (digest, _) in apart.items()})
+            checked = check_records(records, n)
+            blobs, refs = kept_apart_of(checked)
+            self._put_outputs(run_id, blobs)
+            body = journal.encode_batch(time.time(), checked, data, refs)
             following = journal.Chain(chain.link, chain.seq)
             data = journal.frame(following.seal(body))
             try:

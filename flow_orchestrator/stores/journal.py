@@ -45,8 +45,11 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from ..state import NOT_SAVED, CorruptStateError, ErrorRecord, check_blob
-from .base import Transition, check_transitions
+from ..status import NodeStatus
+from .base import RecordBatch, Transition, check_transitions
 
 __all__ = ["FRAME", "RECORD_TAG", "SEED_BYTES", "Chain", "decode_batch", "encode_batch", "frame", "is_legacy",
            "read_frames", "replay", "replay_rows", "row_payloads", "single_frame", "snapshot_seed"]
@@ -234,14 +237,70 @@ def _encode_one(record: Transition, refs: Mapping[int, bytes] | None) -> bytes:
     return b"".join(parts)
 
 
-def encode_batch(stamp: float, records: list[Transition], data: bytes | None = None,
+# One record's fixed fields and its output's size, packed as ``_RECORD`` + ``_SIZE`` are.
+_ROW = np.dtype([("node", "<i4"), ("status", "u1"), ("attempt", "<i4"), ("started", "<f8"), ("ended", "<f8"),
+                 ("flags", "u1"), ("size", "<u4")])
+_FIXED = _RECORD.size  # the fixed fields alone: a record without an output
+_COMPLETED = int(NodeStatus.COMPLETED)
+
+
+def _pack_columns(batch: RecordBatch) -> bytes | None:
+    """The records of a batch without errors, packed from its columns in bulk: the same
+    bytes as :func:`_encode_one` of each record, with no Python per record (``None`` if an
+    output is :data:`NOT_SAVED`: then record by record)."""
+    n = len(batch)
+    if not n:
+        return b""
+    rows = np.empty(n, _ROW)
+    rows["node"], rows["status"], rows["attempt"] = batch.nodes, batch.statuses, batch.attempts
+    rows["started"], rows["ended"] = batch.started, batch.ended
+    done = batch.statuses == _COMPLETED
+    rows["flags"] = done
+    outputs = batch.outputs
+    sizes = np.fromiter(map(len, outputs), np.int64, len(outputs))
+    if any(outputs[i] is NOT_SAVED for i in np.flatnonzero(sizes == 0).tolist()):
+        return None
+    joined = b"".join(outputs)
+    if len(outputs) == n:  # every record completed (the usual batch)
+        rows["size"] = sizes
+        if bool((sizes == sizes[0]).all()):  # outputs of one size: one array of whole records
+            whole = np.empty(n, [("row", _ROW), ("output", f"V{int(sizes[0])}")] if sizes[0] else [("row", _ROW)])
+            whole["row"] = rows
+            if sizes[0]:
+                whole["output"] = np.frombuffer(joined, f"V{int(sizes[0])}")
+            return whole.tobytes()
+    else:
+        rows["size"][done] = sizes
+    # Records of different lengths: scatter the fixed parts and the outputs into one buffer.
+    lengths = np.full(n, _FIXED, np.int64)
+    lengths[done] += _SIZE.size + sizes
+    starts = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    out = np.empty(int(starts[-1] + lengths[-1]), np.uint8)
+    raw = rows.view(np.uint8).reshape(n, _ROW.itemsize)
+    out[starts[:, None] + np.arange(_FIXED)] = raw[:, :_FIXED]
+    where = starts[done] + _FIXED
+    out[where[:, None] + np.arange(_SIZE.size)] = raw[done, _FIXED:]
+    if joined:
+        before = np.zeros(sizes.size, np.int64)
+        np.cumsum(sizes[:-1], out=before[1:])
+        out[np.repeat(where + _SIZE.size - before, sizes) + np.arange(len(joined))] = np.frombuffer(joined, np.uint8)
+    return out.tobytes()
+
+
+def encode_batch(stamp: float, records: list[Transition] | RecordBatch, data: bytes | None = None,
                  refs: Mapping[int, bytes] | None = None) -> bytes:
     """The payload of one checkpoint batch (with the serialized workflow data, if given).
 
     ``refs`` maps the ``id()`` of outputs the store keeps as blobs to their sha256: their
-    records reference them instead of copying them.
+    records reference them instead of copying them.  A :class:`RecordBatch` without
+    errors, outputs kept apart or outputs not saved is packed in bulk, to the same bytes.
     """
-    payload = _BATCH.pack(stamp, len(records)) + b"".join(_encode_one(r, refs) for r in records)
+    body = (_pack_columns(records) if type(records) is RecordBatch and not records.errors and not refs
+            and records.items is None else None)
+    if body is None:
+        body = b"".join(_encode_one(r, refs) for r in records)
+    payload = _BATCH.pack(stamp, len(records)) + body
     if data is not None:
         payload += _DATA_TAG + _SIZE.pack(len(data)) + data
     return payload

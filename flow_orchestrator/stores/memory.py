@@ -16,9 +16,10 @@ from .base import (
     RunLock,
     Store,
     _check_data,
+    _taken,
     apply_transitions,
+    check_records,
     check_run_id,
-    check_transitions,
     copy_state,
     held,
     listed,
@@ -89,11 +90,11 @@ class MemoryStore(Store):
 
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Apply the batch to the stored state at once."""
-        records = list(transitions)
+        records = _taken(transitions)
         _check_data(data)
         with self._mutex:
             state = self._get(run_id)
-            apply_transitions(state, check_transitions(records, state.num_nodes))  # the store's own copy
+            apply_transitions(state, check_records(records, state.num_nodes))  # the store's own copy
             if data is not None:
                 state.data = data
             state.updated_at = time.time()

@@ -69,13 +69,14 @@ from .base import (
     RunLock,
     Store,
     _check_data,
+    _taken,
     apply_batches,
     blob_refs,
+    check_records,
     check_run_id,
-    check_transitions,
     corrupt_info,
     held,
-    kept_apart,
+    kept_apart_of,
     listed,
 )
 from .errors import LockLostError, RunLockedError, RunNotFoundError, StoreError
@@ -386,7 +387,7 @@ class PostgresStore(Store):
         """Append the batch as one chained row and bump ``updated_at``, in one transaction
         that holds the run's row lock (so concurrent writers of a run are serialised);
         :class:`CorruptStateError` if the rows before it are damaged in the middle."""
-        records, stamp = list(transitions), time.time()
+        records, stamp = _taken(transitions), time.time()
         _check_data(data)
         check_run_id(run_id)
         if self._legacy(run_id):
@@ -397,11 +398,10 @@ class PostgresStore(Store):
                               (stamp, run_id), binary=True).fetchone()
             if row is None:
                 raise RunNotFoundError(f"no run {run_id!r} in {self.where}")
-            checked = check_transitions(records, row[0])
-            apart = kept_apart(r.output for r in checked)
-            self._put_outputs(cur, run_id, {(r.node_id, apart[id(r.output)][0]): r.output for r in checked
-                                            if id(r.output) in apart and r.output is not None})
-            payload = journal.encode_batch(stamp, checked, data, {key: digest for key, (digest, _) in apart.items()})
+            checked = check_records(records, row[0])
+            blobs, refs = kept_apart_of(checked)
+            self._put_outputs(cur, run_id, blobs)
+            payload = journal.encode_batch(stamp, checked, data, refs)
             chain, seq = self._tail(cur, run_id, journal.snapshot_seed(bytes(row[1])))
             cur.execute(f"INSERT INTO {self._checkpoints} VALUES (%s, %s, %s)",
                         (run_id, seq + 1, journal.frame(chain.seal(payload))))

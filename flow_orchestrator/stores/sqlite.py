@@ -33,13 +33,14 @@ from .base import (
     RunInfo,
     Store,
     _check_data,
+    _taken,
     apply_batches,
     blob_refs,
+    check_records,
     check_run_id,
-    check_transitions,
     corrupt_info,
     held,
-    kept_apart,
+    kept_apart_of,
     listed,
     wanted,
 )
@@ -109,14 +110,21 @@ class SqliteStore(Store):
             raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
-    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+    def _transaction(self, mode: str = "IMMEDIATE", *, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction under the store's mutex.  ``synced=False``: committed without an
+        fsync of its own (``synchronous=NORMAL``: kept if the process dies, made durable
+        by the next synced commit, since the WAL is written in order), for what only
+        informs: the ``locks`` rows (the lock itself is the ``flock``)."""
         with self._mutex:
             if self._conn is None:
                 raise StoreError("the store is closed")
             db = self._conn
             try:
+                if not synced:
+                    db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(f"BEGIN {mode}")
             except sqlite3.Error as exc:
+                self._synced(synced)
                 raise StoreError(f"cannot start a transaction on {self.path}: {exc}") from exc
             try:
                 yield db
@@ -127,6 +135,14 @@ class SqliteStore(Store):
                 if isinstance(exc, (sqlite3.Error, UnicodeDecodeError)):
                     raise StoreError(f"{self.path}: {exc}") from exc
                 raise
+            finally:
+                self._synced(synced)
+
+    def _synced(self, synced: bool) -> None:
+        """Back to ``synchronous=FULL`` after a transaction that was not ``synced``."""
+        if not synced and self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA synchronous=FULL")
 
     def save(self, state: RunState) -> None:
         """Replace the run's row and drop its checkpoints and the output blobs the new
@@ -278,16 +294,25 @@ class SqliteStore(Store):
     def checkpoint(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None = None) -> None:
         """Insert the batch as one chained row and bump ``updated_at``, in one transaction;
         :class:`CorruptStateError` if the rows before it are damaged in the middle."""
-        records, stamp = list(transitions), time.time()
+        self._append(run_id, transitions, data, synced=True)
+
+    def _checkpoint_before_save(self, run_id: str, transitions: Iterable[Sequence[object]],
+                                data: bytes | None = None) -> None:
+        """:meth:`checkpoint` committed without an fsync of its own: the final snapshot's
+        commit, right after it, syncs the WAL with this row in it."""
+        self._append(run_id, transitions, data, synced=False)
+
+    def _append(self, run_id: str, transitions: Iterable[Sequence[object]], data: bytes | None,
+                synced: bool) -> None:
+        records, stamp = _taken(transitions), time.time()
         _check_data(data)
         if self._legacy(run_id):
             self.save(self.load(run_id))  # format 1 rows: folded into a snapshot first
-        with self._transaction() as db:
-            checked = check_transitions(records, self._num_nodes(db, run_id))
-            apart = kept_apart(r.output for r in checked)
-            self._put_outputs(db, run_id, {(r.node_id, apart[id(r.output)][0]): r.output for r in checked
-                                           if id(r.output) in apart and r.output is not None})
-            payload = journal.encode_batch(stamp, checked, data, {key: digest for key, (digest, _) in apart.items()})
+        with self._transaction(synced=synced) as db:
+            checked = check_records(records, self._num_nodes(db, run_id))
+            blobs, refs = kept_apart_of(checked)
+            self._put_outputs(db, run_id, blobs)
+            payload = journal.encode_batch(stamp, checked, data, refs)
             chain, seq = self._tail(db, run_id)
             db.execute("INSERT INTO checkpoints VALUES (?, ?, ?)", (run_id, seq + 1, journal.frame(chain.seal(payload))))
             db.execute("UPDATE runs SET updated_at = ? WHERE run_id = ?", (stamp, run_id))
@@ -361,7 +386,7 @@ class SqliteStore(Store):
             except RunLockedError:
                 raise RunLockedError(f"run {run_id!r} is locked by {self._holder(run_id)}") from None
         try:
-            with self._transaction() as db:
+            with self._transaction(synced=False) as db:
                 db.execute("INSERT OR REPLACE INTO locks VALUES (?, ?, ?, ?, ?)",
                            (run_id, os.getpid(), host, time.time(), token))
         except BaseException:
@@ -375,7 +400,7 @@ class SqliteStore(Store):
         file_lock, token = held_lock
         try:
             if own_row:
-                with contextlib.suppress(StoreError), self._transaction() as db:
+                with contextlib.suppress(StoreError), self._transaction(synced=False) as db:
                     db.execute("DELETE FROM locks WHERE token = ?", (token,))
         finally:
             if file_lock is not None:
