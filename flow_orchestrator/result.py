@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -29,7 +29,7 @@ import numpy as np
 from . import _draw
 from ._draw import Picture
 from .errors import NodeFailedError, RunCancelledError, UnknownNodeError, WorkflowFailedError
-from .status import NodeStatus, RunStatus, SkipReason
+from .status import NodeStatus, RunStatus, SkipReason, count_text
 from .workflow import Workflow
 
 __all__ = ["MapItems", "RunResult", "count_statuses", "new_run_id", "run_status"]
@@ -108,6 +108,21 @@ class MapItems:
     def __repr__(self) -> str:
         counts = ", ".join(f"{c} {s}" for s, c in self.counts().items() if c)
         return f"<MapItems {self.node!r}: {len(self)} item(s){': ' + counts if counts else ''}>"
+
+
+def _with_item_counts(names: Callable[[], list[str]], items: Mapping[int, tuple[Any, ...] | None]
+                      ) -> Callable[[], list[str]]:
+    """The node names of a picture, each map node's followed by its items' counts by status."""
+    if not items:
+        return names
+
+    def labelled() -> list[str]:
+        out = list(names())
+        for node, found in items.items():
+            if found is not None:
+                out[node] = f"{out[node]} [{count_text(found[0].tolist())}]"
+        return out
+    return labelled
 
 
 def count_statuses(statuses: np.ndarray) -> dict[NodeStatus, int]:
@@ -361,7 +376,7 @@ class RunResult:
     def _picture(self) -> Picture:
         """What a drawing of this run shows (see :mod:`flow_orchestrator._draw`)."""
         workflow = self.workflow
-        return Picture(workflow.interner.names, len(self.statuses), workflow.graph.succ_indptr, workflow.graph.succ_indices, self.statuses,
+        return Picture(_with_item_counts(workflow.interner.names, self._items), len(self.statuses), workflow.graph.succ_indptr, workflow.graph.succ_indices, self.statuses,
                        f"{workflow.name} run {self.run_id} ({self.status})",
                        f"run {self.run_id} of workflow {workflow.name!r}")
 

@@ -48,7 +48,7 @@ from ._draw import Picture
 from ._ext import CSRGraph
 from .errors import CorruptStateError, FlowError, UnknownNodeError
 from .serialization import JsonSerializer, SerializationError, Serializer
-from .status import NodeStatus
+from .status import NodeStatus, count_text
 
 if TYPE_CHECKING:
     from .result import RunResult
@@ -686,9 +686,16 @@ class RunState:
 
     def _picture(self) -> Picture:
         """What a drawing of this stored run shows (see :mod:`flow_orchestrator._draw`)."""
-        return Picture(lambda: self.node_names, self.num_nodes, self.succ_indptr, self.succ_indices,
+        return Picture(self._labels, self.num_nodes, self.succ_indptr, self.succ_indices,
                        self.statuses, f"{self.workflow} run {self.run_id} ({self.run_status})",
                        f"run {self.run_id} of workflow {self.workflow!r}")
+
+    def _labels(self) -> list[str]:
+        """Node names for pictures: a map node's followed by its items' counts by status."""
+        names = list(self.node_names)
+        for node, records in self.items.items():
+            names[node] = f"{names[node]} [{count_text(r.status for r in records.values())}]"
+        return names
 
     @property
     def num_nodes(self) -> int:

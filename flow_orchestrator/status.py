@@ -43,8 +43,9 @@ copy.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
-__all__ = ["NodeStatus", "RunStatus", "TRANSITIONS", "TERMINAL", "can_transition", "Trigger", "SkipReason",
+__all__ = ["NodeStatus", "RunStatus", "TRANSITIONS", "TERMINAL", "can_transition", "count_text", "Trigger", "SkipReason",
            "Join", "JOIN_RULES", "SEEN_COMPLETED", "SEEN_BRANCH_SKIPPED", "SEEN_FAILED", "join_rule"]
 
 
@@ -177,3 +178,13 @@ every dependency ended or not.  The compiled core copies it into a C table, as i
 def join_rule(trigger: Trigger | str, seen: int, all_ended: bool) -> Join:
     """The :data:`JOIN_RULES` decision (see the module documentation)."""
     return JOIN_RULES[Trigger.parse(trigger)][seen][bool(all_ended)]
+
+
+def count_text(statuses: Iterable[int]) -> str:
+    """How many of ``statuses`` are in each status, as text: ``"9990 completed, 10 failed"``
+    (the items of a map node in pictures and reports)."""
+    counts: dict[NodeStatus, int] = {}
+    for code in statuses:
+        status = NodeStatus(code)
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{counts[s]} {s}" for s in NodeStatus if s in counts) or "no items"

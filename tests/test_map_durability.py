@@ -145,3 +145,26 @@ def test_sigkill_a_half_done_10000_item_map_then_resume(tmp_path):
     assert not saved & set(again), "a completed item ran again"
     assert set(map(int, lines)) == set(range(10_000))
     assert _saved_items(db) == set(range(10_000))
+
+
+def test_status_and_pictures_show_item_counts(tmp_path, capsys):
+    from flow_orchestrator.cli.main import main
+    from flow_orchestrator.render import to_dot, to_mermaid
+
+    calls: list[int] = []
+    wf = mapped(calls, {3, 13})
+    store = SqliteStore(tmp_path / "runs.db")
+    try:
+        with fo.Engine(2) as engine:
+            result = engine.run(wf, store=store, run_id="pics", raise_on_failure=False)
+        state = store.load("pics")
+    finally:
+        store.close()
+    assert 'each [48 completed, 2 failed]' in to_mermaid(result)
+    assert 'label="each [48 completed, 2 failed]"' in to_dot(state)
+    main(["status", "--store", f"sqlite:///{tmp_path / 'runs.db'}", "pics"])
+    out = capsys.readouterr().out
+    assert "map items" in out and "each" in out.split("map items")[1].splitlines()[2]
+    main(["status", "--store", f"sqlite:///{tmp_path / 'runs.db'}", "pics", "--json"])
+    report = __import__("json").loads(capsys.readouterr().out)
+    assert report["items"]["each"]["completed"] == 48 and report["items"]["each"]["failed"] == 2

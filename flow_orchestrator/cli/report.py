@@ -59,6 +59,7 @@ class RunView:
     updated_at: float | None = None
     cancel_reason: str | None = None
     restored_attempts: int = 0  # a resumed run's attempts that an earlier run made
+    items: dict[str, dict[str, int]] | None = None  # map node -> its items' counts by status
 
 
 def view_of_result(result: RunResult) -> RunView:
@@ -67,7 +68,9 @@ def view_of_result(result: RunResult) -> RunView:
     return RunView(result.workflow.name, result.run_id, str(result.status), result.workflow.names,
                    result.statuses, result.attempts, result.started, result.ended, errors,
                    wall_seconds=result.wall_seconds, cancel_reason=result.cancel_reason,
-                   restored_attempts=result.restored_attempts)
+                   restored_attempts=result.restored_attempts,
+                   items={result.workflow.names[node]: _count_codes(result.items(node).statuses.tolist())
+                          for node, kind in result.workflow.kinds.items() if kind.kind == "map"} or None)
 
 
 def view_of_state(state: RunState) -> RunView:
@@ -75,7 +78,14 @@ def view_of_state(state: RunState) -> RunView:
     errors = {state.node_names[i]: (record.type, record.message) for i, record in sorted(state.errors.items())}
     return RunView(state.workflow, state.run_id, state.run_status, state.node_names, state.statuses,
                    state.attempts, state.started, state.ended, errors,
-                   started_at=state.started_at, updated_at=state.updated_at)
+                   started_at=state.started_at, updated_at=state.updated_at,
+                   items={state.node_names[node]: _count_codes(r.status for r in records.values())
+                          for node, records in sorted(state.items.items())} or None)
+
+
+def _count_codes(codes: Any) -> dict[str, int]:
+    counts = np.bincount(np.fromiter(codes, dtype=np.int64), minlength=len(NodeStatus))
+    return {str(status): int(counts[status]) for status in NodeStatus}
 
 
 def _text(exc: BaseException) -> str:
@@ -174,6 +184,8 @@ def summary_json(view: RunView, slowest: int = 5) -> dict[str, Any]:
         report.update(started_at=view.started_at, started_at_iso=iso_time(view.started_at),
                       updated_at=view.updated_at, updated_at_iso=iso_time(view.updated_at),
                       elapsed_seconds=max(0.0, view.updated_at - view.started_at))
+    if view.items:
+        report["items"] = view.items
     report["failures"] = _failures(view)
     report["slowest"] = _slowest(view, slowest)
     if view.cancel_reason:
@@ -198,6 +210,12 @@ def summary_text(view: RunView, slowest: int = 5, max_failures: int = 20) -> str
     rows = [(status, count) for status, count in report["counts"].items() if count]
     rows.append(("total", report["nodes"]))
     lines += ["", format_table(("status", "nodes"), rows, right=(1,))]
+    if view.items:
+        used = [str(s) for s in NodeStatus if any(c[str(s)] for c in view.items.values())]
+        lines += ["", "map items"]
+        lines.append(format_table(("map", *used, "total"),
+                                  [(node, *(c[s] for s in used), sum(c.values())) for node, c in view.items.items()],
+                                  right=tuple(range(1, len(used) + 2))))
     failures = report["failures"]
     if failures:
         shown = failures[:max_failures]
