@@ -22,8 +22,9 @@ has ended):
 trigger            runs                                   is SKIPPED
 =================  =====================================  ================================
 ``all_success``    every dependency completed             at once when one failed
-                                                          (:attr:`SkipReason.DEPENDENCY_FAILED`)
-                                                          or one was not taken by a branch
+                                                          (:attr:`SkipReason.DEPENDENCY_FAILED`);
+                                                          once all ended, when one was not
+                                                          taken by a branch
                                                           (:attr:`SkipReason.BRANCH_NOT_TAKEN`)
 ``none_failed``    every dependency completed or was      at once when one failed; when
                    skipped by a branch, one completed     all were skipped by a branch
@@ -33,6 +34,8 @@ trigger            runs                                   is SKIPPED
 =================  =====================================  ================================
 
 "Failed" means failed, timed out, cancelled, or skipped because a dependency failed.
+Only a failure decides early: a skip for a branch waits until every dependency ended,
+so that a failure among them always wins and the outcome never depends on timing.
 A skip propagates as what caused it: a node skipped because a branch was not taken
 is, to its own dependents, a dependency skipped by a branch.
 
@@ -156,13 +159,11 @@ def _join(trigger: Trigger, seen: int, all_ended: bool) -> Join:
         return Join.RUN if all_ended else Join.WAIT
     if failed:
         return Join.SKIP_FAILED
-    if trigger is Trigger.ALL_SUCCESS:
-        if seen & SEEN_BRANCH_SKIPPED:
-            return Join.SKIP_BRANCH
-        return Join.RUN if all_ended else Join.WAIT
-    if not all_ended:  # NONE_FAILED
+    if not all_ended:  # a failure skips at once; anything else waits for every dependency
         return Join.WAIT
-    return Join.RUN if seen & SEEN_COMPLETED else Join.SKIP_BRANCH
+    if trigger is Trigger.ALL_SUCCESS:
+        return Join.SKIP_BRANCH if seen & SEEN_BRANCH_SKIPPED else Join.RUN
+    return Join.RUN if seen & SEEN_COMPLETED else Join.SKIP_BRANCH  # NONE_FAILED
 
 
 JOIN_RULES: dict[Trigger, tuple[tuple[Join, Join], ...]] = {

@@ -361,3 +361,198 @@ def test_chaos_every_node_ends_terminal(threads, one_thread, serial, graph, data
             assert behaviours[v] == "slow"
     if cancel_after is None and coe:
         assert NodeStatus.CANCELLED not in statuses or any(b in ("give_up", "check") for b in behaviours)
+
+
+# -- dynamic workflows: random maps, branches and triggers --------------------------------------------
+#
+# A random DAG where each node is a plain task, a branch (taking a random subset of its
+# direct successors) or a map over its first dependency (whose output, like every
+# node's, is a list), with a random trigger, some failing nodes and maps with a failing
+# item.  With the run continuing on error the outcome is determined by the join rules
+# (status.join_rule, read here by a model that walks the graph in topological order),
+# so the test checks it exactly: every status and skip reason, the map items, that
+# nothing started before its dependencies ended, and that nothing ran twice (also under
+# strict checkpoints).  Fail-fast and cancelled runs are checked for what timing does
+# not change: everything terminal, nothing early, nothing twice.
+
+from flow_orchestrator.status import (  # noqa: E402
+    SEEN_BRANCH_SKIPPED,
+    SEEN_COMPLETED,
+    SEEN_FAILED,
+    Join,
+    SkipReason,
+    Trigger,
+    join_rule,
+)
+from flow_orchestrator.stores import MemoryStore  # noqa: E402
+
+
+@st.composite
+def dynamic_graphs(draw, max_nodes=14, max_edges=30):
+    n, src, dst = draw(dags(max_nodes=max_nodes, max_edges=max_edges))
+    preds = predecessors(n, src, dst)
+    succs: list[list[int]] = [[] for _ in range(n)]
+    for s, d in zip(src.tolist(), dst.tolist()):
+        succs[s].append(d)
+    kinds, chosen = [], {}
+    for v in range(n):
+        kind = draw(st.sampled_from(["task", "task", "branch", "map"]))
+        if kind == "map" and not preds[v]:
+            kind = "task"
+        kinds.append(kind)
+        if kind == "branch":
+            chosen[v] = sorted(draw(st.sets(st.sampled_from(succs[v]))) if succs[v] else set())
+    triggers = [draw(st.sampled_from(list(Trigger))) for _ in range(n)]
+    failing = draw(st.sets(st.integers(0, n - 1), max_size=max(1, n // 4)))
+    return n, src, dst, preds, kinds, chosen, triggers, failing
+
+
+def dynamic_workflow(graph, log: Log, item_calls: dict):
+    n, src, dst, preds, kinds, chosen, triggers, failing = graph
+    names = names_of(n)
+    flow = WorkflowBuilder("dynamic")
+    lock = threading.Lock()
+
+    def task(v):
+        def run():
+            log.action(v, v in failing)(_Ctx(names[v]))
+            if kinds[v] == "branch":
+                return [names[w] for w in chosen[v]]
+            return list(range(v % 3))
+        return run
+
+    def item(v):
+        def run(element, ctx):
+            with lock:
+                item_calls[(v, ctx.item)] = item_calls.get((v, ctx.item), 0) + 1
+            if v in failing and ctx.item == 0:
+                raise ValueError(f"item 0 of n{v}")
+            return element
+        return run
+
+    for v in range(n):
+        deps = [names[p] for p in sorted(preds[v])]
+        options = {"trigger": str(triggers[v])}
+        if kinds[v] == "map":
+            over = names[min(preds[v])]
+            flow.map(names[v], item(v), over=over, depends_on=deps, **options)
+        elif kinds[v] == "branch":
+            flow.branch(names[v], task(v), depends_on=deps, **options)
+        else:
+            flow.add(names[v], task(v), depends_on=deps, **options)
+    return flow.build()
+
+
+class _Ctx:
+    """What Log.action reads of a context (these actions take none)."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.inputs: dict = {}
+
+
+def dynamic_model(graph):
+    """Expected (status, skip reason, output length) per node of a run continuing on error."""
+    n, src, dst, preds, kinds, chosen, triggers, failing = graph
+    order = Workflow.from_arrays("m", names_of(n), src, dst, lambda: None).graph.topological_order().tolist()
+    status, reason, length = [None] * n, [SkipReason.NONE] * n, [0] * n
+    for v in order:
+        seen = 0
+        for p in preds[v]:
+            if status[p] is NodeStatus.COMPLETED:
+                taken = kinds[p] != "branch" or v in chosen[p]
+                seen |= SEEN_COMPLETED if taken else SEEN_BRANCH_SKIPPED
+            elif status[p] is NodeStatus.SKIPPED and reason[p] is SkipReason.BRANCH_NOT_TAKEN:
+                seen |= SEEN_BRANCH_SKIPPED
+            else:
+                seen |= SEEN_FAILED
+        decision = join_rule(triggers[v], seen, True) if preds[v] else Join.RUN
+        if decision is Join.SKIP_FAILED:
+            status[v], reason[v] = NodeStatus.SKIPPED, SkipReason.DEPENDENCY_FAILED
+        elif decision is Join.SKIP_BRANCH:
+            status[v], reason[v] = NodeStatus.SKIPPED, SkipReason.BRANCH_NOT_TAKEN
+        elif kinds[v] == "map":
+            over = min(preds[v])
+            length[v] = length[over] if status[over] is NodeStatus.COMPLETED else 0
+            broken = v in failing and length[v] > 0
+            status[v] = NodeStatus.FAILED if broken else NodeStatus.COMPLETED
+        else:
+            status[v] = NodeStatus.FAILED if v in failing else NodeStatus.COMPLETED
+            length[v] = len(chosen[v]) if kinds[v] == "branch" else v % 3
+    return status, reason, length
+
+
+def check_dynamic(result, log: Log, item_calls: dict, graph, exact: bool) -> None:
+    n, src, dst, preds, kinds, chosen, triggers, failing = graph
+    statuses = [NodeStatus(int(s)) for s in result.statuses]
+    assert all(s in TERMINAL for s in statuses)
+    start, end = log.positions()
+    for s, d in zip(src.tolist(), dst.tolist()):  # a dependency that started ended first
+        if d in start and s in start:
+            assert s in end and end[s] < start[d], f"n{d} started before its dependency n{s} finished"
+    assert max(log.calls, default=0) <= 1 and max(item_calls.values(), default=0) <= 1
+    for v in range(n):
+        if kinds[v] == "map":
+            items = result.items(v)
+            assert all(NodeStatus(int(s)) in TERMINAL for s in items.statuses)
+            ran = {i for (m, i) in item_calls if m == v}
+            assert ran <= set(range(len(items)))
+            if statuses[v] is NodeStatus.COMPLETED:
+                assert items.counts()[NodeStatus.COMPLETED] == len(items) and ran == set(range(len(items)))
+        elif statuses[v] in (NodeStatus.SKIPPED, NodeStatus.PENDING):
+            assert log.calls[v] == 0
+        if statuses[v] is NodeStatus.SKIPPED:
+            assert result.skip_reasons[v] != SkipReason.NONE
+    if not exact:
+        return
+    status, reason, length = dynamic_model(graph)
+    assert statuses == status
+    assert [SkipReason(int(r)) for r in result.skip_reasons] == reason
+    for v in range(n):
+        if kinds[v] == "map" and status[v] is not NodeStatus.SKIPPED:
+            assert len(result.items(v)) == length[v]
+        if kinds[v] != "map" and status[v] in (NodeStatus.COMPLETED, NodeStatus.FAILED):
+            assert log.calls[v] == 1
+
+
+_DYNAMIC = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+                    deadline=None, max_examples=60)
+
+
+@given(graph=dynamic_graphs())
+@_DYNAMIC
+def test_dynamic_outcome_follows_the_join_rules(threads, serial, graph):
+    for engine in (threads, serial):
+        log, item_calls = Log(graph[0]), {}
+        result = engine.run(dynamic_workflow(graph, log, item_calls), continue_on_error=True,
+                            raise_on_failure=False)
+        check_dynamic(result, log, item_calls, graph, exact=True)
+
+
+@given(graph=dynamic_graphs())
+@_DYNAMIC
+def test_dynamic_runs_once_only_under_strict_checkpoints(threads, graph):
+    log, item_calls = Log(graph[0]), {}
+    with MemoryStore() as store:
+        result = threads.run(dynamic_workflow(graph, log, item_calls), continue_on_error=True,
+                             raise_on_failure=False, store=store, checkpoint="strict")
+        check_dynamic(result, log, item_calls, graph, exact=True)
+        saved = store.load(result.run_id)
+    assert saved.statuses.tolist() == result.statuses.tolist()
+
+
+@given(graph=dynamic_graphs(), cancel_after=st.sampled_from([None, 0.0, 0.001, 0.003]))
+@_DYNAMIC
+def test_dynamic_fail_fast_and_cancelled_runs_end_terminal(threads, graph, cancel_after):
+    from flow_orchestrator.engine import CancellationToken
+    log, item_calls = Log(graph[0]), {}
+    token = CancellationToken()
+    handle = threads.submit(dynamic_workflow(graph, log, item_calls), cancel=token, raise_on_failure=False)
+    if cancel_after is not None:
+        time.sleep(cancel_after)
+        token.cancel("enough")
+    result = handle.result(30)
+    check_dynamic(result, log, item_calls, graph, exact=False)
+    if cancel_after is None and not result.ok:
+        # fail-fast: an all_done node whose dependencies all ended ran (or is running's end)
+        assert result.status in (RunStatus.FAILED, RunStatus.CANCELLED)

@@ -40,7 +40,9 @@ def test_the_core_holds_the_same_join_rules():
 def test_join_rules_read_as_documented():
     assert join_rule("all_success", 1, True) is Join.RUN
     assert join_rule("all_success", 1, False) is Join.WAIT
-    assert join_rule("all_success", 2, False) is Join.SKIP_BRANCH
+    assert join_rule("all_success", 2, False) is Join.WAIT
+    assert join_rule("all_success", 2, True) is Join.SKIP_BRANCH
+    assert join_rule("all_success", 6, True) is Join.SKIP_FAILED
     assert join_rule("all_success", 6, False) is Join.SKIP_FAILED
     assert join_rule("none_failed", 3, True) is Join.RUN
     assert join_rule("none_failed", 2, True) is Join.SKIP_BRANCH
