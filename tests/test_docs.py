@@ -80,7 +80,7 @@ def test_the_guide_has_its_pages():
     names = {page.name for page in PAGES}
     assert {"index.md", "concepts.md", "workflows.md", "actions.md", "execution.md", "failures.md",
             "middleware.md", "observability.md", "durability.md", "executors.md", "cli.md",
-            "internals.md", "api.md"} <= names
+            "internals.md", "api.md", "dynamic.md"} <= names
 
 
 def test_every_guide_page_has_examples():
