@@ -32,29 +32,29 @@ from flow_orchestrator.stores import SqliteStore
 def test_demo_runs_the_batch_workflow_crashes_it_resumes_and_orders_a_dag(capsys):
     assert cli.main(["demo", "--layers", "20", "--width", "50", "--workers", "2", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    assert "completed" in out and "273 completed" in out
+    assert "completed" in out and "274 completed" in out
     assert "checked: all 8 group totals match" in out
-    assert "saved to SQLite while it ran (batched checkpoints): run 'demo-1' completed, 273 outputs" in out
+    assert "saved to SQLite while it ran (batched checkpoints): run 'demo-1' completed, 274 outputs" in out
     assert "resuming it ran 0 node(s) again" in out
     # A real crash (a child killed with SIGKILL part-way), then a resume that runs only the rest.
     assert "killed with SIGKILL after 40% of the nodes" in out
     found = re.search(r"killed after (\d+) completions; the store held (\d+) completed node\(s\)\n"
-                      r"  resumed: (\d+) restored, (\d+) run \(\d+ \+ \d+ = 273 of 273\), completed in [\d.]+ s; "
+                      r"  resumed: (\d+) restored, (\d+) run \(\d+ \+ \d+ = 274 of 274\), completed in [\d.]+ s; "
                       r"totals match", out)
     assert found, out
     seen, held, restored, ran = map(int, found.groups())
-    assert 0 < held <= seen < 273 and restored == held and ran == 273 - held
+    assert 0 < held <= seen < 274 and restored == held and ran == 274 - held
     # The speed-up: medians after a warm-up, not one cold comparison.
-    assert re.search(r"speed-up on 137 nodes \(4 groups, no store\), median of 1 run\(s\) each after a warm-up: "
+    assert re.search(r"speed-up on 138 nodes \(4 groups, no store\), median of 1 run\(s\) each after a warm-up: "
                      r"serial [\d.]+ s, 2 worker thread\(s\) [\d.]+ s: [\d.]+x", out), out
     assert "layered DAG: 1,000 nodes" in out
 
 
 def test_batch_workflow_shape():
     wf = build_batch_workflow(groups=3, chunks=4)
-    assert len(wf) == 3 * (4 + 2) + 1
+    assert len(wf) == 3 * (4 + 2) + 2
     assert wf.roots() == ["generate[0]", "generate[1]", "generate[2]"]
-    assert wf.leaves() == ["report"]
+    assert wf.leaves() == ["lines"] and wf.kind("lines") == "map"
 
 
 def test_the_demos_repeat_must_be_positive(capsys):

@@ -4,13 +4,14 @@
 GIL, in the shape of a typical batch job::
 
     generate[g] ──▶ chunk[g, i] (x CHUNKS) ──▶ reduce[g] ──┐
-                                                        ├──▶ report
+                                                        ├──▶ report ──▶ lines (map)
     (x GROUPS)                                          ┘
 
 Each generate step describes its group's data (a seed per chunk, as a real job would
 list its input files), each chunk generates, sorts and transforms its slice, each reduce
 combines its chunks, and the report checks the totals against a direct computation, so
-a scheduling bug cannot go unnoticed.  A progress line is written while it runs.
+a scheduling bug cannot go unnoticed; ``lines``, a map node, formats one line per group
+of the report (one item per element of its output, scheduled by the core).  A progress line is written while it runs.
 
 The run is durable: it is saved to a SQLite store (the embedded default) while it runs,
 and resuming it afterwards runs nothing again.  Outputs stay small (numbers, not
@@ -94,7 +95,7 @@ def _report(ctx: Any) -> dict[str, float]:
 
 
 def build_batch_workflow(groups: int = GROUPS, chunks: int = CHUNKS) -> Workflow:
-    """The demo's workflow: ``groups * (chunks + 2) + 1`` nodes."""
+    """The demo's workflow: ``groups * (chunks + 2) + 2`` nodes."""
     flow = WorkflowBuilder("numpy-batch")
     for g in range(groups):
         flow.add(f"generate[{g}]", _generate(g, chunks), tags={"io"})
@@ -102,7 +103,12 @@ def build_batch_workflow(groups: int = GROUPS, chunks: int = CHUNKS) -> Workflow
             flow.add(f"chunk[{g},{i}]", _chunk(g, i), depends_on=[f"generate[{g}]"], retries=1)
         flow.add(f"reduce[{g}]", _reduce(g), depends_on=[f"chunk[{g},{i}]" for i in range(chunks)])
     flow.add("report", _report, depends_on=[f"reduce[{g}]" for g in range(groups)])
+    flow.map("lines", _line, over="report")
     return flow.build()
+
+
+def _line(name: str, report: dict[str, float]) -> str:
+    return f"{name}: {report[name]:.6g}"
 
 
 def _expected_total(group: int) -> float:
