@@ -45,6 +45,7 @@ cdef struct _KeyTable:
     uint32_t count
 
 
+@cython.overflowcheck(False)  # a hash: wrapping multiplication is the point (the debug build checks)
 cdef inline uint64_t _mix(uint64_t a, uint64_t b) noexcept nogil:
     cdef uint64_t h = (a >> 4) ^ (b * <uint64_t>0x9E3779B97F4A7C15)
     h *= <uint64_t>0xFF51AFD7ED558CCD

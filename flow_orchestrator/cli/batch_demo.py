@@ -182,10 +182,13 @@ def _crash_then_resume(engine: Engine, workflow: Workflow, db: str) -> tuple[int
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     # cwd: the store's directory, since ``python -c`` puts the working directory first on
     # sys.path, and a source checkout there would shadow the installed package.
+    # Its stderr goes to a file, not a pipe: a pipe nobody reads while we read stdout
+    # would block the child once full (whatever it logs) and hang the demo.
+    errors = tempfile.TemporaryFile(mode="w+", dir=os.path.dirname(os.path.abspath(db)))
     child = subprocess.Popen([sys.executable, "-c", _CHILD, db, str(engine.max_workers)], env=env,
                              cwd=os.path.dirname(os.path.abspath(db)),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stderr is not None
+                             stdout=subprocess.PIPE, stderr=errors, text=True)
+    assert child.stdout is not None
     seen, target = 0, int(len(workflow) * CRASH_AT)
     try:
         while seen < target and child.stdout.readline():
@@ -193,8 +196,11 @@ def _crash_then_resume(engine: Engine, workflow: Workflow, db: str) -> tuple[int
     finally:
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)  # a real crash: no handler, no final save
-        err = child.stderr.read()
         child.wait()
+        child.stdout.close()
+        errors.seek(0)
+        err = errors.read()[-4000:]
+        errors.close()
     if seen < target:
         raise RuntimeError(f"the crash child ended before it could be killed (exit {child.returncode}):\n{err}")
     with SqliteStore(db) as store:
