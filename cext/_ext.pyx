@@ -50,7 +50,9 @@ Execution
     ready FIFO and worker loops on a thread pool.  The packed status/attempt word of a
     node and the table of allowed transitions (``_states.pxi``, mirroring
     :mod:`flow_orchestrator.status`) and the per-node counters and histograms
-    (``_metrics.pxi``, mirroring :mod:`flow_orchestrator.metrics`) have files of their own.
+    (``_metrics.pxi``, mirroring :mod:`flow_orchestrator.metrics`) have files of their own,
+    and so do the join rules and branches (``_joins.pxi``) and the items of map nodes
+    (``_maps.pxi``), which the scheduler calls into only for workflows that have them.
 
 Immutability
     Every array of a :class:`CSRGraph` is created, filled and then flagged read-only
