@@ -407,7 +407,9 @@ def dynamic_graphs(draw, max_nodes=14, max_edges=30):
     return n, src, dst, preds, kinds, chosen, triggers, failing
 
 
-def dynamic_workflow(graph, log: Log, item_calls: dict):
+def dynamic_workflow(graph, log: Log, item_calls: dict, timeouts: bool = False):
+    """The workflow of a dynamic graph; with ``timeouts``, the failing item of a map times
+    out (a cooperative wait past the map's per-attempt timeout) instead of raising."""
     n, src, dst, preds, kinds, chosen, triggers, failing = graph
     names = names_of(n)
     flow = WorkflowBuilder("dynamic")
@@ -426,6 +428,9 @@ def dynamic_workflow(graph, log: Log, item_calls: dict):
             with lock:
                 item_calls[(v, ctx.item)] = item_calls.get((v, ctx.item), 0) + 1
             if v in failing and ctx.item == 0:
+                if timeouts:
+                    ctx.wait(5.0)  # woken when the attempt times out
+                    return element
                 raise ValueError(f"item 0 of n{v}")
             return element
         return run
@@ -435,6 +440,8 @@ def dynamic_workflow(graph, log: Log, item_calls: dict):
         options = {"trigger": str(triggers[v])}
         if kinds[v] == "map":
             over = names[min(preds[v])]
+            if timeouts:
+                options["timeout"] = 0.05
             flow.map(names[v], item(v), over=over, depends_on=deps, **options)
         elif kinds[v] == "branch":
             flow.branch(names[v], task(v), depends_on=deps, **options)
@@ -482,7 +489,7 @@ def dynamic_model(graph):
     return status, reason, length
 
 
-def check_dynamic(result, log: Log, item_calls: dict, graph, exact: bool) -> None:
+def check_dynamic(result, log: Log, item_calls: dict, graph, exact: bool, timeouts: bool = False) -> None:
     n, src, dst, preds, kinds, chosen, triggers, failing = graph
     statuses = [NodeStatus(int(s)) for s in result.statuses]
     assert all(s in TERMINAL for s in statuses)
@@ -511,6 +518,8 @@ def check_dynamic(result, log: Log, item_calls: dict, graph, exact: bool) -> Non
     for v in range(n):
         if kinds[v] == "map" and status[v] is not NodeStatus.SKIPPED:
             assert len(result.items(v)) == length[v]
+            if status[v] is NodeStatus.FAILED:
+                assert result.items(v).status(0) is (NodeStatus.TIMED_OUT if timeouts else NodeStatus.FAILED)
         if kinds[v] != "map" and status[v] in (NodeStatus.COMPLETED, NodeStatus.FAILED):
             assert log.calls[v] == 1
 
@@ -527,6 +536,16 @@ def test_dynamic_outcome_follows_the_join_rules(threads, serial, graph):
         result = engine.run(dynamic_workflow(graph, log, item_calls), continue_on_error=True,
                             raise_on_failure=False)
         check_dynamic(result, log, item_calls, graph, exact=True)
+
+
+@given(graph=dynamic_graphs(max_nodes=10, max_edges=20))
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+          deadline=None, max_examples=15)
+def test_dynamic_items_that_time_out_fail_their_map(threads, graph):
+    log, item_calls = Log(graph[0]), {}
+    result = threads.run(dynamic_workflow(graph, log, item_calls, timeouts=True), continue_on_error=True,
+                         raise_on_failure=False)
+    check_dynamic(result, log, item_calls, graph, exact=True, timeouts=True)
 
 
 @given(graph=dynamic_graphs())
