@@ -608,19 +608,47 @@ class RunState:
             _fail(f"attempts has counts outside 0..{MAX_ATTEMPTS - 1}")
 
     def _validate_progress(self) -> None:
-        """No completed node has a dependency still running (a run never starts a node
-        before its dependencies ended; a state saying otherwise never existed).  Under
-        the join rules a dependency may have failed (``all_done``) or been skipped by a
-        branch (``none_failed``), and a skip is not recorded until the final snapshot,
-        so a dependency may show as failed, skipped or pending, but not running."""
+        """No completed node has a dependency that cannot have ended before it started (a
+        run never starts a node before its dependencies ended; a state saying otherwise
+        never existed).
+
+        A dependency may have completed, failed, timed out, been cancelled or skipped
+        (the join rules run ``all_done`` and ``none_failed`` nodes after those).  A skip is
+        not recorded until the final snapshot, so a skipped dependency may still show
+        as *pending*, but only when it could have been skipped: when a path reaches it
+        from a node that ended (a branch that did not take it, a failure) through
+        pending nodes alone.  So a pending root, or a pending node below only pending
+        or running ones, never precedes a completed node, and neither does a running one.
+        """
         indptr, indices = self.succ_indptr, self.succ_indices
         if not indices.size:
             return
-        done = self.statuses == NodeStatus.COMPLETED
-        sources = np.repeat(self.statuses == NodeStatus.RUNNING, np.diff(indptr))
-        early = indices[done[indices] & sources]
-        if early.size:
-            _fail(f"completed node(s) with a dependency still running: {_names_of(self, _sorted_unique(early))}")
+        statuses = self.statuses
+        n = statuses.size
+        done = statuses == NodeStatus.COMPLETED
+        sources = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+        targets = indices.astype(np.int64)
+        into_done = done[targets]
+        if not into_done.any():
+            return
+        pending = statuses == NodeStatus.PENDING
+        ended = ~pending & (statuses != NodeStatus.RUNNING)
+        bad = into_done & ~ended[sources]  # completed nodes whose dependency has not ended
+        if not bad.any():
+            return
+        # A pending dependency may be a skip not yet recorded: reachable from an ended
+        # node through pending nodes only (edges into pending nodes, from ended or pending ones).
+        keep = pending[targets] & (ended[sources] | pending[sources])
+        if keep.any():
+            skippable = CSRGraph.from_edges(n, sources[keep].astype(np.int32), targets[keep].astype(np.int32))
+            seeds = np.flatnonzero(ended & np.isin(np.arange(n), sources[keep])).astype(np.int32)
+            reach = np.zeros(n, dtype=bool)
+            if seeds.size:
+                reach[skippable.descendants(seeds)] = True
+            bad &= ~(pending[sources] & reach[sources])
+        if bad.any():
+            _fail("completed node(s) with a dependency that had not ended: "
+                  f"{_names_of(self, _sorted_unique(targets[bad]))}")
 
     def _validate_outputs(self, ids: np.ndarray) -> None:
         if type(self.outputs) is not dict or len(self.outputs) != ids.size:

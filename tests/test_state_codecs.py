@@ -678,9 +678,13 @@ def _fields(state: RunState, **changes: Any) -> dict[str, Any]:
     ({"workflow": ""}, "workflow"),
     ({"attempts": np.array([1, 1, 2**24, 0], np.int32)}, "attempts has counts outside"),
     ({"statuses": np.array([1, 2, 3, 4], np.uint8), "outputs": {1: b"[10]"}},
-     "dependency still running: 'transform'"),
+     "dependency that had not ended: 'transform'"),
     ({"statuses": np.array([2, 2, 1, 2], np.uint8), "outputs": {0: b"1", 1: b"2", 3: b"3"}},
-     "dependency still running: 'report'"),
+     "dependency that had not ended: 'report'"),
+    # the example: b completed while its dependency a (a root: nothing could have
+    # skipped it) is pending
+    ({"statuses": np.array([0, 2, 0, 0], np.uint8), "outputs": {1: b"[10]"}},
+     "dependency that had not ended: 'transform'"),
     ({"data": b"[1, 2]"}, "workflow data must be a mapping, got list"),
     ({"data": b'"x"'}, "workflow data must be a mapping, got str"),
     ({"data": b"7"}, "workflow data must be a mapping, got int"),
