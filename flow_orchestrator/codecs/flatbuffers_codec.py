@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import flatbuffers
@@ -328,19 +328,11 @@ def read_header(read: Callable[[int], bytes], size: int) -> StateHeader:
 def _head_fields(buf: memoryview, payload_size: int, version: int) -> StateHeader:
     """The header fields from ``buf``, the first bytes of a payload of ``payload_size``."""
     check = _Verifier(buf)
-    root, table_size, vtable, vt_size = check.table()
     fields: dict[str, Any] = {}
-    for slot, (name, kind, item) in enumerate(_FIELDS[:_HEAD_SLOTS]):
-        entry = 4 + 2 * slot
-        offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
-        if offset == 0:
-            if kind != "scalar":
-                raise _corrupt(f"required field {name} is missing")
-            fields[name] = 0 if item == "I" else 0.0
+    for name, kind, item, at in _located(check, _FIELDS[:_HEAD_SLOTS]):
+        if at is None:
+            fields[name] = 0 if item == "I" else 0.0  # the schema's defaults
             continue
-        if offset + (struct.calcsize(item) if kind == "scalar" else 4) > table_size:
-            raise _corrupt(f"field {name} lies outside its table")
-        at = root + offset
         if kind == "scalar":
             fields[name] = check.read(item, at, name)
         elif kind == "str":
@@ -443,6 +435,24 @@ class _Verifier:
         return self.u8[index + np.repeat(starts - firsts, lengths + 1)].tobytes()
 
 
+def _located(check: _Verifier, spec: tuple[tuple[str, str, Any], ...]) -> Iterator[tuple[str, str, Any, int | None]]:
+    """Each field of ``spec`` (``_FIELDS`` or a prefix of it) with where its value lies in
+    the root table, bounds-checked; ``None`` when absent, which only scalars (then the
+    schema's default) and optional vectors may be."""
+    root, table_size, vtable, vt_size = check.table()
+    for slot, (name, kind, item) in enumerate(spec):
+        entry = 4 + 2 * slot
+        offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
+        if offset == 0:
+            if kind not in ("scalar", "optvector"):
+                raise _corrupt(f"required field {name} is missing")
+            yield name, kind, item, None
+            continue
+        if offset + (struct.calcsize(item) if kind == "scalar" else 4) > table_size:
+            raise _corrupt(f"field {name} lies outside its table")
+        yield name, kind, item, root + offset
+
+
 def _utf8(raw: bytes, what: str) -> str:
     try:
         return raw.decode("utf-8", "surrogatepass")
@@ -458,22 +468,11 @@ def _verify(buf: memoryview) -> dict[str, Any]:
     read by the generated code.
     """
     check = _Verifier(buf)
-    root, table_size, vtable, vt_size = check.table()
     fields: dict[str, Any] = {}
-    for slot, (name, kind, item) in enumerate(_FIELDS):
-        entry = 4 + 2 * slot
-        offset = check.read("H", vtable + entry, "vtable entry") if entry + 2 <= vt_size else 0
-        if offset == 0:
-            if kind == "optvector":
-                fields[name] = None
-                continue
-            if kind != "scalar":
-                raise _corrupt(f"required field {name} is missing")
-            fields[name] = 0 if item == "I" else 0.0  # the schema's defaults
+    for name, kind, item, at in _located(check, _FIELDS):
+        if at is None:
+            fields[name] = None if kind == "optvector" else 0 if item == "I" else 0.0  # the schema's defaults
             continue
-        if offset + (struct.calcsize(item) if kind == "scalar" else 4) > table_size:
-            raise _corrupt(f"field {name} lies outside its table")
-        at = root + offset
         if kind == "scalar":
             fields[name] = check.read(item, at, name)
         elif kind == "str":
