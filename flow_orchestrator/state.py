@@ -641,7 +641,9 @@ class RunState:
         keep = pending[targets] & (ended[sources] | pending[sources])
         if keep.any():
             skippable = CSRGraph.from_edges(n, sources[keep].astype(np.int32), targets[keep].astype(np.int32))
-            seeds = np.flatnonzero(ended & np.isin(np.arange(n), sources[keep])).astype(np.int32)
+            starts = np.zeros(n, dtype=bool)
+            starts[sources[keep]] = True
+            seeds = np.flatnonzero(ended & starts).astype(np.int32)
             reach = np.zeros(n, dtype=bool)
             if seeds.size:
                 reach[skippable.descendants(seeds)] = True
